@@ -1,0 +1,447 @@
+//! The daemon's configuration: the `knockd.toml` model, its defaults and its validation.
+//!
+//! Every error names the file, the line and the column of the offending value, and says what
+//! would be accepted. Relative paths in the file are resolved against the file's directory.
+
+mod duration;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::knock::{Knock, PortRange, Proto};
+use crate::sequence::{Alphabet, Mode, MAX_LENGTH};
+
+pub use duration::parse_duration;
+
+/// Default knock port range: 2048 ports.
+pub const DEFAULT_KNOCK_PORTS: &str = "40000-42047";
+/// Default number of knocks in a sequence.
+pub const DEFAULT_LENGTH: usize = 8;
+/// Default look-ahead window of counters.
+pub const DEFAULT_WINDOW: u32 = 10;
+/// Default miss budget within one attempt.
+pub const DEFAULT_MISSES: u8 = 2;
+/// Default time a sequence has to complete.
+pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a grant stays open.
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Daemon-wide settings.
+    pub server: ServerConfig,
+    /// The doors, in file order.
+    pub doors: Vec<Door>,
+}
+
+/// Which firewall backend grants go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallKind {
+    /// Table `inet knockd` over netlink (default).
+    Nftables,
+    /// No firewall: decisions are logged and audited only (tests of the matcher, dry runs).
+    None,
+}
+
+/// Daemon-wide settings from `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the server id, ledger and audit log live.
+    pub state_dir: PathBuf,
+    /// Interfaces to capture on (`any` for all).
+    pub interfaces: Vec<String>,
+    /// The firewall backend.
+    pub firewall: FirewallKind,
+    /// Name of the nftables table (in family `inet`).
+    pub nft_table: String,
+}
+
+/// A port the door opens, e.g. `22/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpenPort {
+    /// The port.
+    pub port: u16,
+    /// Its protocol.
+    pub proto: Proto,
+}
+
+impl fmt::Display for OpenPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.proto)
+    }
+}
+
+impl std::str::FromStr for OpenPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        let port: u16 = port
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{s}` is not a port to open (expected e.g. 22/tcp)"))?;
+        Ok(OpenPort { port, proto: proto.parse()? })
+    }
+}
+
+/// One protected service and how it is knocked open.
+#[derive(Debug, Clone)]
+pub struct Door {
+    /// Door name (`[a-z0-9_-]`, 1..=64).
+    pub name: String,
+    /// How sequences are made.
+    pub mode: Mode,
+    /// What a grant opens.
+    pub open: Vec<OpenPort>,
+    /// How long a grant lasts.
+    pub open_for: Duration,
+    /// The knocks sequences are drawn from.
+    pub alphabet: Alphabet,
+    /// Knocks per sequence (K).
+    pub length: usize,
+    /// Time from the first knock to the last.
+    pub seq_timeout: Duration,
+    /// Look-ahead window W of counters or file lines.
+    pub window: u32,
+    /// Misses allowed within one attempt (m).
+    pub misses: u8,
+    /// Whether knocks 2..K include the source address.
+    pub bind_source: bool,
+    /// Whether closing sequences are accepted.
+    pub close: bool,
+    /// Directory of per-client key files (`<client>.key`), for hotp/totp.
+    pub keys_dir: Option<PathBuf>,
+    /// The sequence file, for `file` mode.
+    pub sequence_file: Option<PathBuf>,
+    /// The fixed sequence, for `static` mode.
+    pub static_sequence: Vec<Knock>,
+    /// Addresses the door listens on (empty: every local address).
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    door: Vec<Spanned<RawDoor>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    state_dir: Option<Spanned<String>>,
+    interfaces: Option<Vec<String>>,
+    firewall: Option<Spanned<String>>,
+    nft_table: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoor {
+    name: Spanned<String>,
+    mode: Spanned<String>,
+    open: Spanned<Vec<String>>,
+    open_for: Option<Spanned<toml::Value>>,
+    knock_ports: Option<Spanned<String>>,
+    protocols: Option<Spanned<Vec<String>>>,
+    length: Option<Spanned<i64>>,
+    seq_timeout: Option<Spanned<toml::Value>>,
+    window: Option<Spanned<i64>>,
+    misses: Option<Spanned<i64>>,
+    #[serde(default)]
+    bind_source: bool,
+    #[serde(default)]
+    close: bool,
+    keys: Option<Spanned<String>>,
+    sequence_file: Option<Spanned<String>>,
+    sequence: Option<Spanned<Vec<String>>>,
+    addresses: Option<Spanned<Vec<String>>>,
+}
+
+/// Turns byte offsets into 1-based line and column.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, offset: usize, message: impl Into<String>) -> ConfigError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+    fn span<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.at(s.span().start, message)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let loc = Locator { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            loc.at(offset, e.message().trim().to_string())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let server = ServerConfig {
+            state_dir: raw
+                .server
+                .state_dir
+                .as_ref()
+                .map_or_else(|| PathBuf::from("/var/lib/knockd"), |s| resolve(s.get_ref())),
+            interfaces: raw.server.interfaces.clone().unwrap_or_else(|| vec!["any".into()]),
+            firewall: match raw.server.firewall.as_ref().map(|s| (s, s.get_ref().as_str())) {
+                None | Some((_, "nftables")) => FirewallKind::Nftables,
+                Some((_, "none")) => FirewallKind::None,
+                Some((s, other)) => {
+                    return Err(loc.span(s, format!("unknown firewall `{other}` (expected nftables or none)")))
+                }
+            },
+            nft_table: match &raw.server.nft_table {
+                None => "knockd".into(),
+                Some(s) if valid_name(s.get_ref()) => s.get_ref().clone(),
+                Some(s) => return Err(loc.span(s, "nft_table must be 1-64 characters of a-z, 0-9, _ or -")),
+            },
+        };
+        if server.interfaces.is_empty() {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "[server] interfaces is empty; name at least one interface, or \"any\"".into(),
+            });
+        }
+        let mut doors: Vec<Door> = Vec::new();
+        for d in &raw.door {
+            let door = validate_door(&loc, d, &resolve)?;
+            if doors.iter().any(|o| o.name == door.name) {
+                return Err(loc.span(&d.get_ref().name, format!("door `{}` is defined twice", door.name)));
+            }
+            doors.push(door);
+        }
+        if doors.is_empty() {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "no [[door]] defined; a daemon without doors protects nothing".into(),
+            });
+        }
+        Ok(Config { path: path.to_path_buf(), server, doors })
+    }
+
+    /// The door called `name`.
+    pub fn door(&self, name: &str) -> Option<&Door> {
+        self.doors.iter().find(|d| d.name == name)
+    }
+}
+
+/// Whether `s` is a valid door, client or table name.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn int_in<T: TryFrom<i64>>(
+    loc: &Locator,
+    v: &Option<Spanned<i64>>,
+    default: T,
+    range: std::ops::RangeInclusive<i64>,
+    what: &str,
+) -> Result<T, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) if range.contains(s.get_ref()) => T::try_from(*s.get_ref())
+            .map_err(|_| loc.span(s, format!("{what} is out of range"))),
+        Some(s) => Err(loc.span(
+            s,
+            format!("{what} = {} is out of range (expected {}..={})", s.get_ref(), range.start(), range.end()),
+        )),
+    }
+}
+
+fn duration_field(
+    loc: &Locator,
+    v: &Option<Spanned<toml::Value>>,
+    default: Duration,
+    what: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(s) = v else { return Ok(default) };
+    let d = match s.get_ref() {
+        toml::Value::Integer(n) if *n > 0 => Some(Duration::from_secs(*n as u64)),
+        toml::Value::String(text) => parse_duration(text).ok(),
+        _ => None,
+    };
+    d.filter(|d| !d.is_zero() && *d <= Duration::from_secs(7 * 86_400)).ok_or_else(|| {
+        loc.span(s, format!("{what} must be a positive duration up to 7 days: seconds (30) or a string (\"30s\", \"500ms\", \"5m\")"))
+    })
+}
+
+fn validate_door(
+    loc: &Locator,
+    sd: &Spanned<RawDoor>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Door, ConfigError> {
+    let d = sd.get_ref();
+    let name = d.name.get_ref().clone();
+    if !valid_name(&name) {
+        return Err(loc.span(&d.name, "door name must be 1-64 characters of a-z, 0-9, _ or -"));
+    }
+    let mode: Mode = d.mode.get_ref().parse().map_err(|e: String| loc.span(&d.mode, e))?;
+    if mode == Mode::Totp {
+        return Err(loc.span(&d.mode, "mode `totp` is not available yet; use hotp or file"));
+    }
+    let open = d
+        .open
+        .get_ref()
+        .iter()
+        .map(|s| s.parse::<OpenPort>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| loc.span(&d.open, e))?;
+    if open.is_empty() {
+        return Err(loc.span(&d.open, "open is empty; list what the door opens, e.g. [\"22/tcp\"]"));
+    }
+    let range: PortRange = match &d.knock_ports {
+        None => DEFAULT_KNOCK_PORTS.parse().map_err(|e: String| loc.span(sd, e))?,
+        Some(s) => s.get_ref().parse().map_err(|e: String| loc.span(s, e))?,
+    };
+    let protos: Vec<Proto> = match &d.protocols {
+        None => vec![Proto::Tcp],
+        Some(s) => s
+            .get_ref()
+            .iter()
+            .map(|p| p.parse::<Proto>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| loc.span(s, e))?,
+    };
+    let alphabet = Alphabet::new(range, &protos)
+        .ok_or_else(|| loc.span(sd, "protocols is empty; use [\"tcp\"], [\"udp\"] or both"))?;
+    if let Some(o) = open.iter().find(|o| alphabet.contains(Knock { port: o.port, proto: o.proto })) {
+        return Err(loc.span(&d.open, format!("{o} lies inside knock_ports {range}; knocks must not hit the protected port")));
+    }
+    let length: usize = int_in(loc, &d.length, DEFAULT_LENGTH, 2..=MAX_LENGTH as i64, "length")?;
+    if alphabet.size() < 2 && mode != Mode::Static {
+        return Err(loc.span(sd, "knock_ports must hold at least 2 knocks"));
+    }
+    let window = int_in(loc, &d.window, DEFAULT_WINDOW, 1..=1000, "window")?;
+    let misses = int_in(loc, &d.misses, DEFAULT_MISSES, 0..=16, "misses")?;
+    let seq_timeout = duration_field(loc, &d.seq_timeout, DEFAULT_SEQ_TIMEOUT, "seq_timeout")?;
+    let open_for = duration_field(loc, &d.open_for, DEFAULT_OPEN_FOR, "open_for")?;
+    let keys_dir = d.keys.as_ref().map(|s| resolve(s.get_ref()));
+    let sequence_file = d.sequence_file.as_ref().map(|s| resolve(s.get_ref()));
+    let static_sequence = match &d.sequence {
+        None => Vec::new(),
+        Some(s) => s
+            .get_ref()
+            .iter()
+            .map(|k| k.parse::<Knock>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| loc.span(s, e))?,
+    };
+    let addresses = match &d.addresses {
+        None => Vec::new(),
+        Some(s) => s
+            .get_ref()
+            .iter()
+            .map(|a| a.parse::<IpAddr>().map_err(|_| format!("`{a}` is not an IP address")))
+            .collect::<Result<_, _>>()
+            .map_err(|e| loc.span(s, e))?,
+    };
+    match mode {
+        Mode::Hotp | Mode::Totp if keys_dir.is_none() => {
+            return Err(loc.span(sd, format!("door `{name}`: mode {} needs `keys = \"DIR\"` (one <client>.key per client)", mode.label())))
+        }
+        Mode::File if sequence_file.is_none() => {
+            return Err(loc.span(sd, format!("door `{name}`: mode file needs `sequence_file = \"PATH\"`")))
+        }
+        Mode::Static if static_sequence.len() < 2 => {
+            return Err(loc.span(sd, format!("door `{name}`: mode static needs `sequence = [\"7000\", \"8000:udp\", ...]` with at least 2 knocks")))
+        }
+        _ => {}
+    }
+    Ok(Door {
+        name,
+        mode,
+        open,
+        open_for,
+        alphabet,
+        length,
+        seq_timeout,
+        window,
+        misses,
+        bind_source: d.bind_source,
+        close: d.close,
+        keys_dir,
+        sequence_file,
+        static_sequence,
+        addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+//! Config parsing and validation, with the line and column of each error.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/knockd/knockd.toml"), text)
+}
+
+const GOOD: &str = r#"
+[server]
+state_dir = "state"
+interfaces = ["eth0"]
+
+[[door]]
+name = "ssh"
+mode = "hotp"
+open = ["22/tcp"]
+keys = "keys/ssh"
+open_for = "3s"
+seq_timeout = 2
+"#;
+
+#[test]
+fn good_config_has_safe_defaults_and_resolved_paths() {
+    let c = parse(GOOD).unwrap();
+    let d = c.door("ssh").unwrap();
+    assert_eq!(c.server.state_dir, Path::new("/etc/knockd/state"));
+    assert_eq!(d.keys_dir.as_deref(), Some(Path::new("/etc/knockd/keys/ssh")));
+    assert_eq!(d.open_for, Duration::from_secs(3));
+    assert_eq!(d.seq_timeout, Duration::from_secs(2));
+    assert_eq!(d.length, DEFAULT_LENGTH);
+    assert_eq!(d.alphabet.size(), 2048);
+    assert!(!d.bind_source);
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let e = parse("[server]\nstate_dir = \"x\"\n[[door]\n").unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.to_string().starts_with("/etc/knockd/knockd.toml:3:"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_refused_where_it_stands() {
+    let text = GOOD.replace("seq_timeout = 2", "seq_timeout = 2\nopen_fro = 3");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.line, Some(13), "{e}");
+    assert!(e.message.contains("open_fro"), "{e}");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    let e = parse(&GOOD.replace("\"22/tcp\"", "\"22/sctp\"")).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(9), Some(8)), "{e}");
+    assert!(e.message.contains("sctp"));
+
+    let e = parse(&GOOD.replace("seq_timeout = 2", "seq_timeout = \"soon\"")).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(12), Some(15)), "{e}");
+
+    let e = parse(&GOOD.replace("mode = \"hotp\"", "mode = \"hotpp\"")).unwrap_err();
+    assert_eq!(e.line, Some(8));
+    assert!(e.message.contains("hotpp"));
+
+    let e = parse(&format!("{GOOD}length = 1\n")).unwrap_err();
+    assert!(e.message.contains("length = 1"), "{e}");
+}
+
+#[test]
+fn protected_port_inside_the_knock_range_is_refused() {
+    let e = parse(&format!("{GOOD}knock_ports = \"20-30\"\n")).unwrap_err();
+    assert!(e.message.contains("22/tcp lies inside"), "{e}");
+}
+
+#[test]
+fn duplicate_doors_and_missing_keys_are_refused() {
+    let twice = format!("{GOOD}\n[[door]]\nname = \"ssh\"\nmode = \"file\"\nopen = [\"23/tcp\"]\nsequence_file = \"x\"\n");
+    assert!(parse(&twice).unwrap_err().message.contains("defined twice"));
+    let nokeys = GOOD.replace("keys = \"keys/ssh\"\n", "");
+    assert!(parse(&nokeys).unwrap_err().message.contains("needs `keys"));
+    assert!(parse("[server]\n").unwrap_err().message.contains("no [[door]]"));
+}

@@ -1,0 +1,21 @@
+//! Pure core of the one-time port knocker.
+//!
+//! Everything here works on data only: no packet capture, no firewall, no sockets, no daemon
+//! loop. The binaries in `client/` and `server/` own the I/O and call into this crate to derive
+//! sequences, parse configs, match knocks and persist what was consumed.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod entropy;
+pub mod keys;
+pub mod knock;
+pub mod ledger;
+pub mod matcher;
+pub mod packet;
+pub mod profile;
+pub mod sequence;
+pub mod seqfile;
+pub mod time;
+
+pub use knock::{Knock, PortRange, Proto};
