@@ -33,9 +33,7 @@ impl Secret {
     /// A fresh secret from the operating system's RNG.
     pub fn generate() -> Result<Self, KeyError> {
         let mut bytes = [0u8; SECRET_LEN];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| KeyError::Rng(e.to_string()))?;
+        rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| KeyError::Rng(e.to_string()))?;
         Ok(Secret(bytes))
     }
 
@@ -69,10 +67,8 @@ impl Secret {
             return Err("has extra text after the key".into());
         }
         let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| "holds a key that is not base64url")?);
-        let arr: [u8; SECRET_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| format!("holds {} bytes, expected {SECRET_LEN}", bytes.len()))?;
+        let arr: [u8; SECRET_LEN] =
+            bytes.as_slice().try_into().map_err(|_| format!("holds {} bytes, expected {SECRET_LEN}", bytes.len()))?;
         Ok(Secret(arr))
     }
 }

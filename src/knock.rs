@@ -137,9 +137,7 @@ impl FromStr for PortRange {
     /// Parses `first-last` (or a single port).
     fn from_str(s: &str) -> Result<Self, String> {
         let parse = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("`{s}` is not a port range (expected e.g. 40000-42047)"))
+            p.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a port range (expected e.g. 40000-42047)"))
         };
         let (first, last) = match s.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),

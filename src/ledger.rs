@@ -1,1 +1,360 @@
-//! TODO
+//! The ledger: what each key (or sequence file) has consumed, made durable before any grant.
+//!
+//! One append-only file per key fingerprint or sequence-file hash. Each record is one line,
+//! `<kind> <counter> <unix_ms> <check>`, where `check` is the first 8 hex digits of SHA-256 of
+//! the file's label and everything before it on the line; each append is followed by
+//! `fdatasync`, so a record that returned is on disk. `consume N` consumes every counter <= N;
+//! `burn N` burns N alone. Loading replays the records; a torn last line (a crash mid-append)
+//! is cut off with a warning, a bad line anywhere else is corruption and refuses the ledger.
+//!
+//! The consume-before-grant step sits behind [`ConsumeStore`] so a replicated store can
+//! serve an HA pair later without touching the matcher.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::keys::hex;
+use crate::time::unix_now_ms;
+
+const HEADER: &str = "one-time-knock-ledger-v1";
+
+/// Whether a consumption was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumed {
+    /// The counter was unused and is now consumed, durably.
+    Fresh,
+    /// The counter was already consumed or burned: a replay.
+    AlreadyUsed,
+}
+
+/// The consume-before-grant interface.
+pub trait ConsumeStore {
+    /// Whether `counter` is consumed or burned.
+    fn is_used(&self, counter: u64) -> bool;
+    /// Consumes every counter <= `counter`, durably, unless `counter` was already used.
+    fn consume(&mut self, counter: u64) -> Result<Consumed, LedgerError>;
+    /// Burns `counter` alone, durably. Returns false when it was already used.
+    fn burn(&mut self, counter: u64) -> Result<bool, LedgerError>;
+    /// The lowest counter not consumed (burned ones above it may exist).
+    fn next(&self) -> u64;
+}
+
+/// What can go wrong with a ledger file. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// No ledger for a key in use: refuse rather than start from zero.
+    #[error(
+        "ledger {0} is missing; knocks for this key stay refused (a missing ledger could make used \
+         sequences valid again). If the state was lost, run `knockd ledger recover --door DOOR`"
+    )]
+    Missing(PathBuf),
+    /// A record before the last is damaged.
+    #[error("ledger {path}:{line}: damaged record ({reason}); knocks for this key stay refused until `knockd ledger recover`")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The ledger belongs to another key or file.
+    #[error("ledger {path} belongs to `{found}`, expected `{expected}`")]
+    WrongLabel {
+        /// The file.
+        path: PathBuf,
+        /// Label in the file.
+        found: String,
+        /// Label expected.
+        expected: String,
+    },
+    /// An I/O error (a full or read-only disk among them): fail closed.
+    #[error("ledger {path}: {source} (knocks fail closed until it can be written)")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The ledger of one key or sequence file.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    label: String,
+    file: File,
+    next: u64,
+    burned: BTreeSet<u64>,
+    /// Counter of the last `consume` record, if any.
+    last_consumed: Option<u64>,
+    /// Bytes of a torn last record cut off when opening (0: none).
+    torn_bytes: usize,
+}
+
+fn check(label: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(label.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    hex(&h.finalize()[..4])
+}
+
+impl Ledger {
+    /// The ledger file for `label` (a key fingerprint or `file-<sha256>`) under `dir`.
+    pub fn path_for(dir: &Path, label: &str) -> PathBuf {
+        dir.join(format!("{label}.ledger"))
+    }
+
+    /// Creates a new, empty ledger; fails if one exists.
+    pub fn create(path: &Path, label: &str) -> Result<Ledger, LedgerError> {
+        let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file =
+            OpenOptions::new().read(true).append(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        file.write_all(format!("{HEADER} {label}\n").as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        }
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            label: label.into(),
+            file,
+            next: 0,
+            burned: BTreeSet::new(),
+            last_consumed: None,
+            torn_bytes: 0,
+        })
+    }
+
+    /// Opens an existing ledger and replays it. A missing file is an error, never a fresh start.
+    pub fn open(path: &Path, label: &str) -> Result<Ledger, LedgerError> {
+        let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
+        let mut file = match OpenOptions::new().read(true).append(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LedgerError::Missing(path.into())),
+            Err(e) => return Err(io(e)),
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io)?;
+        let mut ledger = Ledger {
+            path: path.to_path_buf(),
+            label: label.into(),
+            file,
+            next: 0,
+            burned: BTreeSet::new(),
+            last_consumed: None,
+            torn_bytes: 0,
+        };
+        let good_len = ledger.replay(&text)?;
+        if good_len < text.len() {
+            // A torn last record: cut it so the next append starts on a clean line.
+            ledger.torn_bytes = text.len() - good_len;
+            ledger.file.set_len(good_len as u64).map_err(io)?;
+            ledger.file.sync_all().map_err(io)?;
+            ledger.file.seek(SeekFrom::End(0)).map_err(io)?;
+        }
+        Ok(ledger)
+    }
+
+    /// Replays records; returns the length of the intact prefix of `text`.
+    fn replay(&mut self, text: &str) -> Result<usize, LedgerError> {
+        let path = self.path.clone();
+        let corrupt =
+            |line: usize, reason: &str| LedgerError::Corrupt { path: path.clone(), line, reason: reason.into() };
+        let mut offset = 0;
+        let mut lines = text.split_inclusive('\n').enumerate().peekable();
+        let Some((_, header)) = lines.next() else { return Err(corrupt(1, "empty file, no header")) };
+        let found = header.trim_end().strip_prefix(HEADER).map(str::trim);
+        match found {
+            Some(l) if l == self.label => {}
+            Some(l) => {
+                return Err(LedgerError::WrongLabel {
+                    path: self.path.clone(),
+                    found: l.into(),
+                    expected: self.label.clone(),
+                })
+            }
+            None => return Err(corrupt(1, "no ledger header")),
+        }
+        offset += header.len();
+        while let Some((i, line)) = lines.next() {
+            let is_last = lines.peek().is_none();
+            match self.parse_record(line) {
+                Ok(()) => offset += line.len(),
+                Err(_) if is_last => return Ok(offset),
+                Err(reason) => return Err(corrupt(i + 1, reason)),
+            }
+        }
+        Ok(offset)
+    }
+
+    fn parse_record(&mut self, line: &str) -> Result<(), &'static str> {
+        let body = line.strip_suffix('\n').ok_or("unterminated record")?;
+        let (rest, sum) = body.rsplit_once(' ').ok_or("no checksum")?;
+        if check(&self.label, rest) != sum {
+            return Err("checksum mismatch");
+        }
+        let mut words = rest.split(' ');
+        let kind = words.next().ok_or("no kind")?;
+        let counter: u64 = words.next().and_then(|w| w.parse().ok()).ok_or("bad counter")?;
+        let _ms: u64 = words.next().and_then(|w| w.parse().ok()).ok_or("bad time")?;
+        match kind {
+            "consume" => self.apply_consume(counter),
+            "burn" => self.apply_burn(counter),
+            _ => return Err("unknown record kind"),
+        }
+        Ok(())
+    }
+
+    fn apply_consume(&mut self, counter: u64) {
+        self.next = self.next.max(counter.saturating_add(1));
+        self.burned = self.burned.split_off(&self.next);
+        self.last_consumed = Some(counter);
+    }
+
+    fn apply_burn(&mut self, counter: u64) {
+        if counter >= self.next {
+            self.burned.insert(counter);
+        }
+    }
+
+    fn append(&mut self, kind: &str, counter: u64) -> Result<(), LedgerError> {
+        let rest = format!("{kind} {counter} {}", unix_now_ms());
+        let line = format!("{rest} {}\n", check(&self.label, &rest));
+        let io = |source| LedgerError::Io { path: self.path.clone(), source };
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Burned counters at or above `next`.
+    pub fn burned(&self) -> impl Iterator<Item = u64> + '_ {
+        self.burned.iter().copied()
+    }
+
+    /// Bytes of a torn last record that `open` cut off (a crash mid-append); 0 when none.
+    pub fn torn_bytes(&self) -> usize {
+        self.torn_bytes
+    }
+
+    /// Counter of the last consume record.
+    pub fn last_consumed(&self) -> Option<u64> {
+        self.last_consumed
+    }
+
+    /// Skips ahead: consumes everything below `next` (recovery after a lost ledger).
+    pub fn skip_to(&mut self, next: u64) -> Result<(), LedgerError> {
+        if next > self.next {
+            self.append("consume", next - 1)?;
+            self.apply_consume(next - 1);
+        }
+        Ok(())
+    }
+}
+
+impl ConsumeStore for Ledger {
+    fn is_used(&self, counter: u64) -> bool {
+        counter < self.next || self.burned.contains(&counter)
+    }
+
+    fn consume(&mut self, counter: u64) -> Result<Consumed, LedgerError> {
+        if self.is_used(counter) {
+            return Ok(Consumed::AlreadyUsed);
+        }
+        self.append("consume", counter)?;
+        self.apply_consume(counter);
+        Ok(Consumed::Fresh)
+    }
+
+    fn burn(&mut self, counter: u64) -> Result<bool, LedgerError> {
+        if self.is_used(counter) {
+            return Ok(false);
+        }
+        self.append("burn", counter)?;
+        self.apply_burn(counter);
+        Ok(true)
+    }
+
+    fn next(&self) -> u64 {
+        self.next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("knock-ledger-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("k.ledger")
+    }
+
+    #[test]
+    fn consumption_survives_reopen_and_replays_are_refused() {
+        let p = tmp("reopen");
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        assert_eq!(l.consume(3).unwrap(), Consumed::Fresh);
+        assert!(l.burn(5).unwrap());
+        drop(l);
+        let mut l = Ledger::open(&p, "abc").unwrap();
+        assert_eq!(l.next(), 4);
+        assert!(l.is_used(0) && l.is_used(3) && !l.is_used(4) && l.is_used(5));
+        assert_eq!(l.consume(2).unwrap(), Consumed::AlreadyUsed);
+        assert_eq!(l.consume(5).unwrap(), Consumed::AlreadyUsed);
+        assert_eq!(l.consume(6).unwrap(), Consumed::Fresh);
+        assert_eq!(l.burned().count(), 0, "burns below next are forgotten");
+    }
+
+    #[test]
+    fn a_missing_ledger_is_refused_not_recreated() {
+        let p = tmp("missing");
+        assert!(matches!(Ledger::open(&p, "abc"), Err(LedgerError::Missing(_))));
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_and_later_appends_work() {
+        let p = tmp("torn");
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        l.consume(1).unwrap();
+        drop(l);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"consume 9 17").unwrap();
+        drop(f);
+        let mut l = Ledger::open(&p, "abc").unwrap();
+        assert_eq!(l.next(), 2, "the torn record did not count");
+        assert_eq!(l.torn_bytes(), 12);
+        l.consume(4).unwrap();
+        drop(l);
+        assert_eq!(Ledger::open(&p, "abc").unwrap().next(), 5);
+    }
+
+    #[test]
+    fn a_damaged_middle_record_or_wrong_label_is_refused() {
+        let p = tmp("damaged");
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        l.consume(1).unwrap();
+        l.consume(2).unwrap();
+        drop(l);
+        let text = std::fs::read_to_string(&p).unwrap().replacen("consume 1 ", "consume 7 ", 1);
+        std::fs::write(&p, text).unwrap();
+        let err = Ledger::open(&p, "abc").unwrap_err();
+        assert!(matches!(err, LedgerError::Corrupt { line: 2, .. }), "{err}");
+        assert!(matches!(Ledger::open(&p, "other"), Err(LedgerError::WrongLabel { .. })));
+    }
+}

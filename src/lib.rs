@@ -14,8 +14,8 @@ pub mod ledger;
 pub mod matcher;
 pub mod packet;
 pub mod profile;
-pub mod sequence;
 pub mod seqfile;
+pub mod sequence;
 pub mod time;
 
 pub use knock::{Knock, PortRange, Proto};

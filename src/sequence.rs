@@ -1,4 +1,4 @@
-//! Derivation of one-time knock sequences (docs/PROTOCOL.md, "Derivation").
+//! Derivation of one-time knock sequences (docs/PROTOCOL.md, sections 3-5).
 //!
 //! A sequence is drawn from HMAC-SHA256 streams over a versioned, domain-separated message
 //! whose fields are all length-prefixed. The first knock comes from a stream that never
@@ -172,7 +172,7 @@ fn push_field(msg: &mut Vec<u8>, field: &[u8]) {
     msg.extend_from_slice(&field[..usize::from(len)]);
 }
 
-/// The derivation message for one stream (docs/PROTOCOL.md, "Message").
+/// The derivation message for one stream (docs/PROTOCOL.md, section 3).
 fn message(id: &SequenceId, part: Part, source: Option<IpAddr>) -> Vec<u8> {
     let mut msg = Vec::with_capacity(128);
     push_field(&mut msg, DOMAIN_LABEL);
@@ -293,13 +293,7 @@ pub fn rest_knocks(
 }
 
 /// The whole sequence of `length` knocks.
-pub fn derive(
-    key: &Secret,
-    id: &SequenceId,
-    alphabet: &Alphabet,
-    length: usize,
-    source: Option<IpAddr>,
-) -> Vec<Knock> {
+pub fn derive(key: &Secret, id: &SequenceId, alphabet: &Alphabet, length: usize, source: Option<IpAddr>) -> Vec<Knock> {
     let first = first_knock(key, id, alphabet);
     let mut seq = vec![first];
     seq.extend(rest_knocks(key, id, alphabet, first, length, source));

@@ -208,12 +208,7 @@ impl Locator<'_> {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        ConfigError {
-            path: self.path.to_path_buf(),
-            line: Some(line),
-            column: Some(column),
-            message: message.into(),
-        }
+        ConfigError { path: self.path.to_path_buf(), line: Some(line), column: Some(column), message: message.into() }
     }
     fn span<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         self.at(s.span().start, message)
@@ -316,8 +311,9 @@ fn int_in<T: TryFrom<i64>>(
 ) -> Result<T, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) if range.contains(s.get_ref()) => T::try_from(*s.get_ref())
-            .map_err(|_| loc.span(s, format!("{what} is out of range"))),
+        Some(s) if range.contains(s.get_ref()) => {
+            T::try_from(*s.get_ref()).map_err(|_| loc.span(s, format!("{what} is out of range")))
+        }
         Some(s) => Err(loc.span(
             s,
             format!("{what} = {} is out of range (expected {}..={})", s.get_ref(), range.start(), range.end()),
@@ -342,11 +338,7 @@ fn duration_field(
     })
 }
 
-fn validate_door(
-    loc: &Locator,
-    sd: &Spanned<RawDoor>,
-    resolve: &dyn Fn(&str) -> PathBuf,
-) -> Result<Door, ConfigError> {
+fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Door, ConfigError> {
     let d = sd.get_ref();
     let name = d.name.get_ref().clone();
     if !valid_name(&name) {
@@ -372,17 +364,16 @@ fn validate_door(
     };
     let protos: Vec<Proto> = match &d.protocols {
         None => vec![Proto::Tcp],
-        Some(s) => s
-            .get_ref()
-            .iter()
-            .map(|p| p.parse::<Proto>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| loc.span(s, e))?,
+        Some(s) => {
+            s.get_ref().iter().map(|p| p.parse::<Proto>()).collect::<Result<_, _>>().map_err(|e| loc.span(s, e))?
+        }
     };
     let alphabet = Alphabet::new(range, &protos)
         .ok_or_else(|| loc.span(sd, "protocols is empty; use [\"tcp\"], [\"udp\"] or both"))?;
     if let Some(o) = open.iter().find(|o| alphabet.contains(Knock { port: o.port, proto: o.proto })) {
-        return Err(loc.span(&d.open, format!("{o} lies inside knock_ports {range}; knocks must not hit the protected port")));
+        return Err(
+            loc.span(&d.open, format!("{o} lies inside knock_ports {range}; knocks must not hit the protected port"))
+        );
     }
     let length: usize = int_in(loc, &d.length, DEFAULT_LENGTH, 2..=MAX_LENGTH as i64, "length")?;
     if alphabet.size() < 2 && mode != Mode::Static {
@@ -396,12 +387,9 @@ fn validate_door(
     let sequence_file = d.sequence_file.as_ref().map(|s| resolve(s.get_ref()));
     let static_sequence = match &d.sequence {
         None => Vec::new(),
-        Some(s) => s
-            .get_ref()
-            .iter()
-            .map(|k| k.parse::<Knock>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| loc.span(s, e))?,
+        Some(s) => {
+            s.get_ref().iter().map(|k| k.parse::<Knock>()).collect::<Result<_, _>>().map_err(|e| loc.span(s, e))?
+        }
     };
     let addresses = match &d.addresses {
         None => Vec::new(),
@@ -414,13 +402,21 @@ fn validate_door(
     };
     match mode {
         Mode::Hotp | Mode::Totp if keys_dir.is_none() => {
-            return Err(loc.span(sd, format!("door `{name}`: mode {} needs `keys = \"DIR\"` (one <client>.key per client)", mode.label())))
+            return Err(loc.span(
+                sd,
+                format!("door `{name}`: mode {} needs `keys = \"DIR\"` (one <client>.key per client)", mode.label()),
+            ))
         }
         Mode::File if sequence_file.is_none() => {
             return Err(loc.span(sd, format!("door `{name}`: mode file needs `sequence_file = \"PATH\"`")))
         }
         Mode::Static if static_sequence.len() < 2 => {
-            return Err(loc.span(sd, format!("door `{name}`: mode static needs `sequence = [\"7000\", \"8000:udp\", ...]` with at least 2 knocks")))
+            return Err(loc.span(
+                sd,
+                format!(
+                "door `{name}`: mode static needs `sequence = [\"7000\", \"8000:udp\", ...]` with at least 2 knocks"
+            ),
+            ))
         }
         _ => {}
     }

@@ -73,7 +73,8 @@ fn protected_port_inside_the_knock_range_is_refused() {
 
 #[test]
 fn duplicate_doors_and_missing_keys_are_refused() {
-    let twice = format!("{GOOD}\n[[door]]\nname = \"ssh\"\nmode = \"file\"\nopen = [\"23/tcp\"]\nsequence_file = \"x\"\n");
+    let twice =
+        format!("{GOOD}\n[[door]]\nname = \"ssh\"\nmode = \"file\"\nopen = [\"23/tcp\"]\nsequence_file = \"x\"\n");
     assert!(parse(&twice).unwrap_err().message.contains("defined twice"));
     let nokeys = GOOD.replace("keys = \"keys/ssh\"\n", "");
     assert!(parse(&nokeys).unwrap_err().message.contains("needs `keys"));

@@ -1,0 +1,232 @@
+//! Matcher behaviour with real derivations and a controlled clock.
+
+use super::*;
+use crate::keys::Secret;
+use crate::knock::{PortRange, Proto};
+use crate::sequence::{derive, first_knock, rest_knocks, Mode, SequenceId};
+
+const CLIENT: &str = "198.18.0.2";
+const OUTSIDER: &str = "198.18.0.66";
+const SERVER: &str = "198.18.0.1";
+
+struct Keys {
+    key: Secret,
+    alphabet: Alphabet,
+    length: usize,
+    bind_source: bool,
+}
+
+impl Keys {
+    fn seq_id(&self, id: &CandidateId) -> SequenceId {
+        SequenceId {
+            purpose: id.purpose,
+            server_id: [9; 16],
+            door: "ssh".into(),
+            client: format!("c{}", id.client),
+            mode: Mode::Hotp,
+            counter: id.counter,
+            epoch: id.epoch,
+        }
+    }
+    fn sequence(&self, id: &CandidateId, source: &str) -> Vec<Knock> {
+        let src = self.bind_source.then(|| source.parse().unwrap());
+        derive(&self.key, &self.seq_id(id), &self.alphabet, self.length, src)
+    }
+    fn candidate(&self, counter: u64, used: bool) -> Candidate {
+        let id = cid(counter);
+        Candidate { id, first: first_knock(&self.key, &self.seq_id(&id), &self.alphabet), used }
+    }
+}
+
+impl RestOfSequence for Keys {
+    fn rest(&self, id: &CandidateId, first: Knock, source: IpAddr) -> Vec<Knock> {
+        let src = self.bind_source.then_some(source);
+        rest_knocks(&self.key, &self.seq_id(id), &self.alphabet, first, self.length, src)
+    }
+}
+
+fn cid(counter: u64) -> CandidateId {
+    CandidateId { door: 0, client: 0, purpose: Purpose::Open, counter, epoch: 20782 }
+}
+
+fn setup(ports: (u16, u16), length: usize, bind_source: bool, window: u64) -> (Matcher, Keys) {
+    let alphabet = Alphabet::new(PortRange::new(ports.0, ports.1).unwrap(), &[Proto::Tcp]).unwrap();
+    let keys = Keys { key: Secret::from_bytes([5; 32]), alphabet: alphabet.clone(), length, bind_source };
+    let mut m = Matcher::new(Limits::default());
+    m.set_door(0, DoorRules { alphabet, addresses: vec![], seq_timeout_ms: 5_000, misses: 2 });
+    let cands: Vec<Candidate> = (0..window).map(|c| keys.candidate(c, false)).collect();
+    m.set_client_candidates(0, 0, &cands);
+    (m, keys)
+}
+
+fn send(m: &mut Matcher, keys: &Keys, src: &str, knocks: &[Knock], t: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    for k in knocks {
+        out.extend(m.on_packet(src.parse().unwrap(), SERVER.parse().unwrap(), *k, t, keys));
+    }
+    out
+}
+
+fn completed(events: &[Event]) -> Vec<(CandidateId, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Completed { id, used, .. } => Some((*id, *used)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn burned(events: &[Event]) -> Vec<CandidateId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Burned { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_sequence_completes_once_and_leaves_no_state() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(3), CLIENT);
+    let ev = send(&mut m, &keys, CLIENT, &seq, 100);
+    assert_eq!(completed(&ev), vec![(cid(3), false)]);
+    assert_eq!(m.track_count(), 0);
+}
+
+#[test]
+fn unknown_sources_create_no_state_for_non_first_knocks() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let firsts: Vec<Knock> = (0..10).map(|c| keys.candidate(c, false).first).collect();
+    let noise: Vec<Knock> = (40000..42048).map(Knock::tcp).filter(|k| !firsts.contains(k)).collect();
+    let ev = send(&mut m, &keys, OUTSIDER, &noise, 0);
+    assert!(ev.is_empty());
+    assert_eq!(m.track_count(), 0);
+    // Knocks outside the range are not the door's at all.
+    send(&mut m, &keys, OUTSIDER, &[Knock::tcp(22), Knock::udp(firsts[0].port)], 0);
+    assert_eq!(m.track_count(), 0);
+}
+
+#[test]
+fn duplicates_are_ignored_and_misses_within_budget_tolerated() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(0), CLIENT);
+    let mut wire = Vec::new();
+    for (i, k) in seq.iter().enumerate() {
+        wire.push(*k);
+        wire.push(*k); // every knock duplicated
+        if i == 2 || i == 5 {
+            // two strays, within the budget of 2
+            wire.push(Knock::tcp(if seq.contains(&Knock::tcp(40000)) { 40001 } else { 40000 }));
+        }
+    }
+    let ev = send(&mut m, &keys, CLIENT, &wire, 0);
+    assert_eq!(completed(&ev), vec![(cid(0), false)]);
+}
+
+#[test]
+fn a_miss_over_budget_ends_the_attempt_and_burns_a_two_knock_prefix() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(1), CLIENT);
+    let stray: Vec<Knock> = (40000..42048).map(Knock::tcp).filter(|k| !seq.contains(k)).take(3).collect();
+    let mut wire = seq[..3].to_vec();
+    wire.extend(&stray);
+    wire.extend(&seq[3..]);
+    let ev = send(&mut m, &keys, CLIENT, &wire, 0);
+    assert!(completed(&ev).is_empty(), "{ev:?}");
+    assert_eq!(burned(&ev), vec![cid(1)]);
+}
+
+#[test]
+fn one_knock_then_silence_burns_nothing_but_two_knocks_then_timeout_burns() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let a = keys.sequence(&cid(0), CLIENT);
+    let b = keys.sequence(&cid(1), CLIENT);
+    send(&mut m, &keys, CLIENT, &a[..1], 0);
+    send(&mut m, &keys, "198.18.0.3", &b[..2], 0);
+    assert!(m.tick(5_000).is_empty(), "not yet timed out");
+    let ev = m.tick(5_001);
+    assert_eq!(burned(&ev), vec![cid(1)]);
+    assert_eq!(m.track_count(), 0);
+}
+
+#[test]
+fn the_same_prefix_from_a_second_source_burns_for_both() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(2), CLIENT);
+    send(&mut m, &keys, CLIENT, &seq[..3], 0);
+    let ev = send(&mut m, &keys, OUTSIDER, &seq[..2], 10);
+    assert!(ev.iter().any(|e| matches!(e, Event::PrefixFromSecondSource { id, .. } if *id == cid(2))));
+    assert_eq!(burned(&ev), vec![cid(2), cid(2)]);
+    // Neither can finish it now.
+    let ev = send(&mut m, &keys, CLIENT, &seq[3..], 20);
+    assert!(completed(&ev).is_empty());
+}
+
+#[test]
+fn a_used_candidate_completes_as_a_replay_and_never_burns() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 0);
+    m.set_client_candidates(0, 0, &[keys.candidate(7, true)]);
+    let seq = keys.sequence(&cid(7), CLIENT);
+    let ev = send(&mut m, &keys, OUTSIDER, &seq, 0);
+    assert_eq!(completed(&ev), vec![(cid(7), true)]);
+    send(&mut m, &keys, OUTSIDER, &seq[..4], 0);
+    assert!(burned(&m.tick(60_000)).is_empty());
+}
+
+#[test]
+fn with_bind_source_the_clients_knocks_from_elsewhere_do_not_complete() {
+    let (mut m, keys) = setup((40000, 42047), 8, true, 10);
+    let seq = keys.sequence(&cid(0), CLIENT);
+    let ev = send(&mut m, &keys, OUTSIDER, &seq, 0);
+    assert!(completed(&ev).is_empty());
+    let ev = send(&mut m, &keys, CLIENT, &seq, 10);
+    assert_eq!(completed(&ev), vec![(cid(0), false)]);
+}
+
+#[test]
+fn sweeping_every_port_in_order_k_times_opens_nothing() {
+    // A small door: 64 ports, K = 4, so first knocks are hit often.
+    let (mut m, keys) = setup((50000, 50063), 4, false, 10);
+    let sweep: Vec<Knock> = (0..4).flat_map(|_| (50000..50064).map(Knock::tcp)).collect();
+    let ev = send(&mut m, &keys, OUTSIDER, &sweep, 0);
+    assert!(completed(&ev).is_empty(), "{ev:?}");
+}
+
+#[test]
+fn state_is_bounded_and_evicts_lowest_progress_first() {
+    let (_, keys) = setup((40000, 42047), 8, false, 10);
+    let mut m = Matcher::new(Limits { max_tracks: 64, per_source: 4, per_ipv6_64: 8 });
+    m.set_door(0, DoorRules { alphabet: keys.alphabet.clone(), addresses: vec![], seq_timeout_ms: 60_000, misses: 2 });
+    let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
+    m.set_client_candidates(0, 0, &cands);
+    // The client is well into its sequence.
+    let seq = keys.sequence(&cid(4), CLIENT);
+    send(&mut m, &keys, CLIENT, &seq[..5], 0);
+    // A spoofed flood: every source hits some first knock.
+    for i in 0..2000u32 {
+        let src = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+        send(&mut m, &keys, &src, &[cands[(i % 10) as usize].first], 1);
+        assert!(m.track_count() <= 64);
+    }
+    // IPv6 sources sharing a /64 are held to their quota.
+    for i in 0..100u32 {
+        send(&mut m, &keys, &format!("2001:db8:1:2::{:x}", i + 1), &[cands[0].first], 2);
+    }
+    assert!(m.per_64.values().all(|&n| n <= 8));
+    let ev = send(&mut m, &keys, CLIENT, &seq[5..], 3);
+    assert_eq!(completed(&ev), vec![(cid(4), false)], "the advanced track survived the flood");
+}
+
+#[test]
+fn replacing_a_clients_candidates_forgets_the_old_ones() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    assert_eq!(m.table_len(0), 10);
+    let next: Vec<Candidate> = (5..15).map(|c| keys.candidate(c, c < 5)).collect();
+    m.set_client_candidates(0, 0, &next);
+    assert_eq!(m.table_len(0), 10);
+    let old = keys.sequence(&cid(0), CLIENT);
+    assert!(completed(&send(&mut m, &keys, CLIENT, &old, 0)).is_empty());
+}
