@@ -1,0 +1,155 @@
+//! Where the client keeps things: profiles in the config directory, keys and sequence lists in
+//! its keyring (0700 directory, 0600 files), and counters in the state directory, reserved
+//! under a file lock and synced before any knock is sent, so a crash never reuses one.
+//!
+//! Directories follow the `directories` crate (`~/.config/knock`, `~/.local/state/knock` on
+//! Linux, honouring `XDG_CONFIG_HOME` and `XDG_STATE_HOME`).
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use knock_core::keys::{read_key_file, write_key_file, write_private_file, Secret};
+use knock_core::profile::{Bundle, BundleSecret, Profile};
+use knock_core::seqfile::SequenceFile;
+
+/// The client's directories.
+#[derive(Debug, Clone)]
+pub struct Store {
+    config: PathBuf,
+    state: PathBuf,
+}
+
+impl Store {
+    /// The default directories for this user.
+    pub fn locate() -> Result<Store, String> {
+        let dirs = directories::ProjectDirs::from("", "", "knock")
+            .ok_or("cannot find a home directory for the profile store; set HOME or XDG_CONFIG_HOME")?;
+        let state = dirs.state_dir().map_or_else(|| dirs.data_local_dir().join("state"), Path::to_path_buf);
+        Ok(Store { config: dirs.config_dir().to_path_buf(), state })
+    }
+
+    fn profiles(&self) -> PathBuf {
+        self.config.join("profiles")
+    }
+
+    fn keyring(&self) -> PathBuf {
+        self.config.join("keyring")
+    }
+
+    /// A profile's file.
+    pub fn profile_path(&self, name: &str) -> PathBuf {
+        self.profiles().join(format!("{name}.toml"))
+    }
+
+    fn key_path(&self, name: &str) -> PathBuf {
+        self.keyring().join(format!("{name}.key"))
+    }
+
+    fn seq_path(&self, name: &str) -> PathBuf {
+        self.keyring().join(format!("{name}.seq"))
+    }
+
+    fn counter_path(&self, name: &str) -> PathBuf {
+        self.state.join(format!("{name}.next"))
+    }
+
+    /// Loads a profile by name.
+    pub fn profile(&self, name: &str) -> Result<Profile, String> {
+        let path = self.profile_path(name);
+        if !path.exists() {
+            return Err(format!(
+                "no profile `{name}` ({} does not exist); import one with `knock profile import FILE`",
+                path.display()
+            ));
+        }
+        Profile::load(&path).map_err(|e| e.to_string())
+    }
+
+    /// The key of a hotp profile (refused unless private).
+    pub fn key(&self, name: &str) -> Result<Secret, String> {
+        read_key_file(&self.key_path(name)).map_err(|e| e.to_string())
+    }
+
+    /// The sequence list of a file profile (refused unless private).
+    pub fn sequences(&self, name: &str) -> Result<SequenceFile, String> {
+        let path = self.seq_path(name);
+        let mode = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "sequence list {} is accessible by group or others (mode {mode:04o}); fix: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+        SequenceFile::load(&path).map_err(|e| e.to_string())
+    }
+
+    /// Installs a bundle: profile, secret (0600), and a fresh counter. Refuses to overwrite.
+    pub fn import(&self, bundle: &Bundle) -> Result<String, String> {
+        for dir in [self.profiles(), self.keyring(), self.state.clone()] {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let name = &bundle.profile.name;
+        let ppath = self.profile_path(name);
+        if ppath.exists() {
+            return Err(format!("profile `{name}` exists ({}); remove it first to replace it", ppath.display()));
+        }
+        match &bundle.secret {
+            BundleSecret::Key(k) => write_key_file(&self.key_path(name), k).map_err(|e| e.to_string())?,
+            BundleSecret::Sequences(s) => {
+                let p = self.seq_path(name);
+                write_private_file(&p, s.as_bytes()).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+        }
+        let cpath = self.counter_path(name);
+        if cpath.exists() {
+            std::fs::remove_file(&cpath).map_err(|e| format!("{}: {e}", cpath.display()))?;
+        }
+        write_private_file(&ppath, bundle.profile.to_toml().as_bytes())
+            .map_err(|e| format!("{}: {e}", ppath.display()))?;
+        Ok(format!("profile `{name}` imported: knock with `knock --profile {name}`"))
+    }
+
+    /// Reserves the next counter of a profile: under an exclusive lock (`NAME.lock`), reads
+    /// `NAME.next`, writes the successor to a temporary file, syncs it and renames it over, then
+    /// syncs the directory, all before returning. Two knocks never share a counter, and a crash
+    /// at any point leaves either the old or the new value, never an empty one.
+    pub fn reserve_counter(&self, name: &str) -> Result<u64, String> {
+        let path = self.counter_path(name);
+        let err = |e: std::io::Error| format!("counter {}: {e}", path.display());
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state)
+            .map_err(|e| format!("{}: {e}", self.state.display()))?;
+        let lock_path = self.state.join(format!("{name}.lock"));
+        let lock =
+            OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(err)?;
+        lock.lock().map_err(err)?;
+        let next = self.peek_counter(name)?;
+        let tmp = self.state.join(format!("{name}.next.tmp"));
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        f.write_all(format!("{}\n", next + 1).as_bytes()).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        File::open(&self.state).and_then(|d| d.sync_all()).map_err(err)?;
+        drop(lock);
+        Ok(next)
+    }
+
+    /// The next counter without reserving it (for `--dry-run`).
+    pub fn peek_counter(&self, name: &str) -> Result<u64, String> {
+        match std::fs::read_to_string(self.counter_path(name)) {
+            Ok(t) if t.trim().is_empty() => Ok(0),
+            Ok(t) => t.trim().parse().map_err(|_| format!("counter of `{name}` is damaged")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Admin subcommands that change state on disk: `init`, `client add`, `sequences generate`,
+//! and the read-only `check` and `audit` listings.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use knock_core::config::{valid_name, Config, Door};
+use knock_core::entropy::{off_path_bits, on_path_bits, DoorShape};
+use knock_core::keys::{read_key_file, write_key_file, write_private_file, Secret};
+use knock_core::ledger::Ledger;
+use knock_core::profile::{Bundle, BundleSecret, Profile};
+use knock_core::seqfile::{generate, SequenceFile};
+use knock_core::sequence::Mode;
+use zeroize::Zeroizing;
+
+use crate::doors::key_path;
+use crate::state::StateDir;
+
+/// `knockd init`: the state directory and a random server id.
+pub fn init(config: &Config) -> Result<String, String> {
+    let state = StateDir::new(&config.server.state_dir);
+    let id = state.init().map_err(|e| e.to_string())?;
+    Ok(format!("initialised {} (server id {})", config.server.state_dir.display(), knock_core::keys::hex(&id)))
+}
+
+fn door<'a>(config: &'a Config, name: &str) -> Result<&'a Door, String> {
+    config.door(name).ok_or_else(|| {
+        let names: Vec<&str> = config.doors.iter().map(|d| d.name.as_str()).collect();
+        format!("{}: no door `{name}` (doors: {})", config.path.display(), names.join(", "))
+    })
+}
+
+fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> Profile {
+    Profile {
+        name: format!("{}-{}", d.name, client),
+        server,
+        server_id,
+        door: d.name.clone(),
+        client: client.to_string(),
+        mode: d.mode,
+        knock_ports: d.alphabet.range(),
+        protocols: d.alphabet.protos().to_vec(),
+        length: d.length,
+        bind_source: d.bind_source,
+        source_addr: None,
+        open: d.open.clone(),
+        delay_ms: 10,
+    }
+}
+
+fn write_bundle(out: &Path, bundle: &Bundle) -> Result<(), String> {
+    write_private_file(out, bundle.to_toml().as_bytes()).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// `knockd client add`: a new key for `client` on a hotp door, its empty ledger, and a bundle
+/// (profile + key, 0600) at `out` for `knock profile import`.
+pub fn client_add(
+    config: &Config,
+    door_name: &str,
+    client: &str,
+    server: IpAddr,
+    out: &Path,
+) -> Result<String, String> {
+    let d = door(config, door_name)?;
+    if d.mode != Mode::Hotp {
+        return Err(format!("door `{door_name}` is a {} door; clients are added to hotp doors", d.mode.label()));
+    }
+    if !valid_name(client) {
+        return Err(format!("client name `{client}` must be 1-64 characters of a-z, 0-9, _ or -"));
+    }
+    let state = StateDir::new(&config.server.state_dir);
+    let server_id = state.server_id().map_err(|e| e.to_string())?;
+    let dir = d.keys_dir.as_ref().ok_or("door has no keys directory")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = key_path(dir, client);
+    let secret = Secret::generate().map_err(|e| e.to_string())?;
+    write_key_file(&path, &secret).map_err(|e| e.to_string())?;
+    let label = secret.fingerprint();
+    Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label).map_err(|e| e.to_string())?;
+    let bundle = Bundle { profile: profile_for(d, client, server, server_id), secret: BundleSecret::Key(secret) };
+    write_bundle(out, &bundle)?;
+    Ok(format!(
+        "client {client} added to door {door_name} (key {}, fingerprint {label}).\n\
+         Profile bundle written to {} (mode 0600): copy it to the client, run `knock profile import {}`, then delete it.\n\
+         A running knockd picks the new client up on restart.",
+        path.display(),
+        out.display(),
+        out.display()
+    ))
+}
+
+/// `knockd sequences generate`: a fresh sequence file for a file door, its ledger, and the
+/// client's twin as a bundle at `out`.
+pub fn sequences_generate(
+    config: &Config,
+    door_name: &str,
+    count: usize,
+    server: IpAddr,
+    out: &Path,
+) -> Result<String, String> {
+    let d = door(config, door_name)?;
+    if d.mode != Mode::File {
+        return Err(format!("door `{door_name}` is a {} door; sequence files are for file doors", d.mode.label()));
+    }
+    if !(1..=1_000_000).contains(&count) {
+        return Err("--count must be 1..=1000000".into());
+    }
+    let state = StateDir::new(&config.server.state_dir);
+    let server_id = state.server_id().map_err(|e| e.to_string())?;
+    let path: PathBuf = d.sequence_file.clone().ok_or("door has no sequence_file")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = Zeroizing::new(generate(&d.alphabet, d.length, count, &format!("door: {door_name}")));
+    write_private_file(&path, text.as_bytes()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            format!("{} exists; refusing to overwrite a sequence file in use", path.display())
+        }
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    let file = SequenceFile::load(&path).map_err(|e| e.to_string())?;
+    let label = file.ledger_label();
+    Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label).map_err(|e| e.to_string())?;
+    let bundle = Bundle { profile: profile_for(d, "file", server, server_id), secret: BundleSecret::Sequences(text) };
+    write_bundle(out, &bundle)?;
+    Ok(format!(
+        "{count} sequences written to {} (mode 0600); client twin in bundle {} (import with `knock profile import`).",
+        path.display(),
+        out.display()
+    ))
+}
+
+/// `knockd check`: validates the config and prints each door's strength.
+pub fn check(config: &Config) -> Result<String, String> {
+    let mut out = format!("{}: configuration is valid\n", config.path.display());
+    for d in &config.doors {
+        let clients = match (&d.keys_dir, d.mode) {
+            (Some(dir), Mode::Hotp | Mode::Totp) => std::fs::read_dir(dir)
+                .map(|r| r.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "key")).count())
+                .unwrap_or(0),
+            _ => 1,
+        };
+        let sharing = config
+            .doors
+            .iter()
+            .filter(|o| {
+                o.alphabet.range().first() <= d.alphabet.range().last()
+                    && d.alphabet.range().first() <= o.alphabet.range().last()
+            })
+            .count();
+        let shape = DoorShape {
+            alphabet: d.alphabet.size(),
+            length: d.length,
+            window: d.window,
+            clients: clients.max(1) as u32,
+            epochs: if d.mode == Mode::Hotp { 3 } else { 1 },
+            purposes: if d.close { 2 } else { 1 },
+            doors_sharing: sharing as u32,
+            misses: d.misses,
+            bind_source: d.bind_source,
+        };
+        let (off, on) = if d.mode == Mode::Static { (0.0, 0.0) } else { (off_path_bits(&shape), on_path_bits(&shape)) };
+        out.push_str(&format!(
+            "door {}: mode {}, {} knocks over {} ({} symbols), window {}, {} client(s): {:.1} bits off-path, {:.1} bits on-path{}\n",
+            d.name,
+            d.mode.label(),
+            d.length,
+            d.alphabet.range(),
+            d.alphabet.size(),
+            d.window,
+            clients,
+            off,
+            on,
+            match d.mode {
+                Mode::Static => " (static: replayable by anyone who saw it once)",
+                _ if !d.bind_source => " (without bind_source an attacker who can drop packets on the path can finish a knock)",
+                _ => "",
+            }
+        ));
+        if let (Some(dir), Mode::Hotp) = (&d.keys_dir, d.mode) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "key")) {
+                    if let Err(err) = read_key_file(&e.path()) {
+                        out.push_str(&format!("  problem: {err}\n"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `knockd audit`: the audit log as a table.
+pub fn audit(config: &Config, replays_only: bool, door: Option<&str>) -> Result<String, String> {
+    let state = StateDir::new(&config.server.state_dir);
+    let records = crate::audit::read_records(&state.audit_log())?;
+    let mut out = format!(
+        "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}\n",
+        "time (UTC)", "event", "door", "client", "source", "sequence", "detail"
+    );
+    for r in records {
+        let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let event = s("event");
+        if replays_only && event != "replay" {
+            continue;
+        }
+        if door.is_some_and(|d| d != s("door")) {
+            continue;
+        }
+        let ms = r.get("ts_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+        let detail = match event.as_str() {
+            "grant" => {
+                format!("{} for {}s", s("ports"), r.get("open_for_ms").and_then(|v| v.as_u64()).unwrap_or(0) / 1000)
+            }
+            "burn" => {
+                format!("{} after {} knocks", s("reason"), r.get("progress").and_then(|v| v.as_u64()).unwrap_or(0))
+            }
+            "alert" => format!("second source {}", s("second_source")),
+            "replay" => "nothing opened".into(),
+            _ => s("doors"),
+        };
+        out.push_str(&format!(
+            "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}\n",
+            format_utc_ms(ms),
+            event,
+            s("door"),
+            s("client"),
+            s("source"),
+            s("sequence"),
+            detail
+        ));
+    }
+    Ok(out)
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC (civil-from-days, no time-zone database needed).
+pub fn format_utc_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = ((secs % 86_400) / 3600, (secs % 3600) / 60, secs % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc_ms(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_utc_ms(1_795_564_800_123), "2026-11-25 00:00:00.123");
+        assert_eq!(format_utc_ms(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+}

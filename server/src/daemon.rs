@@ -1,0 +1,270 @@
+//! The daemon loop: knocks from the capture threads go through the matcher; completed fresh
+//! sequences are consumed durably (ledger, then audit) before the firewall opens; replays,
+//! burns and alerts are audited and logged. SIGTERM/SIGINT stop it cleanly.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use knock_core::config::{Config, FirewallKind};
+use knock_core::ledger::Consumed;
+use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher};
+use knock_core::sequence::Purpose;
+use knock_core::time::{unix_now, utc_day};
+use tracing::{error, info, warn};
+
+use crate::audit::{AuditLog, Record};
+use crate::capture::{self, CapturedKnock};
+use crate::doors::Doors;
+use crate::firewall::{Firewall, Nftables};
+use crate::state::StateDir;
+
+/// How often timeouts are checked and lazy audit records synced.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Everything the loop needs.
+pub struct Daemon {
+    config: Config,
+    doors: Doors,
+    matcher: Matcher,
+    audit: AuditLog,
+    firewall: Option<Box<dyn Firewall>>,
+    started: Instant,
+    today: u32,
+}
+
+fn firewall_for(config: &Config) -> Result<Option<Box<dyn Firewall>>, String> {
+    match config.server.firewall {
+        FirewallKind::Nftables => {
+            let mut fw = Nftables::new(&config.server.nft_table).map_err(|e| e.to_string())?;
+            let protected: Vec<_> = config.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
+            fw.install(&protected).map_err(|e| e.to_string())?;
+            Ok(Some(Box::new(fw)))
+        }
+        FirewallKind::None => Ok(None),
+    }
+}
+
+impl Daemon {
+    /// Loads state, doors, audit log and firewall. Fails when nothing could be protected.
+    pub fn new(config: Config) -> Result<Daemon, String> {
+        let state = StateDir::new(&config.server.state_dir);
+        let server_id = state.server_id().map_err(|e| e.to_string())?;
+        let doors = Doors::load(&config, server_id, &state.ledger_dir());
+        for r in &doors.refused {
+            error!("{r}");
+        }
+        if doors.doors.is_empty() {
+            return Err(format!("{}: every door was refused (see the errors above)", config.path.display()));
+        }
+        let audit = AuditLog::open(&state.audit_log())
+            .map_err(|e| format!("audit log {}: {e}", state.audit_log().display()))?;
+        let firewall = firewall_for(&config)?;
+        let today = utc_day(unix_now());
+        let mut matcher = Matcher::new(Limits::default());
+        doors.install(&mut matcher, today);
+        Ok(Daemon { config, doors, matcher, audit, firewall, started: Instant::now(), today })
+    }
+
+    fn now_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    /// Runs until `stop` is set. Captures on the configured interfaces.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
+        let filter = capture::bpf_filter(&self.config.doors);
+        let (tx, rx) = sync_channel::<CapturedKnock>(65_536);
+        let handle = capture::spawn_live(&self.config.server.interfaces, &filter, tx).map_err(|e| e.to_string())?;
+        let names: Vec<&str> = self.doors.doors.iter().map(|d| d.config.name.as_str()).collect();
+        info!(
+            interfaces = %self.config.server.interfaces.join(","),
+            doors = %names.join(","),
+            "knockd started"
+        );
+        self.audit_write(Record::new("start").with("doors", names.join(",")), true);
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(TICK) {
+                Ok(k) => self.on_knock(&k),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    error!("every capture thread ended; stopping");
+                    break;
+                }
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.tick();
+            }
+        }
+        handle.stop();
+        self.audit_write(Record::new("stop"), true);
+        info!("knockd stopped");
+        Ok(())
+    }
+
+    /// Feeds one captured knock.
+    pub fn on_knock(&mut self, k: &CapturedKnock) {
+        let now = self.now_ms(k.at);
+        let p = &k.packet;
+        let events = self.matcher.on_packet(p.src, p.dst, p.knock, now, &self.doors);
+        self.handle(events);
+    }
+
+    fn tick(&mut self) {
+        let today = utc_day(unix_now());
+        if today != self.today {
+            self.today = today;
+            self.doors.install(&mut self.matcher, today);
+        }
+        let now = self.now_ms(Instant::now());
+        let events = self.matcher.tick(now);
+        self.handle(events);
+        if let Err(e) = self.audit.sync() {
+            error!("audit log {}: {e}", self.audit.path().display());
+        }
+    }
+
+    fn handle(&mut self, events: Vec<Event>) {
+        for e in events {
+            match e {
+                Event::Completed { id, source, used: false } => self.completed(id, source),
+                Event::Completed { id, source, used: true } => self.replay(id, source, "already used"),
+                Event::Burned { id, source, progress, reason } => self.burned(id, source, progress, reason),
+                Event::PrefixFromSecondSource { id, first, second } => {
+                    let door = self.door_name(&id);
+                    warn!(door, client = self.doors.client_name(&id), %first, %second,
+                        "ALERT: the same knock prefix came from two sources; the sequence is burned for both");
+                    self.audit_write(
+                        Record::new("alert")
+                            .with("door", door)
+                            .with("client", self.doors.client_name(&id))
+                            .with("sequence", self.doors.sequence_label(&id))
+                            .with("source", first.to_string())
+                            .with("second_source", second.to_string()),
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    fn door_name(&self, id: &CandidateId) -> String {
+        self.doors.door(id).map_or_else(|| "?".into(), |d| d.config.name.clone())
+    }
+
+    fn refresh(&mut self, id: &CandidateId) {
+        self.matcher.drop_candidate(*id);
+        let cands = self.doors.candidates(id.door, id.client, self.today);
+        self.matcher.set_client_candidates(id.door, id.client, &cands);
+    }
+
+    fn completed(&mut self, id: CandidateId, source: IpAddr) {
+        let door = self.door_name(&id);
+        let client = self.doors.client_name(&id).to_string();
+        let seq = self.doors.sequence_label(&id);
+        match self.doors.consume(&id) {
+            Ok(Consumed::Fresh) => {}
+            Ok(Consumed::AlreadyUsed) => return self.replay(id, source, "already used"),
+            Err(e) => {
+                error!(door, client, %source, "knock refused, nothing can be consumed durably: {e}");
+                return;
+            }
+        }
+        self.refresh(&id);
+        let Some(d) = self.doors.door(&id) else { return };
+        let (open, open_for, replayable) = (d.config.open.clone(), d.config.open_for, d.config.mode.replayable());
+        let ports: Vec<String> = open.iter().map(|o| o.to_string()).collect();
+        let event = if id.purpose == Purpose::Close { "close" } else { "grant" };
+        let mut rec = Record::new(event)
+            .with("door", door.clone())
+            .with("client", client.clone())
+            .with("source", source.to_string())
+            .with("sequence", seq.clone())
+            .with("ports", ports.join(","));
+        if id.purpose == Purpose::Open {
+            rec = rec.with("open_for_ms", open_for.as_millis() as u64);
+        }
+        if replayable {
+            rec = rec.with("replayable", true);
+        }
+        // The consumption is durable already; the audit record of the grant goes before the grant.
+        if !self.audit_write(rec, true) {
+            error!(door, client, %source, "knock refused: its audit record could not be written");
+            return;
+        }
+        let result = match (&mut self.firewall, id.purpose) {
+            (None, _) => Ok(()),
+            (Some(fw), Purpose::Open) => fw.grant(source, &open, open_for),
+            (Some(fw), Purpose::Close) => fw.revoke(source, &open),
+        };
+        match (result, id.purpose) {
+            (Ok(()), Purpose::Open) => info!(door, client, %source, sequence = %seq, ports = %ports.join(","),
+                open_for_s = open_for.as_secs_f64(), "door opened"),
+            (Ok(()), Purpose::Close) => {
+                info!(door, client, %source, sequence = %seq, "door closed by closing sequence")
+            }
+            (Err(e), _) => error!(door, client, %source, "firewall failed: {e}"),
+        }
+    }
+
+    fn replay(&mut self, id: CandidateId, source: IpAddr, why: &str) {
+        let door = self.door_name(&id);
+        let client = self.doors.client_name(&id).to_string();
+        let seq = self.doors.sequence_label(&id);
+        warn!(door, client, %source, sequence = %seq, "replayed knock sequence ({why}); nothing opened");
+        self.audit_write(
+            Record::new("replay")
+                .with("door", door)
+                .with("client", client)
+                .with("source", source.to_string())
+                .with("sequence", seq),
+            false,
+        );
+    }
+
+    fn burned(&mut self, id: CandidateId, source: IpAddr, progress: usize, reason: BurnReason) {
+        let door = self.door_name(&id);
+        let client = self.doors.client_name(&id).to_string();
+        let seq = self.doors.sequence_label(&id);
+        match self.doors.burn(&id) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                error!(door, client, "cannot record a burned sequence: {e}");
+                return;
+            }
+        }
+        self.refresh(&id);
+        let reason = match reason {
+            BurnReason::Misses => "too many wrong knocks",
+            BurnReason::Timeout => "seq_timeout",
+            BurnReason::Evicted => "evicted under load",
+            BurnReason::SecondSource => "prefix from a second source",
+        };
+        info!(door, client, %source, sequence = %seq, progress, reason, "incomplete knock: sequence burned");
+        self.audit_write(
+            Record::new("burn")
+                .with("door", door)
+                .with("client", client)
+                .with("source", source.to_string())
+                .with("sequence", seq)
+                .with("progress", progress as u64)
+                .with("reason", reason),
+            false,
+        );
+    }
+
+    /// Writes an audit record; false (after logging why) when it could not be written.
+    fn audit_write(&mut self, rec: Record, durable: bool) -> bool {
+        match self.audit.write(rec, durable) {
+            Ok(()) => true,
+            Err(e) => {
+                error!("audit log {}: {e}", self.audit.path().display());
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The doors as the running daemon holds them: each door's clients with their keys and
+//! ledgers (or its sequence file and ledger), the first-knock candidates they contribute to the
+//! matcher, and the derivation of the rest of a sequence for a source.
+//!
+//! A door that cannot be loaded (bad key permissions, missing ledger, unreadable sequence file)
+//! is refused with its reason while the other doors keep working.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use knock_core::config::{valid_name, Config, Door};
+use knock_core::keys::{read_key_file, Secret};
+use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
+use knock_core::matcher::{Candidate, CandidateId, DoorRules, Matcher, RestOfSequence};
+use knock_core::seqfile::SequenceFile;
+use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
+use knock_core::Knock;
+
+/// One client of a keyed door.
+#[derive(Debug)]
+pub struct KeyedClient {
+    /// Client name (key file stem).
+    pub name: String,
+    secret: Secret,
+    ledger: Ledger,
+}
+
+/// How a door's sequences are known.
+#[derive(Debug)]
+pub enum DoorKind {
+    /// `hotp`: one key and ledger per client.
+    Keyed(Vec<KeyedClient>),
+    /// `file`: a sequence file and its ledger.
+    File(SequenceFile, Ledger),
+    /// `static`: knockd's fixed sequence, never consumed.
+    Static,
+}
+
+/// A loaded door.
+#[derive(Debug)]
+pub struct RuntimeDoor {
+    /// Its configuration.
+    pub config: Door,
+    /// Its sequences.
+    pub kind: DoorKind,
+}
+
+/// Every loaded door, indexed as in the matcher.
+#[derive(Debug)]
+pub struct Doors {
+    server_id: [u8; SERVER_ID_LEN],
+    /// Loaded doors.
+    pub doors: Vec<RuntimeDoor>,
+    /// Doors or clients refused at load, with the reason (to log loudly).
+    pub refused: Vec<String>,
+}
+
+/// The key file of `client` on a door with keys in `dir`.
+pub fn key_path(dir: &Path, client: &str) -> PathBuf {
+    dir.join(format!("{client}.key"))
+}
+
+fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Result<DoorKind, String> {
+    let dir = door.keys_dir.as_ref().ok_or("no keys directory")?;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("keys directory {}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    paths.sort();
+    let mut clients = Vec::new();
+    for path in paths {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        if !valid_name(&name) {
+            refused.push(format!(
+                "door {}: key file {} skipped: client names are a-z, 0-9, _ or -",
+                door.name,
+                path.display()
+            ));
+            continue;
+        }
+        let loaded = read_key_file(&path).map_err(|e| e.to_string()).and_then(|secret| {
+            let label = secret.fingerprint();
+            Ledger::open(&Ledger::path_for(ledger_dir, &label), &label)
+                .map(|ledger| KeyedClient { name: name.clone(), secret, ledger })
+                .map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(c) => clients.push(c),
+            Err(e) => refused.push(format!("door {} client {name} refused: {e}", door.name)),
+        }
+    }
+    if clients.is_empty() {
+        return Err(format!(
+            "no usable client keys in {} (add one with `knockd client add --door {}`)",
+            dir.display(),
+            door.name
+        ));
+    }
+    Ok(DoorKind::Keyed(clients))
+}
+
+fn load_file(door: &Door, ledger_dir: &Path) -> Result<DoorKind, String> {
+    let path = door.sequence_file.as_ref().ok_or("no sequence file")?;
+    let file = SequenceFile::load(path).map_err(|e| e.to_string())?;
+    if let Some(bad) = file.sequences.iter().flat_map(|s| s.knocks.iter()).find(|k| !door.alphabet.contains(**k)) {
+        return Err(format!("{}: knock {bad} lies outside knock_ports {}", path.display(), door.alphabet.range()));
+    }
+    let label = file.ledger_label();
+    let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
+    Ok(DoorKind::File(file, ledger))
+}
+
+impl Doors {
+    /// Loads every door of `config`; failures are collected in `refused`.
+    pub fn load(config: &Config, server_id: [u8; SERVER_ID_LEN], ledger_dir: &Path) -> Doors {
+        let mut doors = Vec::new();
+        let mut refused = Vec::new();
+        for door in &config.doors {
+            let kind = match door.mode {
+                Mode::Hotp | Mode::Totp => load_keyed(door, ledger_dir, &mut refused),
+                Mode::File => load_file(door, ledger_dir),
+                Mode::Static => Ok(DoorKind::Static),
+            };
+            match kind {
+                Ok(kind) => doors.push(RuntimeDoor { config: door.clone(), kind }),
+                Err(e) => refused.push(format!("door {} refused: {e}", door.name)),
+            }
+        }
+        Doors { server_id, doors, refused }
+    }
+
+    fn seq_id(&self, door: &RuntimeDoor, client: &str, purpose: Purpose, counter: u64, epoch: u32) -> SequenceId {
+        SequenceId {
+            purpose,
+            server_id: self.server_id,
+            door: door.config.name.clone(),
+            client: client.to_string(),
+            mode: door.config.mode,
+            counter,
+            epoch,
+        }
+    }
+
+    /// The first-knock candidates of one client (or of a file/static door): the next `window`
+    /// unused counters as fresh, and the `window` counters before them plus burned ones as
+    /// used (so their completion is recognised as a replay), for yesterday, today and tomorrow.
+    pub fn candidates(&self, door_idx: usize, client_idx: usize, today: u32) -> Vec<Candidate> {
+        let Some(door) = self.doors.get(door_idx) else { return Vec::new() };
+        let window = u64::from(door.config.window);
+        let mk = |counter, epoch, purpose, first, used| Candidate {
+            id: CandidateId { door: door_idx, client: client_idx, purpose, counter, epoch },
+            first,
+            used,
+        };
+        let mut out = Vec::new();
+        match &door.kind {
+            DoorKind::Keyed(clients) => {
+                let Some(c) = clients.get(client_idx) else { return out };
+                let next = c.ledger.next();
+                let purposes: &[Purpose] =
+                    if door.config.close { &[Purpose::Open, Purpose::Close] } else { &[Purpose::Open] };
+                for counter in next.saturating_sub(window)..next.saturating_add(window) {
+                    let used = c.ledger.is_used(counter);
+                    for epoch in [today.saturating_sub(1), today, today.saturating_add(1)] {
+                        for &purpose in purposes {
+                            let id = self.seq_id(door, &c.name, purpose, counter, epoch);
+                            out.push(mk(
+                                counter,
+                                epoch,
+                                purpose,
+                                first_knock(&c.secret, &id, &door.config.alphabet),
+                                used,
+                            ));
+                        }
+                    }
+                }
+            }
+            DoorKind::File(file, ledger) => {
+                let next = ledger.next();
+                let from = next.saturating_sub(window);
+                for (i, s) in file.sequences.iter().enumerate().skip(from as usize).take(2 * window as usize) {
+                    out.push(mk(i as u64, 0, Purpose::Open, s.knocks[0], ledger.is_used(i as u64)));
+                }
+            }
+            DoorKind::Static => {
+                if let Some(first) = door.config.static_sequence.first() {
+                    out.push(mk(0, 0, Purpose::Open, *first, false));
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of clients of a door (1 for file and static doors).
+    pub fn client_count(&self, door_idx: usize) -> usize {
+        match self.doors.get(door_idx).map(|d| &d.kind) {
+            Some(DoorKind::Keyed(c)) => c.len(),
+            Some(_) => 1,
+            None => 0,
+        }
+    }
+
+    /// Sets up every door and every client in the matcher.
+    pub fn install(&self, matcher: &mut Matcher, today: u32) {
+        for (i, d) in self.doors.iter().enumerate() {
+            matcher.set_door(
+                i,
+                DoorRules {
+                    alphabet: d.config.alphabet.clone(),
+                    addresses: d.config.addresses.clone(),
+                    seq_timeout_ms: d.config.seq_timeout.as_millis() as u64,
+                    misses: d.config.misses,
+                },
+            );
+            for c in 0..self.client_count(i) {
+                matcher.set_client_candidates(i, c, &self.candidates(i, c, today));
+            }
+        }
+    }
+
+    fn ledger_mut(&mut self, id: &CandidateId) -> Option<&mut Ledger> {
+        match &mut self.doors.get_mut(id.door)?.kind {
+            DoorKind::Keyed(clients) => clients.get_mut(id.client).map(|c| &mut c.ledger),
+            DoorKind::File(_, ledger) => Some(ledger),
+            DoorKind::Static => None,
+        }
+    }
+
+    /// Consumes a completed candidate durably. Static doors consume nothing (always fresh).
+    pub fn consume(&mut self, id: &CandidateId) -> Result<Consumed, LedgerError> {
+        match self.ledger_mut(id) {
+            Some(l) => l.consume(id.counter),
+            None => Ok(Consumed::Fresh),
+        }
+    }
+
+    /// Burns a candidate durably; false when it was already used.
+    pub fn burn(&mut self, id: &CandidateId) -> Result<bool, LedgerError> {
+        match self.ledger_mut(id) {
+            Some(l) => l.burn(id.counter),
+            None => Ok(false),
+        }
+    }
+
+    /// The door of a candidate.
+    pub fn door(&self, id: &CandidateId) -> Option<&RuntimeDoor> {
+        self.doors.get(id.door)
+    }
+
+    /// The client name of a candidate (`-` for file and static doors).
+    pub fn client_name(&self, id: &CandidateId) -> &str {
+        match self.doors.get(id.door).map(|d| &d.kind) {
+            Some(DoorKind::Keyed(c)) => c.get(id.client).map_or("?", |c| c.name.as_str()),
+            _ => "-",
+        }
+    }
+
+    /// For audit and logs: which sequence, as the admin counts it (`counter 5`, `line 12`).
+    pub fn sequence_label(&self, id: &CandidateId) -> String {
+        match self.doors.get(id.door).map(|d| &d.kind) {
+            Some(DoorKind::File(f, _)) => {
+                format!("line {}", f.sequences.get(id.counter as usize).map_or(0, |s| s.line))
+            }
+            Some(DoorKind::Static) => "static".into(),
+            _ => format!("counter {}", id.counter),
+        }
+    }
+}
+
+impl RestOfSequence for Doors {
+    fn rest(&self, id: &CandidateId, first: Knock, source: IpAddr) -> Vec<Knock> {
+        let Some(door) = self.doors.get(id.door) else { return Vec::new() };
+        match &door.kind {
+            DoorKind::Keyed(clients) => {
+                let Some(c) = clients.get(id.client) else { return Vec::new() };
+                let sid = self.seq_id(door, &c.name, id.purpose, id.counter, id.epoch);
+                let src = door.config.bind_source.then_some(source);
+                rest_knocks(&c.secret, &sid, &door.config.alphabet, first, door.config.length, src)
+            }
+            DoorKind::File(f, _) => f.sequences.get(id.counter as usize).map_or(Vec::new(), |s| s.knocks[1..].to_vec()),
+            DoorKind::Static => door.config.static_sequence.get(1..).map_or(Vec::new(), <[Knock]>::to_vec),
+        }
+    }
+}

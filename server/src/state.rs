@@ -1,0 +1,127 @@
+//! The daemon's state directory: the random server id, the ledgers and the audit log.
+//!
+//! Layout: `server-id` (32 hex digits, made once by `knockd init`), `ledger/<label>.ledger`
+//! (one per key fingerprint or sequence-file hash), `audit.log`. The directory is 0700.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use knock_core::keys::{hex, unhex, write_private_file};
+use knock_core::sequence::SERVER_ID_LEN;
+use rand::TryRngCore;
+
+/// Paths inside a state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// State-directory errors, naming the path and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Not initialised.
+    #[error("{0} has no server id; run `knockd init` once to create the state directory")]
+    NotInitialised(PathBuf),
+    /// Already initialised.
+    #[error("{0} already holds a server id; refusing to replace it (every client profile carries it)")]
+    AlreadyInitialised(PathBuf),
+    /// Malformed server id.
+    #[error("{0}: not a server id (expected 32 hex digits)")]
+    BadServerId(PathBuf),
+    /// Too open.
+    #[error("state directory {path} is accessible by group or others (mode {mode:04o}); fix: chmod 700 {path}")]
+    TooOpen {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+impl StateDir {
+    /// The state directory at `root`.
+    pub fn new(root: &Path) -> Self {
+        StateDir { root: root.to_path_buf() }
+    }
+
+    /// Where the ledgers live.
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.root.join("ledger")
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
+    fn server_id_path(&self) -> PathBuf {
+        self.root.join("server-id")
+    }
+
+    /// Creates the directory (0700) and a fresh random server id.
+    pub fn init(&self) -> Result<[u8; SERVER_ID_LEN], StateError> {
+        for dir in [self.root.clone(), self.ledger_dir()] {
+            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        }
+        let path = self.server_id_path();
+        if path.exists() {
+            return Err(StateError::AlreadyInitialised(path));
+        }
+        let mut id = [0u8; SERVER_ID_LEN];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut id)
+            .map_err(|e| StateError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        write_private_file(&path, format!("{}\n", hex(&id)).as_bytes()).map_err(io(&path))?;
+        Ok(id)
+    }
+
+    /// Reads the server id, checking the directory is private.
+    pub fn server_id(&self) -> Result<[u8; SERVER_ID_LEN], StateError> {
+        let meta = std::fs::metadata(&self.root).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StateError::NotInitialised(self.root.clone()),
+            _ => StateError::Io { path: self.root.clone(), source: e },
+        })?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(StateError::TooOpen { path: self.root.clone(), mode });
+        }
+        let path = self.server_id_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StateError::NotInitialised(self.root.clone()),
+            _ => StateError::Io { path: path.clone(), source: e },
+        })?;
+        unhex(text.trim()).ok_or(StateError::BadServerId(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_once_then_read_back() {
+        let d = std::env::temp_dir().join(format!("knockd-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let s = StateDir::new(&d);
+        assert!(matches!(s.server_id(), Err(StateError::NotInitialised(_))));
+        let id = s.init().unwrap();
+        assert_eq!(s.server_id().unwrap(), id);
+        assert!(matches!(s.init(), Err(StateError::AlreadyInitialised(_))));
+        let other = StateDir::new(&d.join("x"));
+        let _ = other.init().unwrap();
+        assert_ne!(other.server_id().unwrap(), id, "ids are random");
+    }
+}
