@@ -99,7 +99,9 @@ impl Daemon {
                 self.tick();
             }
         }
-        handle.stop();
+        // Signal the capture threads but do not join them: libpcap 1.10 can sit in its read past
+        // the read timeout on an idle link, and the process is about to exit anyway.
+        drop(handle);
         self.audit_write(Record::new("stop"), true);
         info!("knockd stopped");
         Ok(())

@@ -38,6 +38,40 @@ pub enum Command {
     #[command(after_help = "Example:\n  knock-lab flood --iface veth0 --dst 198.18.88.2 --src-mac 02:00:00:00:00:01 \
 --dst-mac 02:00:00:00:00:02 --ports 40000-40999 --count 200000 --max-seconds 10")]
     Flood(FloodArgs),
+    /// Serve an SSH-like TCP service: send a banner, echo every line (bounded in time).
+    Serve(ServeArgs),
+    /// Connect to a TCP port; optionally hold the session, checking echoes. Exit 0 on success.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (`::` listens on IPv4 and IPv6).
+    #[arg(long, default_value = "::")]
+    pub listen: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Exit after this many seconds (max 3600).
+    #[arg(long, value_name = "T", default_value_t = 600)]
+    pub max_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Address to connect to (must pass the network guard).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: IpAddr,
+    /// Port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Give up connecting after this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// After connecting, keep the session this long, exchanging a line every 200 ms; every
+    /// line must be echoed back.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub hold_ms: u64,
 }
 
 #[derive(Debug, Args)]

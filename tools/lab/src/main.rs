@@ -10,6 +10,7 @@ mod inject;
 mod limits;
 mod replay;
 mod send;
+mod tcp;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ fn main() -> ExitCode {
         Command::Replay(a) => replay::run(a),
         Command::Send(a) => send::run(a),
         Command::Flood(a) => flood::run(a),
+        Command::Serve(a) => tcp::serve(a),
+        Command::Probe(a) => tcp::probe(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

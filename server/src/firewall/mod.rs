@@ -1,0 +1,39 @@
+//! Firewall backends of the daemon: what opens a door for one address and closes it again.
+//!
+//! The daemon loop sees only the [`Firewall`] trait. [`Nftables`] is the default backend: it owns
+//! one table (`inet knockd`) whose chain only ever drops new connections to the protected ports of
+//! local addresses, unless the source holds a grant; grants are set elements with kernel
+//! timeouts, so they expire even if the daemon dies.
+//!
+//! Modules, one job each: [`nftables`] (the backend), `ruleset` (the nft script that installs the
+//! table), [`nfnl`] (pure encoder of set-element batches), `ack` (parser of the kernel's
+//! replies), `netlink` (the socket), [`error`].
+
+mod ack;
+pub mod error;
+mod netlink;
+pub mod nfnl;
+pub mod nftables;
+mod ruleset;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use error::{FirewallError, Op};
+pub use knock_core::config::OpenPort;
+pub use nftables::Nftables;
+
+/// A firewall that grants and revokes access to protected ports per source address.
+pub trait Firewall: Send {
+    /// Creates the table, chain and sets if missing (keeping existing grant elements) and sets
+    /// the protected ports: new connections to them are dropped unless granted.
+    fn install(&mut self, protected: &[OpenPort]) -> Result<(), FirewallError>;
+
+    /// Allows new connections from `addr` to `ports` for `duration` (a kernel timeout:
+    /// re-granting restarts the clock). An IPv4-mapped IPv6 address is granted as IPv4.
+    fn grant(&mut self, addr: IpAddr, ports: &[OpenPort], duration: Duration) -> Result<(), FirewallError>;
+
+    /// Removes the grant at once (the closing sequence). Revoking what is not granted (expired,
+    /// never granted, table gone) is not an error. Established connections are not cut.
+    fn revoke(&mut self, addr: IpAddr, ports: &[OpenPort]) -> Result<(), FirewallError>;
+}

@@ -1,0 +1,106 @@
+//! The ruleset of table `inet <table>` as an nft script, and its installation with `nft -f -`.
+//!
+//! The script is idempotent and applied as one transaction: it creates the table, sets and chain
+//! if they are missing (an existing grant set keeps its elements), re-populates `protected` and
+//! replaces the chain's rules. The chain hooks prerouting at priority -150 (after conntrack,
+//! before DNAT at -100) and only ever drops: whatever it lets through still meets the admin's
+//! own rules.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use super::nftables::{CHAIN, GRANTS4_SET, GRANTS6_SET, PROTECTED_SET};
+use super::{FirewallError, OpenPort};
+
+/// The nft script that installs table `inet table` protecting `protected`.
+///
+/// `table` must be a valid nft identifier (checked by `Nftables::new`).
+pub fn script(table: &str, protected: &[OpenPort]) -> String {
+    let mut s = format!(
+        "table inet {table} {{\n\
+         \tset {PROTECTED_SET} {{\n\t\ttype inet_proto . inet_service\n\t}}\n\
+         \tset {GRANTS4_SET} {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n\
+         \tset {GRANTS6_SET} {{\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n\
+         \tchain {CHAIN} {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t}}\n\
+         }}\n\
+         flush set inet {table} {PROTECTED_SET}\n\
+         flush chain inet {table} {CHAIN}\n"
+    );
+    let rules = [
+        "ct state established,related return".to_string(),
+        "iif lo return".to_string(),
+        format!("meta l4proto . th dport != @{PROTECTED_SET} return"),
+        "fib daddr type != local return".to_string(),
+        format!("ip saddr . meta l4proto . th dport @{GRANTS4_SET} return"),
+        format!("ip6 saddr . meta l4proto . th dport @{GRANTS6_SET} return"),
+        "drop".to_string(),
+    ];
+    for rule in rules {
+        let _ = writeln!(s, "add rule inet {table} {CHAIN} {rule}");
+    }
+    let mut ports: Vec<OpenPort> = protected.to_vec();
+    ports.sort_by_key(|p| (p.proto, p.port));
+    ports.dedup();
+    if !ports.is_empty() {
+        let elements: Vec<String> = ports.iter().map(|p| format!("{} . {}", p.proto, p.port)).collect();
+        let _ = writeln!(s, "add element inet {table} {PROTECTED_SET} {{ {} }}", elements.join(", "));
+    }
+    s
+}
+
+/// Installs the ruleset by piping [`script`] into `nft -f -`.
+pub fn install(table: &str, protected: &[OpenPort]) -> Result<(), FirewallError> {
+    let script = script(table, protected);
+    let spawn_err = |error| FirewallError::NftSpawn { table: table.to_owned(), error };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    // A write error (nft exited early) is reported through nft's status and stderr below.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()),
+        None => Ok(()),
+    };
+    let output = child.wait_with_output().map_err(spawn_err)?;
+    if !output.status.success() {
+        return Err(FirewallError::NftRejected {
+            table: table.to_owned(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    written.map_err(spawn_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use knock_core::Proto;
+
+    #[test]
+    fn script_creates_keeps_grants_and_only_drops() {
+        let p = |port, proto| OpenPort { port, proto };
+        let s = script("knockd", &[p(22, Proto::Tcp), p(53, Proto::Udp), p(22, Proto::Tcp)]);
+        assert!(s.starts_with("table inet knockd {\n"));
+        assert!(s.contains("type filter hook prerouting priority -150; policy accept;"));
+        assert!(s.contains("flush set inet knockd protected\n"));
+        assert!(s.contains("flush chain inet knockd prerouting\n"));
+        // The grant sets are declared (created if missing) but never flushed.
+        assert!(!s.contains("flush set inet knockd grants"));
+        assert!(s.contains("add element inet knockd protected { tcp . 22, udp . 53 }\n"));
+        let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
+        assert_eq!(rules.len(), 7);
+        assert!(rules.iter().all(|r| r.ends_with(" return") || r.ends_with(" drop")));
+        assert!(rules.last().is_some_and(|r| r.ends_with("prerouting drop")));
+        assert!(!s.contains("accept\n") && !s.contains(" accept "));
+    }
+
+    #[test]
+    fn empty_protected_list_adds_no_elements() {
+        assert!(!script("t", &[]).contains("add element"));
+    }
+}

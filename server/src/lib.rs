@@ -1,0 +1,10 @@
+//! Library side of the `knockd` daemon: its modules, reachable from integration tests.
+
+pub mod admin;
+pub mod audit;
+pub mod capture;
+pub mod daemon;
+pub mod doors;
+pub mod firewall;
+pub mod hardening;
+pub mod state;

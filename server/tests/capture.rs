@@ -1,0 +1,289 @@
+//! Live capture in network namespaces (needs root): knocks sent over a veth pair from a peer
+//! namespace reach `spawn_live`, on the interface itself (Ethernet) and on `any` (Linux
+//! cooked); SYN-ACKs, RSTs, ICMP errors and ports outside the knock range do not.
+//!
+//! A capture thread must run inside the namespace, so this test binary re-executes itself
+//! under `ip netns exec`: with `KCAP_CHILD=capture` it captures and prints what it saw, with
+//! `KCAP_CHILD=send` it sends the test's packets. Only 198.18.0.0/15 and 2001:db8::/32 are
+//! used.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use knock_core::config::Config;
+use knockd::capture::{bpf_filter, spawn_live};
+
+/// The test function the children run as.
+const CHILD_TEST: &str = "child_role";
+/// The role of a re-executed child: `capture` or `send`.
+const CHILD_ENV: &str = "KCAP_CHILD";
+/// What the sender sends: `;`-separated `tcp ADDR` / `udp ADDR`.
+const SEND_ENV: &str = "KCAP_SEND";
+/// Prefix of the lines a child reports on.
+const REPORT: &str = "KCAP";
+/// The interfaces the capture child listens on: `,`-separated.
+const IFACES_ENV: &str = "KCAP_IFACES";
+/// The interfaces of the first test: the veth itself (Ethernet) and `any` (Linux cooked).
+const INTERFACES: [&str; 2] = ["kc0", "any"];
+/// A UDP knock that tells the capture child everything has been sent.
+const SENTINEL: &str = "198.18.77.1:40999";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A network namespace, deleted on drop (also when the test fails).
+struct Netns(String);
+
+impl Netns {
+    fn new(role: &str) -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name = format!("kcap-{}-{n}-{role}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        Netns(name)
+    }
+
+    /// `ip -n NS ARGS...`
+    fn ip(&self, args: &[&str]) {
+        run(Command::new("ip").args(["-n", &self.0]).args(args));
+    }
+
+    /// This test binary, re-executed inside the namespace in child role `role`.
+    fn child(&self, role: &str) -> Command {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.0])
+            .arg(exe)
+            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, role);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process, killed on drop if still running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?} failed: {stderr}");
+}
+
+fn assert_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|euid| euid == "0");
+    assert!(root, "this test creates network namespaces: run it as root");
+}
+
+/// A server namespace and a peer namespace joined by a veth pair (kc0 in the server, kc1 in
+/// the peer): 198.18.77.1/24 and 2001:db8:77::1/64 on the server, .2 and ::2 on the peer.
+fn topology() -> (Netns, Netns) {
+    let server = Netns::new("s");
+    let peer = Netns::new("p");
+    veth(&server, &peer);
+    (server, peer)
+}
+
+/// The veth pair of [`topology`], with its addresses.
+fn veth(server: &Netns, peer: &Netns) {
+    server.ip(&["link", "add", "kc0", "type", "veth", "peer", "name", "kc1", "netns", &peer.0]);
+    for (ns, dev, host) in [(&server, "kc0", "1"), (&peer, "kc1", "2")] {
+        ns.ip(&["addr", "add", &format!("198.18.77.{host}/24"), "dev", dev]);
+        ns.ip(&["addr", "add", &format!("2001:db8:77::{host}/64"), "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
+    }
+}
+
+/// The filter of one door knocked over TCP and UDP in 40000-40999.
+fn test_filter() -> String {
+    let text = "[server]\nstate_dir = \"s\"\n[[door]]\nname = \"ssh\"\nmode = \"hotp\"\n\
+                open = [\"22/tcp\"]\nkeys = \"k\"\nknock_ports = \"40000-40999\"\n\
+                protocols = [\"tcp\", \"udp\"]\n";
+    let config = Config::parse(Path::new("/etc/knockd/knockd.toml"), text);
+    bpf_filter(&config.expect("test config parses").doors)
+}
+
+/// Child role `capture`: captures until the sentinel was seen on every interface, printing
+/// `KCAP READY`, then `KCAP <interface> <source> <port>/<proto>` per knock, then
+/// `KCAP STOPPED <ms>` with the time `stop` took.
+fn capture_child() {
+    // The capture's warnings (failures, reopening) go to the test's stderr.
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).try_init();
+    let list = std::env::var(IFACES_ENV).expect("KCAP_IFACES is set");
+    let interfaces: Vec<String> = list.split(',').map(str::to_string).collect();
+    let (tx, rx) = mpsc::sync_channel(64);
+    let handle = spawn_live(&interfaces, &test_filter(), tx).expect("live capture starts");
+    println!("{REPORT} READY");
+    let sentinel: SocketAddr = SENTINEL.parse().expect("sentinel address");
+    let mut done = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    while done.len() < interfaces.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(k) = rx.recv_timeout(left) else { break };
+        let p = k.packet;
+        println!("{REPORT} {} {} {}", k.interface, p.src, p.knock);
+        if p.knock.port == sentinel.port() && p.dst == sentinel.ip() {
+            done.insert(k.interface);
+        }
+    }
+    let t = Instant::now();
+    handle.stop();
+    println!("{REPORT} STOPPED {}", t.elapsed().as_millis());
+}
+
+/// Child role `send`: sends each packet of `KCAP_SEND` in order.
+fn send_child() {
+    let list = std::env::var(SEND_ENV).expect("KCAP_SEND is set");
+    for item in list.split(';') {
+        let (proto, addr) = item.split_once(' ').expect("`tcp ADDR` or `udp ADDR`");
+        let addr: SocketAddr = addr.parse().expect("a socket address");
+        match proto {
+            // Nothing listens: the SYN is answered with a RST, which is fine.
+            "tcp" => drop(TcpStream::connect_timeout(&addr, Duration::from_secs(2))),
+            "udp" => {
+                let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let socket = UdpSocket::bind(bind).expect("bind a UDP socket");
+                socket.send_to(b"knock", addr).expect("send a datagram");
+            }
+            other => panic!("unknown protocol {other}"),
+        }
+    }
+}
+
+/// Not a test of its own: the entry point of the re-executed children (a no-op otherwise).
+#[test]
+fn child_role() {
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("capture") => capture_child(),
+        Ok("send") => send_child(),
+        _ => {}
+    }
+}
+
+/// Forwards the child's report lines (prefix stripped) to a channel.
+fn reports(child: &mut Child) -> Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest may print "test NAME ... " before the first report, on the same line.
+            if let Some((_, report)) = line.split_once(REPORT) {
+                if tx.send(report.trim().to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Every report up to `STOPPED` (or the deadline), in order.
+fn collect(rx: &Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + WAIT + WAIT;
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let stopped = line.starts_with("STOPPED");
+        lines.push(line);
+        if stopped {
+            break;
+        }
+    }
+    lines
+}
+
+#[test]
+fn live_capture_in_a_namespace_sees_only_knocks() {
+    assert_root();
+    let (server, peer) = topology();
+    let mut capture = server.child("capture");
+    capture.env(IFACES_ENV, INTERFACES.join(",")).stdout(Stdio::piped());
+    let mut capture = Reaped(capture.spawn().expect("start the capture child"));
+    let rx = reports(&mut capture.0);
+    assert_eq!(rx.recv_timeout(WAIT).as_deref(), Ok("READY"), "capture child did not start");
+
+    let sends = [
+        "tcp 198.18.77.1:40005",
+        "tcp [2001:db8:77::1]:40006",
+        "udp 198.18.77.1:40007",
+        "udp [2001:db8:77::1]:40008",
+        "tcp 198.18.77.1:39999",
+        "tcp [2001:db8:77::1]:41000",
+        "udp 198.18.77.1:41001",
+        "udp [2001:db8:77::1]:39998",
+        "tcp 198.18.77.1:22",
+    ];
+    let list = format!("{};udp {SENTINEL}", sends.join(";"));
+    run(peer.child("send").env(SEND_ENV, list));
+
+    let lines = collect(&rx);
+    let stopped = lines.iter().find_map(|l| l.strip_prefix("STOPPED "));
+    let stop_ms: u64 = stopped.and_then(|ms| ms.parse().ok()).unwrap_or(u64::MAX);
+    assert!(stop_ms < 1000, "stop took {stop_ms} ms or never happened: {lines:#?}");
+    let seen: BTreeSet<&str> = lines.iter().map(String::as_str).filter(|l| *l != "READY").collect();
+    let mut want = BTreeSet::new();
+    for iface in INTERFACES {
+        for knock in [
+            "198.18.77.2 40005:tcp",
+            "2001:db8:77::2 40006:tcp",
+            "198.18.77.2 40007:udp",
+            "2001:db8:77::2 40008:udp",
+            "198.18.77.2 40999:udp",
+        ] {
+            want.insert(format!("{iface} {knock}"));
+        }
+    }
+    let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
+    let knocks: BTreeSet<&str> = seen.iter().copied().filter(|l| !l.starts_with("STOPPED")).collect();
+    assert_eq!(knocks, want, "all reports: {lines:#?}");
+}
+
+#[test]
+fn live_capture_reopens_an_interface_that_went_away() {
+    assert_root();
+    let (server, peer) = topology();
+    let mut capture = server.child("capture");
+    capture.env(IFACES_ENV, "kc0").stdout(Stdio::piped());
+    let mut capture = Reaped(capture.spawn().expect("start the capture child"));
+    let rx = reports(&mut capture.0);
+    assert_eq!(rx.recv_timeout(WAIT).as_deref(), Ok("READY"), "capture child did not start");
+
+    server.ip(&["link", "del", "kc0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    veth(&server, &peer);
+    // The capture comes back after its backoff: knock until it has seen the sentinel.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline && !lines.iter().any(|l: &String| l.starts_with("STOPPED")) {
+        run(peer.child("send").env(SEND_ENV, format!("udp {SENTINEL}")));
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(line);
+        }
+    }
+    assert!(
+        lines.iter().any(|l| l == "kc0 198.18.77.2 40999:udp"),
+        "no knock after the interface came back: {lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("STOPPED")), "{lines:#?}");
+}

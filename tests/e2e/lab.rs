@@ -1,0 +1,386 @@
+//! The end-to-end fixture: three hosts in network namespaces made for one test, the real
+//! `knockd`, `knock` and `knock-lab` binaries, and cleanup that runs even when a test fails.
+//!
+//! Topology: the server namespace holds bridge `br0` (198.18.0.1/24, 2001:db8::1/64); the
+//! client (.2, ::2) and the outsider (.3, ::3) each have `eth0`, a veth into the bridge.
+//! Namespace and interface names carry the process id and a counter, so tests run in parallel.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub const SERVER: &str = "198.18.0.1";
+pub const CLIENT: &str = "198.18.0.2";
+pub const OUTSIDER: &str = "198.18.0.3";
+pub const SERVER6: &str = "2001:db8::1";
+
+/// Which host runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    Server,
+    Client,
+    Outsider,
+}
+
+/// Where the workspace's binaries are: next to the test binary's `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One test's lab.
+pub struct Lab {
+    tag: String,
+    pub dir: PathBuf,
+    daemon: Option<Child>,
+    children: Vec<Child>,
+    config_text: String,
+}
+
+impl Lab {
+    /// Namespaces, bridge, veths, an SSH-like service on 22 (and 8080), and a work directory
+    /// with `knockd.toml` made of `doors` (TOML `[[door]]` tables; paths relative to the dir).
+    pub fn new(doors: &str) -> Lab {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let dir = std::env::temp_dir().join(format!("knock-e2e-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), config_text: String::new() };
+        lab.build_network();
+        lab.config_text = format!("[server]\nstate_dir = \"state\"\ninterfaces = [\"br0\"]\n\n{doors}");
+        fs::write(lab.dir.join("knockd.toml"), &lab.config_text).unwrap();
+        lab.knockd(&["init"]);
+        for port in ["22", "8080"] {
+            let child = lab
+                .spawn(Host::Server, bin("knock-lab"), &["serve", "--port", port, "--max-seconds", "300"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the lab service");
+            lab.children.push(child);
+        }
+        lab
+    }
+
+    pub fn ns(&self, host: Host) -> String {
+        match host {
+            Host::Server => format!("ke-s{}", self.tag),
+            Host::Client => format!("ke-c{}", self.tag),
+            Host::Outsider => format!("ke-o{}", self.tag),
+        }
+    }
+
+    fn ip(&self, args: &[&str]) {
+        ok(Command::new("ip").args(args));
+    }
+
+    fn build_network(&mut self) {
+        let (s, c, o) = (self.ns(Host::Server), self.ns(Host::Client), self.ns(Host::Outsider));
+        for ns in [&s, &c, &o] {
+            self.ip(&["netns", "add", ns]);
+            self.ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        self.ip(&["-n", &s, "link", "add", "br0", "type", "bridge"]);
+        self.ip(&["-n", &s, "link", "set", "br0", "up"]);
+        self.ip(&["-n", &s, "addr", "add", "198.18.0.1/24", "dev", "br0"]);
+        self.ip(&["-n", &s, "addr", "add", "2001:db8::1/64", "dev", "br0", "nodad"]);
+        for (i, ns) in [(2, &c), (3, &o)] {
+            let port = format!("v{i}-{}", self.tag);
+            self.ip(&["link", "add", &port, "netns", &s, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+            self.ip(&["-n", &s, "link", "set", &port, "master", "br0", "up"]);
+            self.ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            self.ip(&["-n", ns, "addr", "add", &format!("198.18.0.{i}/24"), "dev", "eth0"]);
+            self.ip(&["-n", ns, "addr", "add", &format!("2001:db8::{i}/64"), "dev", "eth0", "nodad"]);
+        }
+    }
+
+    /// A command to run inside `host`'s namespace, with that host's own client store.
+    pub fn spawn(&self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(host)]).arg(program).args(args).current_dir(&self.dir);
+        let home = self.dir.join(format!("{host:?}").to_lowercase());
+        cmd.env("XDG_CONFIG_HOME", home.join("config")).env("XDG_STATE_HOME", home.join("state"));
+        cmd
+    }
+
+    /// Runs in a namespace and returns the output, success or not.
+    pub fn exec(&self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+        run(&mut self.spawn(host, program, args))
+    }
+
+    /// `knockd -c knockd.toml ARGS` on the host (outside the namespaces: admin commands touch files only).
+    pub fn knockd(&self, args: &[&str]) -> String {
+        ok(Command::new(bin("knockd")).arg("-c").arg(self.dir.join("knockd.toml")).args(args).current_dir(&self.dir))
+    }
+
+    /// Adds a client to a hotp door and imports its profile on `host`. Returns the profile name.
+    pub fn add_client(&self, door: &str, name: &str, server_addr: &str, host: Host) -> String {
+        let bundle = self.dir.join(format!("{door}-{name}.knock"));
+        self.knockd(&[
+            "client",
+            "add",
+            "--door",
+            door,
+            "--name",
+            name,
+            "--server-addr",
+            server_addr,
+            "--out",
+            bundle.to_str().unwrap(),
+        ]);
+        ok(&mut self.spawn(host, bin("knock"), &["profile", "import", bundle.to_str().unwrap()]));
+        format!("{door}-{name}")
+    }
+
+    /// Starts the daemon in the server namespace and waits until it captures.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let child = self
+            .spawn(Host::Server, bin("knockd"), &["-c", "knockd.toml", "--debug"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start knockd");
+        self.daemon = Some(child);
+        self.wait_log("knockd started", Duration::from_secs(10));
+        // The capture threads open right before this line; give them a moment to be attached.
+        sleep(Duration::from_millis(200));
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits until the daemon log holds `n` lines containing `needle`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().matches(needle).count() >= n {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("daemon log never had {n} x `{needle}` within {timeout:?}:\n{}", self.log());
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_count(needle, 1, timeout);
+    }
+
+    /// Stops the daemon with a signal and waits for it.
+    pub fn stop_daemon(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().expect("daemon running");
+        ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "knockd did not exit on SIG{signal}");
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `knock ARGS` on a host.
+    pub fn knock(&self, host: Host, args: &[&str]) -> Output {
+        self.exec(host, bin("knock"), args)
+    }
+
+    /// Whether `host` can open a TCP connection to addr:port within `ms`.
+    pub fn can_connect(&self, host: Host, addr: &str, port: u16, ms: u64) -> bool {
+        self.exec(
+            host,
+            bin("knock-lab"),
+            &["probe", "--addr", addr, "--port", &port.to_string(), "--timeout-ms", &ms.to_string()],
+        )
+        .status
+        .success()
+    }
+
+    /// Waits until `host` can no longer connect to the server's port 22 (a grant expired).
+    pub fn wait_closed(&self, host: Host, timeout: Duration) {
+        let start = Instant::now();
+        while self.can_connect(host, SERVER, 22, 300) {
+            assert!(start.elapsed() < timeout, "port 22 stayed open for {host:?} longer than {timeout:?}");
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts `knock-lab` (or anything) in the background on a host; it is killed on drop.
+    pub fn background(&mut self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> usize {
+        let child = self.spawn(host, program, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Waits for a background process and returns its output.
+    pub fn wait_background(&mut self, idx: usize, timeout: Duration) -> Output {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.children[idx].try_wait().unwrap().is_some() {
+                break;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let _ = self.children[idx].kill();
+        let child = std::mem::replace(&mut self.children[idx], Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Sends SIGINT to a background process (tcpdump flushes and exits on it).
+    pub fn interrupt(&self, idx: usize) {
+        let _ = Command::new("kill").args(["-INT", &self.children[idx].id().to_string()]).status();
+    }
+
+    /// The MAC address of `eth0` in a host (or of `br0` in the server).
+    pub fn mac(&self, host: Host) -> String {
+        let dev = if host == Host::Server { "br0" } else { "eth0" };
+        let out = ok(&mut self.spawn(host, "cat", &[&format!("/sys/class/net/{dev}/address")]));
+        out.trim().to_string()
+    }
+
+    /// Starts tcpdump in the server namespace writing knocks to `file`; returns its handle once
+    /// tcpdump says it is listening.
+    pub fn capture_knocks(&mut self, file: &str, filter: &str) -> usize {
+        let path = self.dir.join(file);
+        let errors = self.dir.join(format!("{file}.stderr"));
+        let child = self
+            .spawn(
+                Host::Server,
+                "tcpdump",
+                &["-i", "br0", "--immediate-mode", "-U", "-w", path.to_str().unwrap(), filter],
+            )
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&errors).unwrap())
+            .spawn()
+            .expect("start tcpdump");
+        self.children.push(child);
+        let start = Instant::now();
+        while !fs::read_to_string(&errors).unwrap_or_default().contains("listening on") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tcpdump did not start: {:?}",
+                fs::read_to_string(&errors)
+            );
+            sleep(Duration::from_millis(20));
+        }
+        self.children.len() - 1
+    }
+
+    /// Replays a capture from `host` with `knock-lab replay ARGS`; returns the frames sent.
+    pub fn replay(&self, host: Host, file: &str, extra: &[&str]) -> usize {
+        let pcap = self.dir.join(file);
+        let mut args = vec!["replay", "--pcap", pcap.to_str().unwrap(), "--iface", "eth0"];
+        args.extend_from_slice(extra);
+        let out = ok(&mut self.spawn(host, bin("knock-lab"), &args));
+        out.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
+    /// The audit log's lines.
+    pub fn audit_lines(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("state/audit.log")).unwrap_or_default().lines().map(String::from).collect()
+    }
+
+    /// Audit lines whose event is `event`.
+    pub fn audit_events(&self, event: &str) -> Vec<String> {
+        let needle = format!("\"event\":\"{event}\"");
+        self.audit_lines().into_iter().filter(|l| l.contains(&needle)).collect()
+    }
+
+    /// The ports of the next sequence of a profile on a host, without consuming it.
+    pub fn dry_run(&self, host: Host, profile: &str) -> Vec<String> {
+        let out = ok(&mut self.spawn(host, bin("knock"), &["--profile", profile, "--dry-run"]));
+        out.split_whitespace().skip(1).take_while(|w| !w.starts_with('(')).map(String::from).collect()
+    }
+
+    /// Counts, in the server, TCP packets to `ports` before anything else sees them.
+    pub fn count_knocks_seen(&self, ports: &str) {
+        let script = format!(
+            "add table inet seen; add chain inet seen pre {{ type filter hook prerouting priority -300; }}; \
+             add rule inet seen pre tcp dport {ports} counter"
+        );
+        ok(&mut self.spawn(Host::Server, "nft", &[&script]));
+    }
+
+    /// What `count_knocks_seen` has counted.
+    pub fn knocks_seen(&self) -> u64 {
+        let text = ok(&mut self.spawn(Host::Server, "nft", &["list", "table", "inet", "seen"]));
+        text.split("packets ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
+    /// Sends crafted knocks from `host` with `knock-lab send` (source may be spoofed).
+    pub fn send_crafted(&self, host: Host, src: &str, knocks: &[String], extra: &[&str]) {
+        let (src_mac, dst_mac) = (self.mac(host), self.mac(Host::Server));
+        let list = knocks.join(",");
+        let mut args = vec![
+            "send",
+            "--iface",
+            "eth0",
+            "--src",
+            src,
+            "--dst",
+            SERVER,
+            "--src-mac",
+            &src_mac,
+            "--dst-mac",
+            &dst_mac,
+            "--knocks",
+            &list,
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        ok(&mut self.spawn(host, bin("knock-lab"), &args));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for host in [Host::Server, Host::Client, Host::Outsider] {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).status();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log of lab {} ---\n{}", self.tag, self.log());
+        }
+        if std::env::var_os("KNOCK_E2E_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

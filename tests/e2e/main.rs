@@ -1,0 +1,35 @@
+//! End-to-end tests: the real `knockd` and `knock` binaries, real packets through libpcap and
+//! a real nftables ruleset, in network namespaces each test makes for itself. They need root
+//! (namespaces, nftables) and the workspace built (`cargo build --workspace`): the README's
+//! test command does both.
+
+mod attacks;
+mod file_mode;
+mod lab;
+mod lossy;
+mod one_time;
+
+/// Every test starts here: these tests cannot run without root, and say so instead of passing.
+pub fn require_root() {
+    let uid = std::process::Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the end-to-end tests need root (network namespaces, nftables); run the README's test command as root"
+    );
+}
+
+/// A hotp door with short times for tests.
+pub fn hotp_door(name: &str, open: &str, extra: &str) -> String {
+    format!(
+        "[[door]]\nname = \"{name}\"\nmode = \"hotp\"\nopen = [\"{open}\"]\nkeys = \"keys/{name}\"\nopen_for = \"4s\"\nseq_timeout = \"2s\"\n{extra}\n"
+    )
+}
+
+/// The seconds figure of knock's "answered X s after the first knock (sequence N)".
+pub fn answered(stdout: &str) -> Option<(f64, u64)> {
+    let line = stdout.lines().find(|l| l.contains("answered"))?;
+    let secs = line.split(" answered ").nth(1)?.split(' ').next()?.parse().ok()?;
+    let seq = line.rsplit("(sequence ").next()?.trim_end_matches(')').parse().ok()?;
+    Some((secs, seq))
+}
