@@ -154,4 +154,11 @@ mod tests {
             assert!(s.knocks.windows(2).all(|w| w[0] != w[1]));
         }
     }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let f = SequenceFile::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sequences/example.seq"))).unwrap();
+        assert_eq!(f.sequences.len(), 2);
+        assert_eq!(f.sequences[1].line, 4);
+    }
 }

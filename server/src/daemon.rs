@@ -112,7 +112,7 @@ impl Daemon {
         let now = self.now_ms(k.at);
         let p = &k.packet;
         let events = self.matcher.on_packet(p.src, p.dst, p.knock, now, &self.doors);
-        self.handle(events);
+        self.handle(events, k.at);
     }
 
     fn tick(&mut self) {
@@ -123,16 +123,17 @@ impl Daemon {
         }
         let now = self.now_ms(Instant::now());
         let events = self.matcher.tick(now);
-        self.handle(events);
+        self.handle(events, Instant::now());
         if let Err(e) = self.audit.sync() {
             error!("audit log {}: {e}", self.audit.path().display());
         }
     }
 
-    fn handle(&mut self, events: Vec<Event>) {
+    /// Acts on the matcher's decisions; `seen` is when the packet that caused them was captured.
+    fn handle(&mut self, events: Vec<Event>, seen: Instant) {
         for e in events {
             match e {
-                Event::Completed { id, source, used: false } => self.completed(id, source),
+                Event::Completed { id, source, used: false } => self.completed(id, source, seen),
                 Event::Completed { id, source, used: true } => self.replay(id, source, "already used"),
                 Event::Burned { id, source, progress, reason } => self.burned(id, source, progress, reason),
                 Event::PrefixFromSecondSource { id, first, second } => {
@@ -163,7 +164,7 @@ impl Daemon {
         self.matcher.set_client_candidates(id.door, id.client, &cands);
     }
 
-    fn completed(&mut self, id: CandidateId, source: IpAddr) {
+    fn completed(&mut self, id: CandidateId, source: IpAddr, seen: Instant) {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
@@ -204,7 +205,7 @@ impl Daemon {
         };
         match (result, id.purpose) {
             (Ok(()), Purpose::Open) => info!(door, client, %source, sequence = %seq, ports = %ports.join(","),
-                open_for_s = open_for.as_secs_f64(), "door opened"),
+                open_for_s = open_for.as_secs_f64(), decided_us = seen.elapsed().as_micros() as u64, "door opened"),
             (Ok(()), Purpose::Close) => {
                 info!(door, client, %source, sequence = %seq, "door closed by closing sequence")
             }

@@ -44,10 +44,7 @@ fn nftables_backend_in_namespaces() {
         Ok("hold") => hold_probe(),
         _ => {}
     }
-    if !is_root() {
-        eprintln!("skipped {TEST}: needs root (network namespaces, nftables)");
-        return;
-    }
+    assert!(is_root(), "{TEST} needs root (network namespaces, nftables): run the README's test command as root");
     let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
     let server = Netns::create(format!("knft-{}-{n}", std::process::id()));
     let peer = Netns::create(format!("knft-{}-{n}p", std::process::id()));

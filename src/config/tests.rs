@@ -80,3 +80,11 @@ fn duplicate_doors_and_missing_keys_are_refused() {
     assert!(parse(&nokeys).unwrap_err().message.contains("needs `keys"));
     assert!(parse("[server]\n").unwrap_err().message.contains("no [[door]]"));
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/knockd.toml"));
+    let c = Config::load(path).unwrap();
+    assert_eq!(c.doors.len(), 2);
+    assert_eq!(c.door("ssh").unwrap().open_for, Duration::from_secs(30));
+}

@@ -129,7 +129,7 @@ impl Lab {
         let err_path = file.with_extension("tcpdump.err");
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns_b, "tcpdump", "-i", &self.veth_b])
-            .args(["--immediate-mode", "-Q", "in", "-n", "-U", "-c", &count.to_string(), "-w"])
+            .args(["--immediate-mode", "-B", "8192", "-Q", "in", "-n", "-U", "-c", &count.to_string(), "-w"])
             .arg(file)
             .arg(format!("(tcp or udp) and dst host {B_IP}"))
             .stdout(Stdio::null())
@@ -223,10 +223,10 @@ fn frames(file: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn send_replay_and_flood_between_namespaces() {
-    if !is_root() || !have("ip", "-V") || !have("tcpdump", "--version") {
-        eprintln!("SKIPPED: needs root, ip and tcpdump");
-        return;
-    }
+    assert!(
+        is_root() && have("ip", "-V") && have("tcpdump", "--version"),
+        "this test needs root, ip and tcpdump: run the README's test command as root"
+    );
     let lab = Lab::new();
     let knocks = [(40001, "tcp"), (40002, "udp"), (40003, "tcp")];
     let send_args = |src: &str| {
