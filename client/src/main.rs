@@ -23,7 +23,12 @@ use store::Store;
 
 /// Knock on a server's ports: a one-time sequence from a profile, or a classic knockd sequence.
 #[derive(Parser)]
-#[command(name = "knock", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "knock",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  knock profile import alice.knock\n  knock --profile ssh-alice --wait -v\n  knock -v 198.18.0.1 7000 8000:udp 9000      (classic knockd form)"
+)]
 struct Cli {
     #[command(flatten)]
     knock: KnockArgs,

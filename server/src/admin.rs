@@ -133,6 +133,7 @@ pub fn sequences_generate(
 /// `knockd check`: validates the config and prints each door's strength.
 pub fn check(config: &Config) -> Result<String, String> {
     let mut out = format!("{}: configuration is valid\n", config.path.display());
+    let mut problems = 0;
     for d in &config.doors {
         let clients = match (&d.keys_dir, d.mode) {
             (Some(dir), Mode::Hotp | Mode::Totp) => std::fs::read_dir(dir)
@@ -182,10 +183,14 @@ pub fn check(config: &Config) -> Result<String, String> {
                 for e in entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "key")) {
                     if let Err(err) = read_key_file(&e.path()) {
                         out.push_str(&format!("  problem: {err}\n"));
+                        problems += 1;
                     }
                 }
             }
         }
+    }
+    if problems > 0 {
+        return Err(format!("{out}{problems} problem(s): the daemon would refuse what is listed above"));
     }
     Ok(out)
 }

@@ -12,7 +12,11 @@ use knockd::{admin, daemon::Daemon, hardening};
 
 /// Opens a firewall port only for the address that knocked a valid, never-used sequence.
 #[derive(Parser)]
-#[command(name = "knockd", version, about, long_about = None)]
+#[command(
+    name = "knockd",
+    version,
+    after_help = "Examples:\n  knockd -c /etc/knockd/knockd.toml init\n  knockd client add --door ssh --name alice --server-addr 198.18.0.1\n  knockd check\n  knockd                       (runs the daemon)\n  knockd audit --replays"
+)]
 struct Cli {
     /// The configuration file.
     #[arg(short = 'c', long, global = true, default_value = "/etc/knockd/knockd.toml")]

@@ -230,3 +230,46 @@ fn replacing_a_clients_candidates_forgets_the_old_ones() {
     let old = keys.sequence(&cid(0), CLIENT);
     assert!(completed(&send(&mut m, &keys, CLIENT, &old, 0)).is_empty());
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Packets of any source, port, protocol and timing never panic the matcher, never
+        /// exceed its limits, and never complete a sequence that was not sent in full.
+        #[test]
+        fn arbitrary_traffic_is_bounded_and_completes_nothing_unsent(
+            packets in proptest::collection::vec((0u8..8, 39990u16..40100, any::<bool>(), 0u64..50), 0..400)
+        ) {
+            let alphabet = Alphabet::new(PortRange::new(40000, 40063).unwrap(), &[Proto::Tcp, Proto::Udp]).unwrap();
+            let keys = Keys { key: Secret::from_bytes([6; 32]), alphabet: alphabet.clone(), length: 4, bind_source: true };
+            let mut m = Matcher::new(Limits { max_tracks: 32, per_source: 4, per_ipv6_64: 8 });
+            m.set_door(0, DoorRules { alphabet, addresses: vec![], seq_timeout_ms: 200, misses: 1 });
+            let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, c % 3 == 0)).collect();
+            m.set_client_candidates(0, 0, &cands);
+            let mut now = 0;
+            let mut sent: std::collections::HashMap<IpAddr, Vec<Knock>> = Default::default();
+            for (src, port, udp, dt) in packets {
+                now += dt;
+                let source: IpAddr = if src < 4 { format!("198.18.1.{src}") } else { format!("2001:db8::{src}") }.parse().unwrap();
+                let k = Knock { port, proto: if udp { Proto::Udp } else { Proto::Tcp } };
+                sent.entry(source).or_default().push(k);
+                for e in m.on_packet(source, SERVER.parse().unwrap(), k, now, &keys) {
+                    if let Event::Completed { id, source, .. } = e {
+                        let seq = keys.sequence(&id, &source.to_string());
+                        let from = &sent[&source];
+                        let mut it = from.iter();
+                        prop_assert!(seq.iter().all(|k| it.any(|x| x == k)), "completed {:?} not sent by {}", seq, source);
+                    }
+                }
+                prop_assert!(m.track_count() <= 32);
+                if now % 7 == 0 {
+                    m.tick(now);
+                }
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! test command does both.
 
 mod attacks;
+mod cli;
 mod file_mode;
 mod lab;
 mod lossy;
