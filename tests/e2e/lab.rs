@@ -69,6 +69,11 @@ impl Lab {
     /// Namespaces, bridge, veths, an SSH-like service on 22 (and 8080), and a work directory
     /// with `knockd.toml` made of `doors` (TOML `[[door]]` tables; paths relative to the dir).
     pub fn new(doors: &str) -> Lab {
+        Lab::capturing_on("br0", doors)
+    }
+
+    /// As [`Lab::new`], with the daemon capturing on `interface` (`any` for Linux cooked capture).
+    pub fn capturing_on(interface: &str, doors: &str) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let dir = std::env::temp_dir().join(format!("knock-e2e-{tag}"));
@@ -76,7 +81,7 @@ impl Lab {
         fs::create_dir_all(&dir).unwrap();
         let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), config_text: String::new() };
         lab.build_network();
-        lab.config_text = format!("[server]\nstate_dir = \"state\"\ninterfaces = [\"br0\"]\n\n{doors}");
+        lab.config_text = format!("[server]\nstate_dir = \"state\"\ninterfaces = [\"{interface}\"]\n\n{doors}");
         fs::write(lab.dir.join("knockd.toml"), &lab.config_text).unwrap();
         lab.knockd(&["init"]);
         for port in ["22", "8080"] {
