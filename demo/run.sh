@@ -15,7 +15,6 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=demo/lab.sh
 . "$SCRIPT_DIR/lab.sh"
-PACKAGES=(libpcap-dev nftables iproute2 tcpdump pkg-config build-essential)
 OPEN_FOR=5      # seconds a grant lasts (the door's open_for)
 HOLD_MS=9000    # how long the session opened during the first grant is held
 
@@ -139,36 +138,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 title "Preparing"
-if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
-  missing=()
-  for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    say "Installing missing packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update 2>&1 | indent || die "apt-get update failed (see above)"
-    apt-get install -y "${missing[@]}" 2>&1 | indent || die "apt-get install ${missing[*]} failed (see above)"
-  else
-    say "Packages present: ${PACKAGES[*]}"
-  fi
-else
-  absent=()
-  for c in nft ip tcpdump pkg-config cc make; do command -v "$c" >/dev/null 2>&1 || absent+=("$c"); done
-  if command -v pkg-config >/dev/null 2>&1 && ! pkg-config --exists libpcap 2>/dev/null \
-    && [ ! -e /usr/include/pcap.h ]; then
-    absent+=("libpcap headers")
-  fi
-  if [ "${#absent[@]}" -gt 0 ]; then
-    die "This is not a Debian/Ubuntu system (no apt-get), and these are missing: ${absent[*]}.
-   Install them with your package manager, then run this again. What is needed:
-     libpcap with its headers, nftables, iproute2, tcpdump, pkg-config, a C compiler and make
-   (Debian/Ubuntu: ${PACKAGES[*]};
-    Fedora/RHEL: libpcap-devel nftables iproute tcpdump pkgconf-pkg-config gcc make;
-    Arch: libpcap nftables iproute2 tcpdump pkgconf base-devel)"
-  fi
-  say "Not Debian/Ubuntu, but every tool needed is present."
-fi
+# Packages: the same script the tests use installs what is missing (apt-get), or names it.
+source "$REPO/scripts/setup.sh"
+say "Packages present: ${packages[*]}"
 
 # cargo: root's own, or (under sudo) the invoking user's rustup toolchain, building as that user
 # so target/ stays theirs. The binaries always land in the repository's own target/.
@@ -187,14 +159,14 @@ elif [ -x "$HOME/.cargo/bin/cargo" ]; then
 else
   die "cargo (Rust) was not found. Install Rust with rustup (https://rustup.rs):
      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
-   then open a new shell and run this again (this workspace needs Rust 1.85 or newer)."
+   then open a new shell and run this again (this workspace needs Rust 1.89 or newer)."
 fi
 say "Building: cargo build --workspace --release   (in $REPO)"
 BUILD_START=$SECONDS
 rc=0
 (cd "$REPO" && "${BUILD[@]}" build --workspace --release) 2>&1 | indent || rc=$?
 if [ "$rc" -ne 0 ]; then
-  die "The build failed (see above). Note that this workspace needs Rust 1.85 or newer (\`rustup update stable\`)."
+  die "The build failed (see above). Note that this workspace needs Rust 1.89 or newer (\`rustup update stable\`)."
 fi
 say "Built in $((SECONDS - BUILD_START)) s."
 BIN="$REPO/target/release"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building and testing need on a fresh Debian/Ubuntu machine, and only what is
-# missing. Elsewhere it names the packages and stops. Sourced or run by test.sh, demo/run.sh
-# and .ci/run.
+# Installs what building, testing and the demonstration need on a fresh Debian/Ubuntu machine,
+# and only what is missing. Elsewhere it names the packages and stops. Sourced by test.sh,
+# demo/run.sh and .ci/run; `require_cargo` then finds the Rust toolchain.
 set -euo pipefail
 
 need_pkgs=()
@@ -25,14 +25,20 @@ if have dpkg-query && have apt-get; then
 else
   for c in nft ip tcpdump python3 pkg-config cc; do have "$c" || need_pkgs+=("$c"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    echo "setup: this is not a Debian/Ubuntu system; install by hand: libpcap (with headers), nftables, iproute2, tcpdump, pkg-config, a C compiler, python3 (missing here: ${need_pkgs[*]})" >&2
+    echo "setup: this is not a Debian/Ubuntu system (no apt-get), and these are missing: ${need_pkgs[*]}." >&2
+    echo "  Needed: libpcap with its headers, nftables, iproute2, tcpdump, pkg-config, a C compiler, python3." >&2
+    echo "  Fedora/RHEL: libpcap-devel nftables iproute tcpdump pkgconf-pkg-config gcc make python3" >&2
+    echo "  Arch: libpcap nftables iproute2 tcpdump pkgconf base-devel python" >&2
     exit 1
   fi
 fi
 
-if ! have cargo; then
-  for d in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
-    [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
-  done
-fi
-have cargo || { echo "setup: cargo not found; install the stable Rust toolchain (https://rustup.rs), then run this again" >&2; exit 1; }
+# require_cargo: puts a rustup cargo on PATH if it is not there, or stops with the fix.
+require_cargo() {
+  if ! have cargo; then
+    for d in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+      [ -x "$d/cargo" ] && export PATH="$d:$PATH" && break
+    done
+  fi
+  have cargo || { echo "setup: cargo not found; install the stable Rust toolchain (https://rustup.rs, Rust 1.89 or newer), then run this again" >&2; exit 1; }
+}

@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+require_cargo
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -111,6 +111,19 @@ impl Ledger {
         dir.join(format!("{label}.ledger"))
     }
 
+    /// A ledger with nothing consumed yet, appending to `file`.
+    fn empty(path: &Path, label: &str, file: File) -> Ledger {
+        Ledger {
+            path: path.to_path_buf(),
+            label: label.into(),
+            file,
+            next: 0,
+            burned: BTreeSet::new(),
+            last_consumed: None,
+            torn_bytes: 0,
+        }
+    }
+
     /// Creates a new, empty ledger; fails if one exists.
     pub fn create(path: &Path, label: &str) -> Result<Ledger, LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
@@ -124,15 +137,7 @@ impl Ledger {
         if let Some(dir) = path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        Ok(Ledger {
-            path: path.to_path_buf(),
-            label: label.into(),
-            file,
-            next: 0,
-            burned: BTreeSet::new(),
-            last_consumed: None,
-            torn_bytes: 0,
-        })
+        Ok(Ledger::empty(path, label, file))
     }
 
     /// Opens an existing ledger and replays it. A missing file is an error, never a fresh start.
@@ -145,15 +150,7 @@ impl Ledger {
         };
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io)?;
-        let mut ledger = Ledger {
-            path: path.to_path_buf(),
-            label: label.into(),
-            file,
-            next: 0,
-            burned: BTreeSet::new(),
-            last_consumed: None,
-            torn_bytes: 0,
-        };
+        let mut ledger = Ledger::empty(path, label, file);
         let good_len = ledger.replay(&text)?;
         if good_len < text.len() {
             // A torn last record: cut it so the next append starts on a clean line.

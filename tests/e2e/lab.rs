@@ -339,7 +339,12 @@ impl Lab {
 
     /// What `count_knocks_seen` has counted.
     pub fn knocks_seen(&self) -> u64 {
-        let text = ok(&mut self.spawn(Host::Server, "nft", &["list", "table", "inet", "seen"]));
+        self.nft_counter(Host::Server, "inet", "seen")
+    }
+
+    /// The packet count of the first counter in nftables table `family table` on `host`.
+    pub fn nft_counter(&self, host: Host, family: &str, table: &str) -> u64 {
+        let text = ok(&mut self.spawn(host, "nft", &["list", "table", family, table]));
         text.split("packets ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 

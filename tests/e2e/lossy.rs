@@ -13,14 +13,6 @@ fn nft(lab: &Lab, host: Host, script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn counter(lab: &Lab, host: Host, family_table: &[&str]) -> u64 {
-    let mut args = vec!["list", "table"];
-    args.extend_from_slice(family_table);
-    let o = lab.exec(host, "nft", &args);
-    let text = String::from_utf8_lossy(&o.stdout);
-    text.split("packets ").nth(1).and_then(|s| s.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
 #[test]
 fn knocks_get_through_loss_duplication_and_reordering() {
     require_root();
@@ -42,7 +34,7 @@ fn knocks_get_through_loss_duplication_and_reordering() {
     );
     let used = knock(&lab);
     assert!(used >= 1, "a lost knock means a retry with the next counter (used {used})");
-    assert!(counter(&lab, Host::Client, &["inet", "lossy"]) >= 1);
+    assert!(lab.nft_counter(Host::Client, "inet", "lossy") >= 1, "the loss rule dropped knocks");
     nft(&lab, Host::Client, "delete table inet lossy");
 
     lab.wait_closed(Host::Client, Duration::from_secs(6));
