@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::knock::Knock;
+use crate::config::TcpFlagRule;
+use crate::knock::{Knock, Proto};
 use crate::sequence::{Alphabet, Purpose};
 
 /// Identifies one candidate sequence of one door.
@@ -31,7 +33,7 @@ pub struct CandidateId {
 }
 
 /// One entry of a first-knock table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// Which sequence.
     pub id: CandidateId,
@@ -39,6 +41,9 @@ pub struct Candidate {
     pub first: Knock,
     /// Already consumed or burned: completing it is a replay and opens nothing.
     pub used: bool,
+    /// Knocks 2..K when they do not depend on the source (no `bind_source`), derived once when
+    /// the table is built so that a packet never costs an HMAC; `None`: ask [`RestOfSequence`].
+    pub rest: Option<Arc<[Knock]>>,
 }
 
 /// Supplies knocks 2..K of a candidate for a source (derivation needs keys the matcher lacks).
@@ -111,17 +116,44 @@ impl Default for Limits {
     }
 }
 
+/// The knocks a door listens to; packets outside are not the door's at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnockSet {
+    /// A port range times protocols: our doors, where every knock in the range counts.
+    Range(Alphabet),
+    /// Exactly these knocks: knockd's doors, which watch only their sequence's ports.
+    Exact(Vec<Knock>),
+}
+
+impl KnockSet {
+    /// Whether `k` belongs to the set.
+    pub fn contains(&self, k: Knock) -> bool {
+        match self {
+            KnockSet::Range(a) => a.contains(k),
+            KnockSet::Exact(list) => list.contains(&k),
+        }
+    }
+}
+
 /// Per-door matching parameters.
 #[derive(Debug, Clone)]
 pub struct DoorRules {
     /// Knocks the door listens to; packets outside are not the door's.
-    pub alphabet: Alphabet,
+    pub knocks: KnockSet,
+    /// Which TCP packets count (UDP always does); others are ignored by this door.
+    pub tcp_flags: TcpFlagRule,
+    /// Burn a fresh candidate whose attempt ended after two knocks, and on a second source's
+    /// prefix (DESIGN "Burn on sight"). Off for knockd's doors, which keep knockd's rules.
+    pub burn_on_sight: bool,
     /// Destination addresses (empty: any).
     pub addresses: Vec<IpAddr>,
     /// Milliseconds from first knock to last.
     pub seq_timeout_ms: u64,
     /// Misses allowed per attempt.
     pub misses: u8,
+    /// knockd's order: only a repeat of the last matched knock is a retransmission; a repeat of
+    /// an earlier one is a wrong knock. Off for our doors, which ignore any matched knock again.
+    pub strict_order: bool,
 }
 
 #[derive(Debug)]
@@ -153,6 +185,15 @@ pub struct Matcher {
     per_64: HashMap<u64, usize>,
     track_count: usize,
     limits: Limits,
+}
+
+/// Whether `knock` repeats a matched knock (a retransmission or duplicate, ignored).
+fn is_repeat(matched: &[Knock], knock: Knock, strict: bool) -> bool {
+    if strict {
+        matched.last() == Some(&knock)
+    } else {
+        matched.contains(&knock)
+    }
 }
 
 fn ipv6_64(addr: IpAddr) -> Option<u64> {
@@ -189,7 +230,7 @@ impl Matcher {
         }
         let mut firsts = Vec::with_capacity(candidates.len());
         for c in candidates {
-            ds.table.entry(c.first).or_default().push(*c);
+            ds.table.entry(c.first).or_default().push(c.clone());
             firsts.push(c.first);
         }
         ds.by_client.insert(client, firsts);
@@ -205,37 +246,42 @@ impl Matcher {
         self.doors.get(door).map_or(0, |d| d.table.values().map(Vec::len).sum())
     }
 
-    /// Feeds one knock packet seen at `now_ms` (monotonic). Returns what was decided.
+    /// Feeds one packet seen at `now_ms` (monotonic): `tcp_flags` is the TCP flags byte, `None`
+    /// for UDP. Returns what was decided.
     pub fn on_packet(
         &mut self,
         source: IpAddr,
         dst: IpAddr,
         knock: Knock,
+        tcp_flags: Option<u8>,
         now_ms: u64,
         rest: &dyn RestOfSequence,
     ) -> Vec<Event> {
         let mut events = Vec::new();
         for door in 0..self.doors.len() {
             let Some(rules) = &self.doors[door].rules else { continue };
-            if !rules.alphabet.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&dst)) {
+            if !rules.knocks.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&dst)) {
                 continue;
             }
-            let (timeout, misses) = (rules.seq_timeout_ms, rules.misses);
-            self.advance_tracks(source, door, knock, now_ms, timeout, misses, &mut events);
+            if knock.proto == Proto::Tcp && !rules.tcp_flags.matches(tcp_flags.unwrap_or(0)) {
+                continue;
+            }
+            let (timeout, misses, strict) = (rules.seq_timeout_ms, rules.misses, rules.strict_order);
+            self.advance_tracks(source, door, knock, now_ms, (timeout, misses, strict), &mut events);
             self.start_tracks(source, door, knock, now_ms, rest, &mut events);
         }
         events
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Moves every live track of (source, door) on by one packet. `rules` is (seq_timeout_ms,
+    /// misses, strict_order) of the door.
     fn advance_tracks(
         &mut self,
         source: IpAddr,
         door: usize,
         knock: Knock,
         now_ms: u64,
-        timeout_ms: u64,
-        max_misses: u8,
+        (timeout_ms, max_misses, strict): (u64, u8, bool),
         events: &mut Vec<Event>,
     ) {
         let Some(mut list) = self.tracks.remove(&(source, door)) else { return };
@@ -256,7 +302,7 @@ impl Matcher {
                 if t.progress == 2 {
                     reached_two.push(t.id);
                 }
-            } else if !t.expected[..t.progress].contains(&knock) {
+            } else if !is_repeat(&t.expected[..t.progress], knock, strict) {
                 t.misses = t.misses.saturating_add(1);
                 if t.misses > max_misses {
                     self.end(source, t, BurnReason::Misses, events);
@@ -292,7 +338,10 @@ impl Matcher {
             self.make_room(source, door, events);
             let mut expected = Vec::with_capacity(8);
             expected.push(c.first);
-            expected.extend(rest.rest(&c.id, c.first, source));
+            match &c.rest {
+                Some(known) => expected.extend_from_slice(known),
+                None => expected.extend(rest.rest(&c.id, c.first, source)),
+            }
             let track = Track { id: c.id, used: c.used, expected, progress: 1, misses: 0, started_ms: now_ms };
             if track.expected.len() == 1 {
                 events.push(Event::Completed { id: c.id, source, used: c.used });
@@ -310,7 +359,15 @@ impl Matcher {
     fn make_room(&mut self, source: IpAddr, door: usize, events: &mut Vec<Event>) {
         let here = self.tracks.get(&(source, door)).map_or(0, Vec::len);
         if here >= self.limits.per_source {
-            self.evict_where(events, 1, |s, d| s == source && d == door);
+            // Within one source, the newest of the least advanced goes: a packet spoofed from a
+            // client's address must not push out the client's own older attempt.
+            let victim = self
+                .tracks
+                .get(&(source, door))
+                .and_then(|l| l.iter().min_by_key(|t| (t.progress, std::cmp::Reverse(t.started_ms))).map(|t| t.id));
+            if let Some(t) = victim.and_then(|id| self.take_track(source, door, id)) {
+                self.end(source, t, BurnReason::Evicted, events);
+            }
         }
         if let Some(n) = ipv6_64(source) {
             if self.per_64.get(&n).copied().unwrap_or(0) >= self.limits.per_ipv6_64 {
@@ -356,6 +413,9 @@ impl Matcher {
 
     /// Records that `source` matched two knocks of `id`; a second live source burns both.
     fn note_prefix(&mut self, source: IpAddr, door: usize, id: CandidateId, events: &mut Vec<Event>) {
+        if !self.burns(door) {
+            return;
+        }
         let owners = self.prefixes.entry(id).or_default();
         let others: Vec<IpAddr> = owners.iter().copied().filter(|s| *s != source).collect();
         if !owners.contains(&source) {
@@ -377,10 +437,15 @@ impl Matcher {
 
     /// Ends an incomplete track: burns a fresh candidate that had matched two knocks.
     fn end(&mut self, source: IpAddr, t: Track, reason: BurnReason, events: &mut Vec<Event>) {
-        if t.progress >= 2 && !t.used {
+        if t.progress >= 2 && !t.used && self.burns(t.id.door) {
             events.push(Event::Burned { id: t.id, source, progress: t.progress, reason });
         }
         self.forget(source, &t);
+    }
+
+    /// Whether a door burns on sight.
+    fn burns(&self, door: usize) -> bool {
+        self.doors.get(door).and_then(|d| d.rules.as_ref()).is_some_and(|r| r.burn_on_sight)
     }
 
     /// Drops the bookkeeping of a track that has left `tracks`.

@@ -59,6 +59,8 @@ pub struct Profile {
     pub open: Vec<OpenPort>,
     /// Delay between knocks in milliseconds.
     pub delay_ms: u64,
+    /// Whether the door accepts closing sequences (`knock --close`).
+    pub close: bool,
 }
 
 /// The secret half of a bundle.
@@ -103,6 +105,8 @@ struct RawProfile {
     open: Vec<String>,
     #[serde(default = "default_delay")]
     delay_ms: i64,
+    #[serde(default)]
+    close: bool,
 }
 
 fn default_delay() -> i64 {
@@ -198,6 +202,7 @@ impl Profile {
                 .ok()
                 .filter(|d| *d <= 10_000)
                 .ok_or_else(|| bad("delay_ms must be 0..=10000".into()))?,
+            close: r.close,
         })
     }
 
@@ -222,6 +227,9 @@ impl Profile {
         }
         let _ = writeln!(s, "open = [{}]", q(&self.open.iter().map(|o| o.to_string()).collect::<Vec<_>>()));
         let _ = writeln!(s, "delay_ms = {}", self.delay_ms);
+        if self.close {
+            let _ = writeln!(s, "close = true");
+        }
         s
     }
 }
@@ -281,6 +289,7 @@ mod tests {
             source_addr: None,
             open: vec!["22/tcp".parse().unwrap()],
             delay_ms: 20,
+            close: true,
         }
     }
 

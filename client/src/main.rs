@@ -69,6 +69,9 @@ struct KnockArgs {
     /// Print the sequence that would be sent; send and consume nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Send the profile's closing sequence: the server removes this address's grant at once.
+    #[arg(long, conflicts_with = "wait")]
+    close: bool,
     /// Classic form: the host and its ports, `host port[:tcp|udp] ...`.
     #[arg(value_name = "HOST PORT")]
     target: Vec<String>,
@@ -131,7 +134,7 @@ fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
 }
 
 /// The knocks of the next sequence of a profile, reserving it unless `dry_run`.
-fn next_sequence(store: &Store, name: &str, dry_run: bool) -> Result<(u64, Vec<Knock>), String> {
+fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), String> {
     let p = store.profile(name)?;
     let counter = if dry_run { store.peek_counter(name)? } else { store.reserve_counter(name)? };
     let knocks = match p.mode {
@@ -146,7 +149,7 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool) -> Result<(u64, Vec<K
                 None
             };
             let id = SequenceId {
-                purpose: Purpose::Open,
+                purpose,
                 server_id: p.server_id,
                 door: p.door.clone(),
                 client: p.client.clone(),
@@ -155,6 +158,9 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool) -> Result<(u64, Vec<K
                 epoch: utc_day(unix_now()),
             };
             derive(&key, &id, &p.alphabet(), p.length, source)
+        }
+        Mode::File if purpose == Purpose::Close => {
+            return Err(format!("profile `{name}` is a file profile; file doors have no closing sequence"))
         }
         Mode::File => {
             let f = store.sequences(name)?;
@@ -177,8 +183,15 @@ fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
     let store = Store::locate()?;
     let p = store.profile(name)?;
     let delay = Duration::from_millis(args.delay.unwrap_or(p.delay_ms));
+    if args.close && !p.close {
+        return Err(format!(
+            "profile `{name}`: door {} on {} has no closing sequence (the server sets `close = true` on the door)",
+            p.door, p.server
+        ));
+    }
+    let purpose = if args.close { Purpose::Close } else { Purpose::Open };
     if args.dry_run {
-        let (counter, knocks) = next_sequence(&store, name, true)?;
+        let (counter, knocks) = next_sequence(&store, name, true, purpose)?;
         let words: Vec<String> = knocks.iter().map(Knock::to_string).collect();
         println!("{} {} (next sequence {counter}, not consumed)", p.server, words.join(" "));
         return Ok(());
@@ -190,7 +203,7 @@ fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
     };
     let attempts = if wait_port.is_some() { args.attempts.max(1) } else { 1 };
     for attempt in 1..=attempts {
-        let (counter, knocks) = next_sequence(&store, name, false)?;
+        let (counter, knocks) = next_sequence(&store, name, false, purpose)?;
         let started = Instant::now();
         send::send_sequence(p.server, &knocks, delay, |i, k| {
             if args.verbose {

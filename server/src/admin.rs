@@ -45,6 +45,7 @@ fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> P
         source_addr: None,
         open: d.open.clone(),
         delay_ms: 10,
+        close: d.close,
     }
 }
 
@@ -130,9 +131,32 @@ pub fn sequences_generate(
     ))
 }
 
+/// `knockd migrate`: the knockd.toml equivalent of a knockd.conf, to standard output or a new file.
+pub fn migrate(config: &Config, out: Option<&Path>) -> Result<String, String> {
+    if config.legacy_options.is_none() {
+        return Err(format!("{} is already a knockd.toml; migrate reads a knockd.conf", config.path.display()));
+    }
+    let text = knock_core::config::migrate(config).map_err(|e| e.to_string())?;
+    match out {
+        None => Ok(text),
+        Some(path) => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(format!("wrote {}; read its first lines for the next steps", path.display()))
+        }
+    }
+}
+
 /// `knockd check`: validates the config and prints each door's strength.
 pub fn check(config: &Config) -> Result<String, String> {
     let mut out = format!("{}: configuration is valid\n", config.path.display());
+    for w in &config.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     let mut problems = 0;
     for d in &config.doors {
         let clients = match (&d.keys_dir, d.mode) {

@@ -8,15 +8,17 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use knock_core::config::Action;
 use knock_core::config::{Config, FirewallKind};
 use knock_core::ledger::Consumed;
 use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher};
-use knock_core::sequence::Purpose;
+use knock_core::sequence::{Mode, Purpose};
 use knock_core::time::{unix_now, utc_day};
 use tracing::{error, info, warn};
 
 use crate::audit::{AuditLog, Record};
 use crate::capture::{self, CapturedKnock};
+use crate::commands::CommandRunner;
 use crate::doors::Doors;
 use crate::firewall::{Firewall, Nftables};
 use crate::state::StateDir;
@@ -31,27 +33,36 @@ pub struct Daemon {
     matcher: Matcher,
     audit: AuditLog,
     firewall: Option<Box<dyn Firewall>>,
+    commands: CommandRunner,
     started: Instant,
     today: u32,
+    only_ipv4: bool,
 }
 
 fn firewall_for(config: &Config) -> Result<Option<Box<dyn Firewall>>, String> {
-    match config.server.firewall {
-        FirewallKind::Nftables => {
-            let mut fw = Nftables::new(&config.server.nft_table).map_err(|e| e.to_string())?;
-            let protected: Vec<_> = config.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
-            fw.install(&protected).map_err(|e| e.to_string())?;
-            Ok(Some(Box::new(fw)))
-        }
-        FirewallKind::None => Ok(None),
-    }
+    let mut fw: Box<dyn Firewall> = match config.server.firewall {
+        FirewallKind::Nftables => Box::new(Nftables::new(&config.server.nft_table).map_err(|e| e.to_string())?),
+        FirewallKind::Iptables => Box::new(crate::firewall::iptables::Iptables::new()),
+        FirewallKind::None => return Ok(None),
+    };
+    let protected: Vec<_> = config.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
+    fw.install(&protected).map_err(|e| e.to_string())?;
+    Ok(Some(fw))
 }
 
 impl Daemon {
     /// Loads state, doors, audit log and firewall. Fails when nothing could be protected.
     pub fn new(config: Config) -> Result<Daemon, String> {
         let state = StateDir::new(&config.server.state_dir);
-        let server_id = state.server_id().map_err(|e| e.to_string())?;
+        let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
+        let server_id = state.server_id_if(derives).map_err(|e| e.to_string())?;
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        for d in config.doors.iter().filter(|d| d.mode == Mode::Static) {
+            warn!(door = %d.name, "static sequence: anyone who sees it once can replay it; \
+                `knockd migrate` writes a one-time equivalent");
+        }
         let doors = Doors::load(&config, server_id, &state.ledger_dir());
         for r in &doors.refused {
             error!("{r}");
@@ -62,10 +73,25 @@ impl Daemon {
         let audit = AuditLog::open(&state.audit_log())
             .map_err(|e| format!("audit log {}: {e}", state.audit_log().display()))?;
         let firewall = firewall_for(&config)?;
+        let mut commands = CommandRunner::open(&config.server.state_dir)?;
+        if commands.pending() > 0 {
+            info!(pending = commands.pending(), "stop commands pending from the last run; overdue ones run now");
+        }
+        commands.overdue_at_start();
         let today = utc_day(unix_now());
         let mut matcher = Matcher::new(Limits::default());
         doors.install(&mut matcher, today);
-        Ok(Daemon { config, doors, matcher, audit, firewall, started: Instant::now(), today })
+        Ok(Daemon {
+            config,
+            doors,
+            matcher,
+            audit,
+            firewall,
+            commands,
+            started: Instant::now(),
+            today,
+            only_ipv4: false,
+        })
     }
 
     fn now_ms(&self, at: Instant) -> u64 {
@@ -74,7 +100,7 @@ impl Daemon {
 
     /// Runs until `stop` is set. Captures on the configured interfaces.
     pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
-        let filter = capture::bpf_filter(&self.config.doors);
+        let filter = capture::bpf_filter_rules(&self.doors.filter_rules(self.today));
         let (tx, rx) = sync_channel::<CapturedKnock>(65_536);
         let handle = capture::spawn_live(&self.config.server.interfaces, &filter, tx).map_err(|e| e.to_string())?;
         let names: Vec<&str> = self.doors.doors.iter().map(|d| d.config.name.as_str()).collect();
@@ -107,11 +133,19 @@ impl Daemon {
         Ok(())
     }
 
+    /// Ignore IPv6 knocks (knockd's -4).
+    pub fn only_ipv4(&mut self, yes: bool) {
+        self.only_ipv4 = yes;
+    }
+
     /// Feeds one captured knock.
     pub fn on_knock(&mut self, k: &CapturedKnock) {
+        if self.only_ipv4 && k.packet.src.is_ipv6() {
+            return;
+        }
         let now = self.now_ms(k.at);
         let p = &k.packet;
-        let events = self.matcher.on_packet(p.src, p.dst, p.knock, now, &self.doors);
+        let events = self.matcher.on_packet(p.src, p.dst, p.knock, p.tcp_flags, now, &self.doors);
         self.handle(events, k.at);
     }
 
@@ -121,6 +155,7 @@ impl Daemon {
             self.today = today;
             self.doors.install(&mut self.matcher, today);
         }
+        self.commands.run_due(knock_core::time::unix_now_ms());
         let now = self.now_ms(Instant::now());
         let events = self.matcher.tick(now);
         self.handle(events, Instant::now());
@@ -160,8 +195,7 @@ impl Daemon {
 
     fn refresh(&mut self, id: &CandidateId) {
         self.matcher.drop_candidate(*id);
-        let cands = self.doors.candidates(id.door, id.client, self.today);
-        self.matcher.set_client_candidates(id.door, id.client, &cands);
+        self.doors.install_client(&mut self.matcher, id.door, id.client, self.today);
     }
 
     fn completed(&mut self, id: CandidateId, source: IpAddr, seen: Instant) {
@@ -179,6 +213,7 @@ impl Daemon {
         self.refresh(&id);
         let Some(d) = self.doors.door(&id) else { return };
         let (open, open_for, replayable) = (d.config.open.clone(), d.config.open_for, d.config.mode.replayable());
+        let action = d.config.action.clone();
         let ports: Vec<String> = open.iter().map(|o| o.to_string()).collect();
         let event = if id.purpose == Purpose::Close { "close" } else { "grant" };
         let mut rec = Record::new(event)
@@ -198,10 +233,20 @@ impl Daemon {
             error!(door, client, %source, "knock refused: its audit record could not be written");
             return;
         }
-        let result = match (&mut self.firewall, id.purpose) {
-            (None, _) => Ok(()),
-            (Some(fw), Purpose::Open) => fw.grant(source, &open, open_for),
-            (Some(fw), Purpose::Close) => fw.revoke(source, &open),
+        let result = match (&action, &mut self.firewall, id.purpose) {
+            (Action::Commands(c), _, Purpose::Open) => self.commands.start(&door, c, source),
+            (Action::Commands(c), _, Purpose::Close) => {
+                // A closing sequence runs the stop command at once.
+                let now = knock_core::config::CommandAction {
+                    start: c.stop.clone(),
+                    start6: c.stop6.clone(),
+                    ..Default::default()
+                };
+                self.commands.start(&door, &now, source)
+            }
+            (Action::Firewall, None, _) => Ok(()),
+            (Action::Firewall, Some(fw), Purpose::Open) => fw.grant(source, &open, open_for).map_err(|e| e.to_string()),
+            (Action::Firewall, Some(fw), Purpose::Close) => fw.revoke(source, &open).map_err(|e| e.to_string()),
         };
         match (result, id.purpose) {
             (Ok(()), Purpose::Open) => info!(door, client, %source, sequence = %seq, ports = %ports.join(","),
@@ -209,7 +254,7 @@ impl Daemon {
             (Ok(()), Purpose::Close) => {
                 info!(door, client, %source, sequence = %seq, "door closed by closing sequence")
             }
-            (Err(e), _) => error!(door, client, %source, "firewall failed: {e}"),
+            (Err(e), _) => error!(door, client, %source, "the door's action failed: {e}"),
         }
     }
 

@@ -7,14 +7,20 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use knock_core::config::{valid_name, Config, Door};
+use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
 use knock_core::keys::{read_key_file, Secret};
 use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
-use knock_core::matcher::{Candidate, CandidateId, DoorRules, Matcher, RestOfSequence};
+use knock_core::matcher::{Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
 use knock_core::Knock;
+
+use crate::onetime::OneTimeFile;
+
+/// knockd one-time lines already used that stay recognisable as replays.
+const RECENT_USED: usize = 10;
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -34,6 +40,8 @@ pub enum DoorKind {
     File(SequenceFile, Ledger),
     /// `static`: knockd's fixed sequence, never consumed.
     Static,
+    /// knockd's `one_time_sequences`: the file is its own ledger (used lines start with `#`).
+    KnockdOneTime(OneTimeFile),
 }
 
 /// A loaded door.
@@ -118,10 +126,12 @@ impl Doors {
         let mut doors = Vec::new();
         let mut refused = Vec::new();
         for door in &config.doors {
-            let kind = match door.mode {
-                Mode::Hotp | Mode::Totp => load_keyed(door, ledger_dir, &mut refused),
-                Mode::File => load_file(door, ledger_dir),
-                Mode::Static => Ok(DoorKind::Static),
+            let knockd_file = door.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref());
+            let kind = match (door.mode, knockd_file) {
+                (_, Some(path)) => OneTimeFile::load(path).map(DoorKind::KnockdOneTime),
+                (Mode::Hotp | Mode::Totp, None) => load_keyed(door, ledger_dir, &mut refused),
+                (Mode::File, None) => load_file(door, ledger_dir),
+                (Mode::Static, None) => Ok(DoorKind::Static),
             };
             match kind {
                 Ok(kind) => doors.push(RuntimeDoor { config: door.clone(), kind }),
@@ -149,10 +159,11 @@ impl Doors {
     pub fn candidates(&self, door_idx: usize, client_idx: usize, today: u32) -> Vec<Candidate> {
         let Some(door) = self.doors.get(door_idx) else { return Vec::new() };
         let window = u64::from(door.config.window);
-        let mk = |counter, epoch, purpose, first, used| Candidate {
+        let mk = |counter, epoch, purpose, knocks: &[Knock], used| Candidate {
             id: CandidateId { door: door_idx, client: client_idx, purpose, counter, epoch },
-            first,
+            first: knocks[0],
             used,
+            rest: Some(Arc::from(&knocks[1..])),
         };
         let mut out = Vec::new();
         match &door.kind {
@@ -166,13 +177,17 @@ impl Doors {
                     for epoch in [today.saturating_sub(1), today, today.saturating_add(1)] {
                         for &purpose in purposes {
                             let id = self.seq_id(door, &c.name, purpose, counter, epoch);
-                            out.push(mk(
-                                counter,
-                                epoch,
-                                purpose,
-                                first_knock(&c.secret, &id, &door.config.alphabet),
-                                used,
-                            ));
+                            let alphabet = &door.config.alphabet;
+                            let first = first_knock(&c.secret, &id, alphabet);
+                            if door.config.bind_source {
+                                // Knocks 2..K depend on the source: derived when a source starts.
+                                let id = CandidateId { door: door_idx, client: client_idx, purpose, counter, epoch };
+                                out.push(Candidate { id, first, used, rest: None });
+                            } else {
+                                let mut seq = vec![first];
+                                seq.extend(rest_knocks(&c.secret, &id, alphabet, first, door.config.length, None));
+                                out.push(mk(counter, epoch, purpose, &seq, used));
+                            }
                         }
                     }
                 }
@@ -181,12 +196,21 @@ impl Doors {
                 let next = ledger.next();
                 let from = next.saturating_sub(window);
                 for (i, s) in file.sequences.iter().enumerate().skip(from as usize).take(2 * window as usize) {
-                    out.push(mk(i as u64, 0, Purpose::Open, s.knocks[0], ledger.is_used(i as u64)));
+                    out.push(mk(i as u64, 0, Purpose::Open, &s.knocks, ledger.is_used(i as u64)));
                 }
             }
             DoorKind::Static => {
-                if let Some(first) = door.config.static_sequence.first() {
-                    out.push(mk(0, 0, Purpose::Open, *first, false));
+                if !door.config.static_sequence.is_empty() {
+                    out.push(mk(0, 0, Purpose::Open, &door.config.static_sequence, false));
+                }
+            }
+            DoorKind::KnockdOneTime(f) => {
+                let current = f.current().unwrap_or(f.entries().len());
+                let recent = current.saturating_sub(RECENT_USED);
+                for (i, e) in f.entries().iter().enumerate().take(current + 1).skip(recent) {
+                    if !e.knocks.is_empty() {
+                        out.push(mk(i as u64, 0, Purpose::Open, &e.knocks, e.used));
+                    }
                 }
             }
         }
@@ -202,20 +226,76 @@ impl Doors {
         }
     }
 
+    /// The matching rules of a door: ours (the whole range counts, SYN only, burn on sight), or
+    /// knockd's for a door from a knockd.conf (its sequence's knocks only, its tcpflags, a wrong
+    /// knock resets, nothing burned).
+    pub fn rules(&self, door_idx: usize, candidates: &[Candidate]) -> Option<DoorRules> {
+        let d = &self.doors.get(door_idx)?.config;
+        let (knocks, tcp_flags, legacy) = match &d.legacy {
+            None => (KnockSet::Range(d.alphabet.clone()), TcpFlagRule::SYN_ONLY, false),
+            Some(l) => {
+                let mut set: Vec<Knock> = candidates
+                    .iter()
+                    .flat_map(|c| std::iter::once(c.first).chain(c.rest.iter().flat_map(|r| r.iter().copied())))
+                    .collect();
+                set.sort();
+                set.dedup();
+                (KnockSet::Exact(set), l.tcp_flags, true)
+            }
+        };
+        Some(DoorRules {
+            knocks,
+            tcp_flags,
+            burn_on_sight: !legacy,
+            strict_order: legacy,
+            addresses: d.addresses.clone(),
+            seq_timeout_ms: d.seq_timeout.as_millis() as u64,
+            misses: if legacy { 0 } else { d.misses },
+        })
+    }
+
+    /// The rules the capture filter is compiled from: each door's, with a knockd one-time door
+    /// watching every line of its file (its current line changes while the filter stays).
+    pub fn filter_rules(&self, today: u32) -> Vec<DoorRules> {
+        (0..self.doors.len())
+            .filter_map(|i| {
+                let mut cands: Vec<Candidate> =
+                    (0..self.client_count(i)).take(1).flat_map(|c| self.candidates(i, c, today)).collect();
+                if let DoorKind::KnockdOneTime(f) = &self.doors[i].kind {
+                    cands = f
+                        .entries()
+                        .iter()
+                        .filter(|e| !e.knocks.is_empty())
+                        .map(|e| Candidate {
+                            id: CandidateId { door: i, client: 0, purpose: Purpose::Open, counter: 0, epoch: 0 },
+                            first: e.knocks[0],
+                            used: e.used,
+                            rest: Some(Arc::from(&e.knocks[1..])),
+                        })
+                        .collect();
+                }
+                self.rules(i, &cands)
+            })
+            .collect()
+    }
+
+    /// Sets up one client (or the one sequence list) of a door in the matcher, with the door's
+    /// rules (a knockd door's watched knocks follow its current sequences).
+    pub fn install_client(&self, matcher: &mut Matcher, door_idx: usize, client_idx: usize, today: u32) {
+        let cands = self.candidates(door_idx, client_idx, today);
+        if client_idx == 0 || self.doors.get(door_idx).is_some_and(|d| d.config.legacy.is_some()) {
+            if let Some(rules) = self.rules(door_idx, &cands) {
+                matcher.set_door(door_idx, rules);
+            }
+        }
+        matcher.set_client_candidates(door_idx, client_idx, &cands);
+    }
+
     /// Sets up every door and every client in the matcher.
     pub fn install(&self, matcher: &mut Matcher, today: u32) {
-        for (i, d) in self.doors.iter().enumerate() {
-            matcher.set_door(
-                i,
-                DoorRules {
-                    alphabet: d.config.alphabet.clone(),
-                    addresses: d.config.addresses.clone(),
-                    seq_timeout_ms: d.config.seq_timeout.as_millis() as u64,
-                    misses: d.config.misses,
-                },
-            );
+        for i in 0..self.doors.len() {
             for c in 0..self.client_count(i) {
-                matcher.set_client_candidates(i, c, &self.candidates(i, c, today));
+                self.install_client(matcher, i, c, today);
             }
         }
     }
@@ -224,12 +304,20 @@ impl Doors {
         match &mut self.doors.get_mut(id.door)?.kind {
             DoorKind::Keyed(clients) => clients.get_mut(id.client).map(|c| &mut c.ledger),
             DoorKind::File(_, ledger) => Some(ledger),
-            DoorKind::Static => None,
+            DoorKind::Static | DoorKind::KnockdOneTime(_) => None,
         }
     }
 
     /// Consumes a completed candidate durably. Static doors consume nothing (always fresh).
     pub fn consume(&mut self, id: &CandidateId) -> Result<Consumed, LedgerError> {
+        if let Some(DoorKind::KnockdOneTime(f)) = self.doors.get_mut(id.door).map(|d| &mut d.kind) {
+            let path = f.path().to_path_buf();
+            return match f.invalidate(id.counter as usize) {
+                Ok(true) => Ok(Consumed::Fresh),
+                Ok(false) => Ok(Consumed::AlreadyUsed),
+                Err(e) => Err(LedgerError::Io { path, source: std::io::Error::other(e) }),
+            };
+        }
         match self.ledger_mut(id) {
             Some(l) => l.consume(id.counter),
             None => Ok(Consumed::Fresh),
@@ -264,6 +352,9 @@ impl Doors {
                 format!("line {}", f.sequences.get(id.counter as usize).map_or(0, |s| s.line))
             }
             Some(DoorKind::Static) => "static".into(),
+            Some(DoorKind::KnockdOneTime(f)) => {
+                format!("line {}", f.entries().get(id.counter as usize).map_or(0, |e| e.line))
+            }
             _ => format!("counter {}", id.counter),
         }
     }
@@ -281,6 +372,9 @@ impl RestOfSequence for Doors {
             }
             DoorKind::File(f, _) => f.sequences.get(id.counter as usize).map_or(Vec::new(), |s| s.knocks[1..].to_vec()),
             DoorKind::Static => door.config.static_sequence.get(1..).map_or(Vec::new(), <[Knock]>::to_vec),
+            DoorKind::KnockdOneTime(f) => {
+                f.entries().get(id.counter as usize).map_or(Vec::new(), |e| e.knocks.get(1..).unwrap_or(&[]).to_vec())
+            }
         }
     }
 }

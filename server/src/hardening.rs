@@ -16,3 +16,14 @@ pub fn no_core_dumps() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Detaches from the terminal like knockd's `-d` (fork, setsid, chdir /, stdio to /dev/null).
+/// Must run before any thread starts.
+pub fn daemonize() -> Result<(), String> {
+    // SAFETY: daemon(3) forks and the parent exits; it is called before this process starts any
+    // thread, so the child has no other thread whose locks or state a fork could tear.
+    if unsafe { libc::daemon(0, 0) } != 0 {
+        return Err(format!("daemon(3): {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -3,8 +3,10 @@
 pub mod admin;
 pub mod audit;
 pub mod capture;
+pub mod commands;
 pub mod daemon;
 pub mod doors;
 pub mod firewall;
 pub mod hardening;
+pub mod onetime;
 pub mod state;

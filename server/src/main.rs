@@ -27,6 +27,31 @@ struct Cli {
     /// Debug logging.
     #[arg(short = 'D', long, global = true)]
     debug: bool,
+    /// Capture on these interfaces instead of the configured ones (knockd's -i; repeat or use commas).
+    #[arg(short = 'i', long, global = true, value_delimiter = ',', value_name = "IFACE")]
+    interface: Vec<String>,
+    /// Detach and run in the background (knockd's -d). Under systemd, leave it off.
+    #[arg(short = 'd', long = "daemon", global = true)]
+    daemonize: bool,
+    /// Write the daemon's process id here (knockd's -p; default: a knockd.conf's PidFile).
+    #[arg(short = 'p', long, global = true, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+    /// Append logs to this file instead of standard error (knockd's -g; default: a knockd.conf's LogFile).
+    #[arg(short = 'g', long, global = true, value_name = "FILE")]
+    logfile: Option<PathBuf>,
+    /// Accepted for knockd compatibility (-l), but no DNS lookups are made: they would tell the DNS who knocked.
+    #[arg(short = 'l', long, global = true)]
+    lookup: bool,
+    /// Log every decision, including ignored knocks (knockd's -v).
+    #[arg(short = 'v', long, global = true)]
+    verbose: bool,
+    /// Keep the server id, ledgers, audit log and pending stop commands here instead of the
+    /// configured state_dir (a knockd.conf has none: /var/lib/knockd).
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Handle IPv4 knocks only; IPv6 packets are ignored (knockd's -4).
+    #[arg(short = '4', long = "only-ip-v4", global = true)]
+    only_ipv4: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -51,6 +76,12 @@ enum Command {
     /// Manage the sequence files of file doors.
     #[command(subcommand)]
     Sequences(SequencesCommand),
+    /// Print a knockd.toml equivalent to a knockd.conf, each door moved to a one-time mode.
+    Migrate {
+        /// Write it here (never over an existing file) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Show the audit log.
     Audit {
         /// Only this door.
@@ -100,32 +131,108 @@ enum SequencesCommand {
     },
 }
 
-fn init_logging(format: LogFormat, debug: bool) {
-    let level = if debug { "debug" } else { "info" };
+/// Sets up logging to standard error, or appended to `file`.
+fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KNOCKD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let writer = match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log file {}: {e}", path.display()))?;
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f))
+        }
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
-fn run(cli: Cli) -> Result<String, String> {
-    let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            if let Err(e) = hardening::no_core_dumps() {
-                tracing::warn!("could not disable core dumps: {e}");
-            }
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
-            }
-            Daemon::new(config)?.run(stop)?;
-            Ok(String::new())
+/// The daemon itself: logging, hardening, signals, then the loop.
+fn run_daemon(cli: &Cli, mut config: Config) -> Result<(), String> {
+    if !cli.interface.is_empty() {
+        config.server.interfaces = cli.interface.clone();
+    }
+    let legacy = config.legacy_options.clone().unwrap_or_default();
+    let logfile = cli.logfile.clone().or(legacy.log_file);
+    let pidfile = cli.pidfile.clone().or(legacy.pid_file);
+    if cli.daemonize {
+        if logfile.is_none() && !legacy.use_syslog {
+            eprintln!("knockd: warning: -d without a log file (-g or LogFile): logs are discarded");
         }
+        hardening::daemonize()?;
+    }
+    let level = if cli.debug {
+        "debug"
+    } else if cli.verbose {
+        "knockd=debug,info"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, level, logfile.as_deref())?;
+    if legacy.use_syslog && logfile.is_none() {
+        tracing::warn!("UseSyslog: logging to standard error, which journald or your service manager collects");
+    }
+    if cli.lookup {
+        tracing::warn!("-l (DNS lookups) is accepted but ignored: a lookup would tell the DNS who knocked");
+    }
+    if let Err(e) = hardening::no_core_dumps() {
+        tracing::warn!("could not disable core dumps: {e}");
+    }
+    let _pid = pidfile.as_deref().map(PidFile::create).transpose()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let mut daemon = Daemon::new(config)?;
+    daemon.only_ipv4(cli.only_ipv4);
+    daemon.run(stop)
+}
+
+/// A PID file, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Makes a path absolute against the working directory, so `-d` (which moves to /) keeps it.
+fn absolute(path: &mut PathBuf) {
+    if let Ok(p) = std::path::absolute(&*path) {
+        *path = p;
+    }
+}
+
+fn run(mut cli: Cli) -> Result<String, String> {
+    if cli.daemonize {
+        absolute(&mut cli.config);
+        for p in [&mut cli.state_dir, &mut cli.pidfile, &mut cli.logfile].into_iter().flatten() {
+            absolute(p);
+        }
+    }
+    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    if let Some(dir) = &cli.state_dir {
+        config.server.state_dir = dir.clone();
+    }
+    match cli.command.take().unwrap_or(Command::Run) {
+        Command::Run => run_daemon(&cli, config).map(|()| String::new()),
         Command::Init => admin::init(&config),
         Command::Check => admin::check(&config),
         Command::Client(ClientCommand::Add { door, name, server_addr, out }) => {
@@ -137,12 +244,12 @@ fn run(cli: Cli) -> Result<String, String> {
             admin::sequences_generate(&config, &door, count, server_addr, &out)
         }
         Command::Audit { door, replays } => admin::audit(&config, replays, door.as_deref()),
+        Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.debug);
     match run(cli) {
         Ok(out) => {
             print!("{out}");

@@ -88,6 +88,19 @@ impl StateDir {
         Ok(id)
     }
 
+    /// The server id when `needed`; otherwise (a knockd.conf whose doors derive nothing) the
+    /// directory is created if missing and an all-zero id stands in, so knockd's users need no
+    /// `knockd init` to switch.
+    pub fn server_id_if(&self, needed: bool) -> Result<[u8; SERVER_ID_LEN], StateError> {
+        if needed {
+            return self.server_id();
+        }
+        for dir in [self.root.clone(), self.ledger_dir()] {
+            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        }
+        Ok(self.server_id().unwrap_or([0; SERVER_ID_LEN]))
+    }
+
     /// Reads the server id, checking the directory is private.
     pub fn server_id(&self) -> Result<[u8; SERVER_ID_LEN], StateError> {
         let meta = std::fs::metadata(&self.root).map_err(|e| match e.kind() {

@@ -1,9 +1,16 @@
-//! The daemon's configuration: the `knockd.toml` model, its defaults and its validation.
+//! The daemon's configuration: the `knockd.toml` model, its defaults and its validation, and
+//! knockd 0.8's `knockd.conf` ([`legacy`]), read into the same model.
+//!
+//! [`Config::load`] picks the format by the file's name: `*.toml` is a knockd.toml, anything else
+//! (`/etc/knockd.conf`) is read as a knockd 0.8 config. [`migrate()`] writes the knockd.toml that
+//! moves each door of a knockd.conf to a one-time mode.
 //!
 //! Every error names the file, the line and the column of the offending value, and says what
 //! would be accepted. Relative paths in the file are resolved against the file's directory.
 
 mod duration;
+pub mod legacy;
+pub mod migrate;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,6 +24,8 @@ use crate::knock::{Knock, PortRange, Proto};
 use crate::sequence::{Alphabet, Mode, MAX_LENGTH};
 
 pub use duration::parse_duration;
+pub use legacy::parse_knockd_conf;
+pub use migrate::migrate;
 
 /// Default knock port range: 2048 ports.
 pub const DEFAULT_KNOCK_PORTS: &str = "40000-42047";
@@ -40,6 +49,23 @@ pub struct Config {
     pub server: ServerConfig,
     /// The doors, in file order.
     pub doors: Vec<Door>,
+    /// knockd.conf's `[options]` (None for a knockd.toml).
+    pub legacy_options: Option<LegacyOptions>,
+    /// Things that are accepted but deserve the admin's attention (e.g. a knockd.conf
+    /// `cmd_timeout` without a `stop_command`). The daemon and `knockd check` print them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// knockd.conf's daemon-wide `[options]` that have no knockd.toml key; the daemon's flags
+/// (`-g`, `-p`) override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegacyOptions {
+    /// `UseSyslog`: log actions through syslog (we log to standard error, which journald takes).
+    pub use_syslog: bool,
+    /// `LogFile`: append the log to this file.
+    pub log_file: Option<PathBuf>,
+    /// `PidFile`: write the daemon's pid here when it runs as a daemon.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Which firewall backend grants go to.
@@ -47,6 +73,8 @@ pub struct Config {
 pub enum FirewallKind {
     /// Table `inet knockd` over netlink (default).
     Nftables,
+    /// iptables rules matching an ipset whose entries time out (`firewall = "iptables"`).
+    Iptables,
     /// No firewall: decisions are logged and audited only (tests of the matcher, dry runs).
     None,
 }
@@ -96,17 +124,19 @@ impl std::str::FromStr for OpenPort {
 /// One protected service and how it is knocked open.
 #[derive(Debug, Clone)]
 pub struct Door {
-    /// Door name (`[a-z0-9_-]`, 1..=64).
+    /// Door name, 1..=64 characters: `[a-z0-9_-]` in a knockd.toml; a knockd.conf section name
+    /// as written, `[A-Za-z0-9_.-]` (knockd names may have capitals).
     pub name: String,
     /// How sequences are made.
     pub mode: Mode,
-    /// What a grant opens.
+    /// What a grant opens (may be empty when the door's action is commands: they do the opening).
     pub open: Vec<OpenPort>,
-    /// How long a grant lasts.
+    /// How long a grant lasts (legacy doors: their `cmd_timeout`, informational).
     pub open_for: Duration,
     /// The knocks sequences are drawn from.
     pub alphabet: Alphabet,
-    /// Knocks per sequence (K).
+    /// Knocks per sequence (K). A knockd.conf `one_time_sequences` door has 0: its lines may
+    /// differ in length, and the daemon reads them from the file.
     pub length: usize,
     /// Time from the first knock to the last.
     pub seq_timeout: Duration,
@@ -126,6 +156,76 @@ pub struct Door {
     pub static_sequence: Vec<Knock>,
     /// Addresses the door listens on (empty: every local address).
     pub addresses: Vec<IpAddr>,
+    /// What a completed open (or close) sequence does.
+    pub action: Action,
+    /// knockd 0.8's matching rules, for doors that came from a knockd.conf (None: ours).
+    pub legacy: Option<LegacyRules>,
+}
+
+/// What a door does when a sequence completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A grant through the server's firewall backend, per source, with a kernel timeout.
+    Firewall,
+    /// knockd's commands (`start_command`, `stop_command`, `cmd_timeout`, `command`).
+    Commands(CommandAction),
+}
+
+/// knockd's command templates. `%IP%`, `%PORT%` and `%DOOR%` are substituted from parsed
+/// values only (an address, a number, a validated name), then run with `/bin/sh -c` as knockd does.
+///
+/// `Some("")` is an explicit "do nothing" (knockd: "You can use empty value to force doing
+/// nothing"); `None` for an IPv6 variant means "use the IPv4 one".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandAction {
+    /// Run when the sequence completes (`start_command`, or knockd's one-shot `command`).
+    pub start: Option<String>,
+    /// The IPv6 variant (`start_command_6` / `command_6`); falls back to `start` when absent.
+    pub start6: Option<String>,
+    /// Run `cmd_timeout` after `start` (`stop_command`).
+    pub stop: Option<String>,
+    /// The IPv6 variant (`stop_command_6`); falls back to `stop` when absent.
+    pub stop6: Option<String>,
+    /// Delay before `stop` (knockd's default: 10 s).
+    pub cmd_timeout: Duration,
+}
+
+/// knockd's default `cmd_timeout`.
+pub const DEFAULT_CMD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which TCP packets count as knocks: every flag in `set` present, every flag in `clear` absent.
+/// UDP knocks are not affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFlagRule {
+    /// Flags that must be set.
+    pub set: u8,
+    /// Flags that must be clear.
+    pub clear: u8,
+}
+
+impl TcpFlagRule {
+    /// Our doors' rule: a SYN without ACK.
+    pub const SYN_ONLY: TcpFlagRule = TcpFlagRule { set: 0x02, clear: 0x10 };
+    /// knockd's rule without `tcpflags`: any TCP packet.
+    pub const ANY: TcpFlagRule = TcpFlagRule { set: 0, clear: 0 };
+
+    /// Whether a TCP flags byte passes.
+    pub fn matches(&self, flags: u8) -> bool {
+        flags & self.set == self.set && flags & self.clear == 0
+    }
+}
+
+/// knockd 0.8's rules for a door from a knockd.conf: only the door's own sequence ports are
+/// watched, a wrong knock on one of them ends the attempt (no miss budget), no burn on sight,
+/// and `one_time_sequences` files are invalidated in place with a `#` as knockd does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyRules {
+    /// The door's `tcpflags` (knockd ignores TCP packets that do not match them).
+    pub tcp_flags: TcpFlagRule,
+    /// Whether `tcpflags` was given (knockd then ignores non-matching packets instead of resetting).
+    pub tcp_flags_given: bool,
+    /// `one_time_sequences`: the file whose next valid line is the sequence.
+    pub one_time_sequences: Option<PathBuf>,
 }
 
 /// A configuration error, located in its file.
@@ -156,6 +256,32 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A warning about an accepted config, located like a [`ConfigError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What deserves attention.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": warning: {}", self.message)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -179,7 +305,7 @@ struct RawServer {
 struct RawDoor {
     name: Spanned<String>,
     mode: Spanned<String>,
-    open: Spanned<Vec<String>>,
+    open: Option<Spanned<Vec<String>>>,
     open_for: Option<Spanned<toml::Value>>,
     knock_ports: Option<Spanned<String>>,
     protocols: Option<Spanned<Vec<String>>>,
@@ -195,6 +321,11 @@ struct RawDoor {
     sequence_file: Option<Spanned<String>>,
     sequence: Option<Spanned<Vec<String>>>,
     addresses: Option<Spanned<Vec<String>>>,
+    start_command: Option<Spanned<String>>,
+    start_command_6: Option<Spanned<String>>,
+    stop_command: Option<Spanned<String>>,
+    stop_command_6: Option<Spanned<String>>,
+    cmd_timeout: Option<Spanned<toml::Value>>,
 }
 
 /// Turns byte offsets into 1-based line and column.
@@ -216,7 +347,9 @@ impl Locator<'_> {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. A file whose name ends in `.toml` is a knockd.toml
+    /// ([`Config::parse`]); any other (`/etc/knockd.conf`) is read as knockd 0.8's format
+    /// ([`parse_knockd_conf`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
@@ -224,10 +357,14 @@ impl Config {
             column: None,
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(path, &text)
+        if is_toml_path(path) {
+            Config::parse(path, &text)
+        } else {
+            parse_knockd_conf(path, &text)
+        }
     }
 
-    /// Parses and validates config text that came from `path`.
+    /// Parses and validates knockd.toml text that came from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let loc = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -252,9 +389,10 @@ impl Config {
             interfaces: raw.server.interfaces.clone().unwrap_or_else(|| vec!["any".into()]),
             firewall: match raw.server.firewall.as_ref().map(|s| (s, s.get_ref().as_str())) {
                 None | Some((_, "nftables")) => FirewallKind::Nftables,
+                Some((_, "iptables")) => FirewallKind::Iptables,
                 Some((_, "none")) => FirewallKind::None,
                 Some((s, other)) => {
-                    return Err(loc.span(s, format!("unknown firewall `{other}` (expected nftables or none)")))
+                    return Err(loc.span(s, format!("unknown firewall `{other}` (expected nftables, iptables or none)")))
                 }
             },
             nft_table: match &raw.server.nft_table {
@@ -287,13 +425,18 @@ impl Config {
                 message: "no [[door]] defined; a daemon without doors protects nothing".into(),
             });
         }
-        Ok(Config { path: path.to_path_buf(), server, doors })
+        Ok(Config { path: path.to_path_buf(), server, doors, legacy_options: None, warnings: Vec::new() })
     }
 
     /// The door called `name`.
     pub fn door(&self, name: &str) -> Option<&Door> {
         self.doors.iter().find(|d| d.name == name)
     }
+}
+
+/// Whether `path` names a knockd.toml (its name ends in `.toml`, any case) rather than a knockd.conf.
+pub fn is_toml_path(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"))
 }
 
 /// Whether `s` is a valid door, client or table name.
@@ -348,16 +491,31 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
     if mode == Mode::Totp {
         return Err(loc.span(&d.mode, "mode `totp` is not available yet; use hotp or file"));
     }
-    let open = d
-        .open
-        .get_ref()
-        .iter()
-        .map(|s| s.parse::<OpenPort>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| loc.span(&d.open, e))?;
-    if open.is_empty() {
-        return Err(loc.span(&d.open, "open is empty; list what the door opens, e.g. [\"22/tcp\"]"));
-    }
+    let action = command_action(loc, d, &name)?;
+    let open = match &d.open {
+        None if action != Action::Firewall => Vec::new(),
+        None => {
+            return Err(loc.span(
+                sd,
+                format!(
+                    "door `{name}`: `open` is missing; list what the door opens, e.g. open = [\"22/tcp\"] \
+                     (or give start_command and stop_command to run knockd-style commands)"
+                ),
+            ))
+        }
+        Some(o) => {
+            let open = o
+                .get_ref()
+                .iter()
+                .map(|s| s.parse::<OpenPort>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| loc.span(o, e))?;
+            if open.is_empty() && action == Action::Firewall {
+                return Err(loc.span(o, "open is empty; list what the door opens, e.g. [\"22/tcp\"]"));
+            }
+            open
+        }
+    };
     let range: PortRange = match &d.knock_ports {
         None => DEFAULT_KNOCK_PORTS.parse().map_err(|e: String| loc.span(sd, e))?,
         Some(s) => s.get_ref().parse().map_err(|e: String| loc.span(s, e))?,
@@ -370,9 +528,11 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
     };
     let alphabet = Alphabet::new(range, &protos)
         .ok_or_else(|| loc.span(sd, "protocols is empty; use [\"tcp\"], [\"udp\"] or both"))?;
-    if let Some(o) = open.iter().find(|o| alphabet.contains(Knock { port: o.port, proto: o.proto })) {
+    if let (Some(o), Some(span)) =
+        (open.iter().find(|o| alphabet.contains(Knock { port: o.port, proto: o.proto })), &d.open)
+    {
         return Err(
-            loc.span(&d.open, format!("{o} lies inside knock_ports {range}; knocks must not hit the protected port"))
+            loc.span(span, format!("{o} lies inside knock_ports {range}; knocks must not hit the protected port"))
         );
     }
     let length: usize = int_in(loc, &d.length, DEFAULT_LENGTH, 2..=MAX_LENGTH as i64, "length")?;
@@ -436,8 +596,66 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
         sequence_file,
         static_sequence,
         addresses,
+        action,
+        legacy: None,
     })
 }
 
+/// A door's knockd-style commands: `Action::Commands` when any command is given.
+fn command_action(loc: &Locator, d: &RawDoor, name: &str) -> Result<Action, ConfigError> {
+    let commands = [&d.start_command, &d.start_command_6, &d.stop_command, &d.stop_command_6];
+    if commands.iter().all(|c| c.is_none()) {
+        if let Some(t) = &d.cmd_timeout {
+            return Err(loc.span(
+                t,
+                format!("door `{name}`: cmd_timeout applies only to start_command/stop_command; remove it or add the commands"),
+            ));
+        }
+        return Ok(Action::Firewall);
+    }
+    for c in commands.iter().copied().flatten() {
+        if c.get_ref().contains(['\0', '\n', '\r']) {
+            return Err(loc.span(
+                c,
+                "a command is one line, as in knockd.conf (no newline or NUL); chain commands with `;` or `&&`",
+            ));
+        }
+    }
+    let given = |c: &Option<Spanned<String>>| c.as_ref().is_some_and(|c| !c.get_ref().trim().is_empty());
+    if !given(&d.start_command) && !given(&d.start_command_6) {
+        let first = commands.iter().copied().flatten().next().map_or(0, |c| c.span().start);
+        return Err(loc.at(
+            first,
+            format!(
+                "door `{name}`: a stop command without a start command does nothing when knocked; \
+                 add start_command (and start_command_6 for IPv6 if it differs)"
+            ),
+        ));
+    }
+    let text = |c: &Option<Spanned<String>>| c.as_ref().map(|c| c.get_ref().trim().to_string());
+    Ok(Action::Commands(CommandAction {
+        start: text(&d.start_command),
+        start6: text(&d.start_command_6),
+        stop: text(&d.stop_command),
+        stop6: text(&d.stop_command_6),
+        cmd_timeout: cmd_timeout_field(loc, &d.cmd_timeout)?,
+    }))
+}
+
+/// `cmd_timeout`: like other durations, but 0 (run the stop command at once) is allowed as in knockd.
+fn cmd_timeout_field(loc: &Locator, v: &Option<Spanned<toml::Value>>) -> Result<Duration, ConfigError> {
+    let Some(s) = v else { return Ok(DEFAULT_CMD_TIMEOUT) };
+    let d = match s.get_ref() {
+        toml::Value::Integer(n) if *n >= 0 => Some(Duration::from_secs(*n as u64)),
+        toml::Value::String(text) => parse_duration(text).ok(),
+        _ => None,
+    };
+    d.filter(|d| *d <= Duration::from_secs(7 * 86_400)).ok_or_else(|| {
+        loc.span(s, "cmd_timeout must be a duration up to 7 days: seconds (10) or a string (\"10s\", \"5m\")")
+    })
+}
+
+#[cfg(test)]
+mod legacy_tests;
 #[cfg(test)]
 mod tests;

@@ -88,3 +88,69 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(c.doors.len(), 2);
     assert_eq!(c.door("ssh").unwrap().open_for, Duration::from_secs(30));
 }
+
+const COMMANDS: &str = r#"
+[[door]]
+name = "web"
+mode = "hotp"
+keys = "keys/web"
+start_command = "iptables -A INPUT -s %IP% -p tcp --dport 443 -j ACCEPT"
+stop_command = "iptables -D INPUT -s %IP% -p tcp --dport 443 -j ACCEPT"
+start_command_6 = ""
+cmd_timeout = "1m"
+"#;
+
+#[test]
+fn doors_may_run_knockd_style_commands_instead_of_opening_ports() {
+    let c = parse(&format!("{GOOD}{COMMANDS}")).unwrap();
+    assert_eq!(c.door("ssh").unwrap().action, Action::Firewall);
+    let d = c.door("web").unwrap();
+    assert!(d.open.is_empty());
+    let Action::Commands(a) = &d.action else { panic!("{:?}", d.action) };
+    assert!(a.start.as_deref().unwrap().starts_with("iptables -A"));
+    assert!(a.stop.as_deref().unwrap().starts_with("iptables -D"));
+    assert_eq!(a.start6.as_deref(), Some(""));
+    assert_eq!(a.stop6, None);
+    assert_eq!(a.cmd_timeout, Duration::from_secs(60));
+    assert!(c.legacy_options.is_none() && d.legacy.is_none());
+
+    let c = parse(&format!("{GOOD}{}", COMMANDS.replace("cmd_timeout = \"1m\"", "open = [\"443/tcp\"]"))).unwrap();
+    let d = c.door("web").unwrap();
+    assert_eq!(d.open, [OpenPort { port: 443, proto: Proto::Tcp }]);
+    let Action::Commands(a) = &d.action else { panic!() };
+    assert_eq!(a.cmd_timeout, DEFAULT_CMD_TIMEOUT);
+}
+
+#[test]
+fn open_is_still_required_without_commands() {
+    let e = parse(&GOOD.replace("open = [\"22/tcp\"]\n", "")).unwrap_err();
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("`open` is missing") && e.message.contains("start_command"), "{e}");
+    let e = parse(&GOOD.replace("[\"22/tcp\"]", "[]")).unwrap_err();
+    assert!(e.message.contains("open is empty"), "{e}");
+    let e = parse(&format!("{GOOD}cmd_timeout = 5\n")).unwrap_err();
+    assert_eq!(e.line, Some(13), "{e}");
+    assert!(e.message.contains("cmd_timeout applies only"), "{e}");
+    let e = parse(&format!("{GOOD}{}", COMMANDS.replace("start_command = ", "x = "))).unwrap_err();
+    assert!(e.message.contains("unknown field `x`"), "{e}");
+    let only_stop =
+        COMMANDS.replace("start_command = \"iptables -A INPUT -s %IP% -p tcp --dport 443 -j ACCEPT\"\n", "");
+    let e = parse(&format!("{GOOD}{only_stop}")).unwrap_err();
+    assert!(e.message.contains("stop command without a start command"), "{e}");
+    let e = parse(&format!("{GOOD}{}", COMMANDS.replace("cmd_timeout = \"1m\"", "cmd_timeout = -1"))).unwrap_err();
+    assert_eq!((e.line, e.column), (Some(21), Some(15)), "{e}");
+    let e = parse(&format!("{GOOD}{}", COMMANDS.replace("start_command_6 = \"\"", "start_command_6 = \"a\\nb\"")))
+        .unwrap_err();
+    assert!(e.message.contains("one line"), "{e}");
+}
+
+#[test]
+fn firewall_backends() {
+    let with = |fw: &str| parse(&GOOD.replace("[server]\n", &format!("[server]\nfirewall = \"{fw}\"\n")));
+    assert_eq!(with("iptables").unwrap().server.firewall, FirewallKind::Iptables);
+    assert_eq!(with("nftables").unwrap().server.firewall, FirewallKind::Nftables);
+    assert_eq!(with("none").unwrap().server.firewall, FirewallKind::None);
+    let e = with("ipfw").unwrap_err();
+    assert!(e.message.contains("expected nftables, iptables or none"), "{e}");
+    assert_eq!(parse(GOOD).unwrap().server.firewall, FirewallKind::Nftables);
+}

@@ -1,6 +1,7 @@
 //! Matcher behaviour with real derivations and a controlled clock.
 
 use super::*;
+use crate::config::TcpFlagRule;
 use crate::keys::Secret;
 use crate::knock::{PortRange, Proto};
 use crate::sequence::{derive, first_knock, rest_knocks, Mode, SequenceId};
@@ -34,7 +35,7 @@ impl Keys {
     }
     fn candidate(&self, counter: u64, used: bool) -> Candidate {
         let id = cid(counter);
-        Candidate { id, first: first_knock(&self.key, &self.seq_id(&id), &self.alphabet), used }
+        Candidate { id, first: first_knock(&self.key, &self.seq_id(&id), &self.alphabet), used, rest: None }
     }
 }
 
@@ -42,6 +43,18 @@ impl RestOfSequence for Keys {
     fn rest(&self, id: &CandidateId, first: Knock, source: IpAddr) -> Vec<Knock> {
         let src = self.bind_source.then_some(source);
         rest_knocks(&self.key, &self.seq_id(id), &self.alphabet, first, self.length, src)
+    }
+}
+
+fn rules(alphabet: Alphabet, seq_timeout_ms: u64, misses: u8) -> DoorRules {
+    DoorRules {
+        knocks: KnockSet::Range(alphabet),
+        tcp_flags: TcpFlagRule::SYN_ONLY,
+        burn_on_sight: true,
+        addresses: vec![],
+        seq_timeout_ms,
+        misses,
+        strict_order: false,
     }
 }
 
@@ -53,7 +66,7 @@ fn setup(ports: (u16, u16), length: usize, bind_source: bool, window: u64) -> (M
     let alphabet = Alphabet::new(PortRange::new(ports.0, ports.1).unwrap(), &[Proto::Tcp]).unwrap();
     let keys = Keys { key: Secret::from_bytes([5; 32]), alphabet: alphabet.clone(), length, bind_source };
     let mut m = Matcher::new(Limits::default());
-    m.set_door(0, DoorRules { alphabet, addresses: vec![], seq_timeout_ms: 5_000, misses: 2 });
+    m.set_door(0, rules(alphabet, 5_000, 2));
     let cands: Vec<Candidate> = (0..window).map(|c| keys.candidate(c, false)).collect();
     m.set_client_candidates(0, 0, &cands);
     (m, keys)
@@ -62,7 +75,7 @@ fn setup(ports: (u16, u16), length: usize, bind_source: bool, window: u64) -> (M
 fn send(m: &mut Matcher, keys: &Keys, src: &str, knocks: &[Knock], t: u64) -> Vec<Event> {
     let mut out = Vec::new();
     for k in knocks {
-        out.extend(m.on_packet(src.parse().unwrap(), SERVER.parse().unwrap(), *k, t, keys));
+        out.extend(m.on_packet(src.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x02), t, keys));
     }
     out
 }
@@ -199,7 +212,7 @@ fn sweeping_every_port_in_order_k_times_opens_nothing() {
 fn state_is_bounded_and_evicts_lowest_progress_first() {
     let (_, keys) = setup((40000, 42047), 8, false, 10);
     let mut m = Matcher::new(Limits { max_tracks: 64, per_source: 4, per_ipv6_64: 8 });
-    m.set_door(0, DoorRules { alphabet: keys.alphabet.clone(), addresses: vec![], seq_timeout_ms: 60_000, misses: 2 });
+    m.set_door(0, rules(keys.alphabet.clone(), 60_000, 2));
     let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
     m.set_client_candidates(0, 0, &cands);
     // The client is well into its sequence.
@@ -231,6 +244,86 @@ fn replacing_a_clients_candidates_forgets_the_old_ones() {
     assert!(completed(&send(&mut m, &keys, CLIENT, &old, 0)).is_empty());
 }
 
+#[test]
+fn tcp_packets_with_the_wrong_flags_are_not_knocks() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(0), CLIENT);
+    let mut ev = Vec::new();
+    for k in &seq {
+        // A SYN-ACK (reflection) and a bare ACK on every port first: ignored, not misses.
+        for flags in [0x12, 0x10] {
+            ev.extend(m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(flags), 0, &keys));
+        }
+        ev.extend(m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x02), 0, &keys));
+    }
+    assert_eq!(completed(&ev), vec![(cid(0), false)]);
+}
+
+/// knockd's rules: only the sequence's ports count, a wrong one ends the attempt at once
+/// (a retransmission does not), nothing is burned, and the packet may start a new attempt.
+#[test]
+fn legacy_rules_reset_on_a_wrong_knock_and_never_burn() {
+    let seq = vec![Knock::tcp(7000), Knock::tcp(8000), Knock::tcp(9000)];
+    let mut m = Matcher::new(Limits::default());
+    m.set_door(
+        0,
+        DoorRules {
+            knocks: KnockSet::Exact(seq.clone()),
+            tcp_flags: TcpFlagRule::ANY,
+            burn_on_sight: false,
+            addresses: vec![],
+            seq_timeout_ms: 5_000,
+            misses: 0,
+            strict_order: true,
+        },
+    );
+    let id = cid(0);
+    let fixed: Arc<[Knock]> = seq[1..].to_vec().into();
+    m.set_client_candidates(0, 0, &[Candidate { id, first: seq[0], used: false, rest: Some(fixed) }]);
+    struct NoDerivation;
+    impl RestOfSequence for NoDerivation {
+        fn rest(&self, _: &CandidateId, _: Knock, _: IpAddr) -> Vec<Knock> {
+            panic!("a precomputed rest must be used")
+        }
+    }
+    let send = |m: &mut Matcher, ks: &[Knock]| -> Vec<Event> {
+        ks.iter()
+            .flat_map(|k| {
+                m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x10), 0, &NoDerivation)
+            })
+            .collect()
+    };
+    // 7000 8000 7000(wrong: resets, and starts anew) 8000 9000: opens.
+    let ev = send(&mut m, &[seq[0], seq[1], seq[0], seq[1], seq[2]]);
+    assert_eq!(completed(&ev), vec![(id, false)]);
+    // 7000 8000 8000 (retransmission) 9000: opens; ports outside the sequence are not seen.
+    let ev = send(&mut m, &[seq[0], seq[1], seq[1], Knock::tcp(7500), seq[2]]);
+    assert_eq!(completed(&ev), vec![(id, false)]);
+    // 7000 8000 8000 then 7000 (wrong: a fresh start) and 9000 (wrong again): nothing opens,
+    // nothing is burned, and the same sequence works right after.
+    let ev = send(&mut m, &[seq[0], seq[1], seq[1], seq[0], seq[2]]);
+    assert!(burned(&ev).is_empty() && completed(&ev).is_empty(), "{ev:?}");
+    assert_eq!(completed(&send(&mut m, &seq)), vec![(id, false)]);
+}
+
+#[test]
+fn a_spoofed_packet_from_the_clients_address_does_not_evict_its_attempt() {
+    let (_, keys) = setup((40000, 42047), 8, false, 10);
+    let mut m = Matcher::new(Limits { max_tracks: 1000, per_source: 2, per_ipv6_64: 8 });
+    m.set_door(0, rules(keys.alphabet.clone(), 60_000, 2));
+    let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
+    m.set_client_candidates(0, 0, &cands);
+    let seq = keys.sequence(&cid(3), CLIENT);
+    send(&mut m, &keys, CLIENT, &seq[..1], 0);
+    // Two later first knocks "from the client" (spoofed): within its miss budget, but over its
+    // per-source quota of two attempts.
+    let others: Vec<Knock> =
+        cands.iter().filter(|c| c.id != cid(3) && !seq.contains(&c.first)).map(|c| c.first).take(2).collect();
+    send(&mut m, &keys, CLIENT, &others, 10);
+    let ev = send(&mut m, &keys, CLIENT, &seq[1..], 20);
+    assert_eq!(completed(&ev), vec![(cid(3), false)]);
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -247,7 +340,7 @@ mod fuzz {
             let alphabet = Alphabet::new(PortRange::new(40000, 40063).unwrap(), &[Proto::Tcp, Proto::Udp]).unwrap();
             let keys = Keys { key: Secret::from_bytes([6; 32]), alphabet: alphabet.clone(), length: 4, bind_source: true };
             let mut m = Matcher::new(Limits { max_tracks: 32, per_source: 4, per_ipv6_64: 8 });
-            m.set_door(0, DoorRules { alphabet, addresses: vec![], seq_timeout_ms: 200, misses: 1 });
+            m.set_door(0, rules(alphabet, 200, 1));
             let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, c % 3 == 0)).collect();
             m.set_client_candidates(0, 0, &cands);
             let mut now = 0;
@@ -257,7 +350,7 @@ mod fuzz {
                 let source: IpAddr = if src < 4 { format!("198.18.1.{src}") } else { format!("2001:db8::{src}") }.parse().unwrap();
                 let k = Knock { port, proto: if udp { Proto::Udp } else { Proto::Tcp } };
                 sent.entry(source).or_default().push(k);
-                for e in m.on_packet(source, SERVER.parse().unwrap(), k, now, &keys) {
+                for e in m.on_packet(source, SERVER.parse().unwrap(), k, Some(0x02), now, &keys) {
                     if let Event::Completed { id, source, .. } = e {
                         let seq = keys.sequence(&id, &source.to_string());
                         let from = &sent[&source];

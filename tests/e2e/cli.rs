@@ -66,6 +66,21 @@ fn config_errors_name_file_line_and_column() {
 }
 
 #[test]
+fn knockd_conf_errors_and_migration() {
+    let d = scratch("legacy");
+    fs::write(
+        d.join("knockd.conf"),
+        "[options]\n\tlogfile = knockd.log\n\n[openSSH]\n\tsequence = 7000,8000\n\tseq_timout = 5\n",
+    )
+    .unwrap();
+    golden("knockd-conf-error.txt", &run(&d, "knockd", &["-c", "knockd.conf", "check"]));
+    let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/knockd.conf");
+    let migrated = run(&d, "knockd", &["-c", etc.to_str().unwrap(), "migrate"]);
+    golden("knockd-migrate.txt", &migrated.replace(env!("CARGO_MANIFEST_DIR"), "$REPO"));
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
 fn key_files_open_to_others_are_refused_on_both_sides() {
     let d = scratch("keys");
     fs::write(d.join("knockd.toml"), CONFIG).unwrap();

@@ -62,7 +62,8 @@ pub struct Lab {
     pub dir: PathBuf,
     daemon: Option<Child>,
     children: Vec<Child>,
-    config_text: String,
+    /// The daemon's command line after the binary.
+    daemon_args: Vec<String>,
 }
 
 impl Lab {
@@ -74,16 +75,30 @@ impl Lab {
 
     /// As [`Lab::new`], with the daemon capturing on `interface` (`any` for Linux cooked capture).
     pub fn capturing_on(interface: &str, doors: &str) -> Lab {
+        let lab = Lab::bare(&["-c", "knockd.toml", "--debug"]);
+        let config = format!("[server]\nstate_dir = \"state\"\ninterfaces = [\"{interface}\"]\n\n{doors}");
+        fs::write(lab.dir.join("knockd.toml"), config).unwrap();
+        lab.knockd(&["init"]);
+        lab
+    }
+
+    /// A lab whose daemon reads a knockd 0.8 `knockd.conf` (capturing on br0, state in `state/`).
+    pub fn legacy(conf: &str) -> Lab {
+        let lab = Lab::bare(&["-c", "knockd.conf", "-i", "br0", "--state-dir", "state", "--debug"]);
+        fs::write(lab.dir.join("knockd.conf"), conf).unwrap();
+        lab
+    }
+
+    /// Namespaces, the services on 22 and 8080, and an empty work directory.
+    fn bare(daemon_args: &[&str]) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let dir = std::env::temp_dir().join(format!("knock-e2e-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), config_text: String::new() };
+        let daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
+        let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), daemon_args };
         lab.build_network();
-        lab.config_text = format!("[server]\nstate_dir = \"state\"\ninterfaces = [\"{interface}\"]\n\n{doors}");
-        fs::write(lab.dir.join("knockd.toml"), &lab.config_text).unwrap();
-        lab.knockd(&["init"]);
         for port in ["22", "8080"] {
             let child = lab
                 .spawn(Host::Server, bin("knock-lab"), &["serve", "--port", port, "--max-seconds", "300"])
@@ -165,12 +180,28 @@ impl Lab {
         format!("{door}-{name}")
     }
 
+    /// Starts Debian's knockd 0.8 (`/usr/sbin/knockd`) on the lab's `knockd.conf` instead of ours.
+    pub fn start_real_knockd(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let child = self
+            .spawn(Host::Server, "/usr/sbin/knockd", &["-c", "knockd.conf", "-i", "br0", "-v"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start Debian's knockd (apt-get install knockd)");
+        self.daemon = Some(child);
+        self.wait_log("listening on br0", Duration::from_secs(10));
+        sleep(Duration::from_millis(300));
+    }
+
     /// Starts the daemon in the server namespace and waits until it captures.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let args: Vec<&str> = self.daemon_args.iter().map(String::as_str).collect();
         let child = self
-            .spawn(Host::Server, bin("knockd"), &["-c", "knockd.toml", "--debug"])
+            .spawn(Host::Server, bin("knockd"), &args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -6,6 +6,7 @@
 mod attacks;
 mod cli;
 mod file_mode;
+mod knockd_compat;
 mod lab;
 mod lossy;
 mod one_time;

@@ -112,3 +112,22 @@ fn an_ipv6_knock_opens_over_ipv6_only() {
     let set = lab.exec(Host::Server, "nft", &["list", "set", "inet", "knockd", "grants6"]);
     assert!(out(&set).contains("2001:db8::2 . tcp . 22"), "{}", out(&set));
 }
+
+#[test]
+fn a_closing_sequence_removes_the_grant_at_once() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "close = true"));
+    let profile = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--close"]);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.wait_log("door closed by closing sequence", Duration::from_secs(3));
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500), "closed long before open_for");
+    let closes = lab.audit_events("close");
+    assert!(closes.len() == 1 && closes[0].contains("\"sequence\":\"counter 1\""), "{closes:?}");
+    // Open and close share one counter stream: the next open uses counter 2.
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(2), "{}", out(&o));
+}

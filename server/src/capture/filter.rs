@@ -10,15 +10,35 @@
 
 use std::net::IpAddr;
 
-use knock_core::config::Door;
-use knock_core::{PortRange, Proto};
+use knock_core::config::{Door, TcpFlagRule};
+use knock_core::matcher::{DoorRules, KnockSet};
+use knock_core::sequence::Alphabet;
+use knock_core::{Knock, Proto};
 
 /// A filter that passes nothing, for a daemon without doors: only frames of length 0, which
 /// do not exist. (libpcap refuses to compile a filter it can prove rejects everything.)
 const NOTHING: &str = "less 0";
 
-/// The BPF expression passing the knocks of `doors`, IPv4 and IPv6.
+/// The BPF expression passing the knocks of our `doors` (whole knock ranges, SYN only).
 pub fn bpf_filter(doors: &[Door]) -> String {
+    let rules: Vec<DoorRules> = doors
+        .iter()
+        .map(|d| DoorRules {
+            knocks: KnockSet::Range(d.alphabet.clone()),
+            tcp_flags: TcpFlagRule::SYN_ONLY,
+            burn_on_sight: true,
+            strict_order: false,
+            addresses: d.addresses.clone(),
+            seq_timeout_ms: 0,
+            misses: 0,
+        })
+        .collect();
+    bpf_filter_rules(&rules)
+}
+
+/// The BPF expression passing what each door's matching rules can use: its knock range or
+/// exact knocks (knockd's doors), TCP with its flags rule, to its addresses.
+pub fn bpf_filter_rules(doors: &[DoorRules]) -> String {
     let terms: Vec<String> = doors.iter().flat_map(door_terms).collect();
     if terms.is_empty() {
         NOTHING.to_string()
@@ -28,47 +48,87 @@ pub fn bpf_filter(doors: &[Door]) -> String {
 }
 
 /// One term per address family the door listens on.
-fn door_terms(door: &Door) -> Vec<String> {
-    let range = door.alphabet.range();
-    let protos = door.alphabet.protos();
+fn door_terms(door: &DoorRules) -> Vec<String> {
     let v4: Vec<IpAddr> = door.addresses.iter().copied().filter(IpAddr::is_ipv4).collect();
     let v6: Vec<IpAddr> = door.addresses.iter().copied().filter(IpAddr::is_ipv6).collect();
     let any = door.addresses.is_empty();
     let mut terms = Vec::new();
-    if any || !v4.is_empty() {
-        terms.push(family_term("ip", &v4, protos, |p| ipv4_knock(p, range)));
-    }
-    if any || !v6.is_empty() {
-        terms.push(family_term("ip6", &v6, protos, |p| ipv6_knock(p, range)));
+    for (family, addrs) in [(Family::V4, v4), (Family::V6, v6)] {
+        if any || !addrs.is_empty() {
+            let knocks = knock_terms(family, &door.knocks, door.tcp_flags);
+            if !knocks.is_empty() {
+                terms.push(family_term(family, &addrs, &knocks));
+            }
+        }
     }
     terms
 }
 
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
 /// `(FAMILY and (dst host A or ...) and (KNOCK or ...))`; no address test when `addrs` is empty.
-fn family_term(family: &str, addrs: &[IpAddr], protos: &[Proto], knock: impl Fn(Proto) -> String) -> String {
-    let mut parts = vec![family.to_string()];
+fn family_term(family: Family, addrs: &[IpAddr], knocks: &[String]) -> String {
+    let mut parts = vec![match family {
+        Family::V4 => "ip".to_string(),
+        Family::V6 => "ip6".to_string(),
+    }];
     if !addrs.is_empty() {
         let hosts: Vec<String> = addrs.iter().map(|a| format!("dst host {a}")).collect();
         parts.push(format!("({})", hosts.join(" or ")));
     }
-    let knocks: Vec<String> = protos.iter().map(|&p| knock(p)).collect();
     parts.push(format!("({})", knocks.join(" or ")));
     format!("({})", parts.join(" and "))
 }
 
-fn ipv4_knock(proto: Proto, range: PortRange) -> String {
-    let ports = format!("{}-{}", range.first(), range.last());
-    match proto {
-        Proto::Tcp => format!("(tcp dst portrange {ports} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)"),
-        Proto::Udp => format!("(udp dst portrange {ports})"),
+/// The per-protocol knock tests of a knock set.
+fn knock_terms(family: Family, knocks: &KnockSet, flags: TcpFlagRule) -> Vec<String> {
+    match knocks {
+        KnockSet::Range(alphabet) => range_terms(family, alphabet, flags),
+        KnockSet::Exact(list) => [Proto::Tcp, Proto::Udp]
+            .into_iter()
+            .filter_map(|proto| {
+                let ports: Vec<u16> = list.iter().filter(|k| k.proto == proto).map(|k: &Knock| k.port).collect();
+                (!ports.is_empty()).then(|| {
+                    let dport = |p: &u16| match family {
+                        Family::V4 => format!("dst port {p}"),
+                        Family::V6 => format!("ip6[42:2] == {p}"),
+                    };
+                    let alternatives: Vec<String> = ports.iter().map(dport).collect();
+                    transport(family, proto, &format!("({})", alternatives.join(" or ")), flags)
+                })
+            })
+            .collect(),
     }
 }
 
-fn ipv6_knock(proto: Proto, range: PortRange) -> String {
-    let ports = format!("ip6[42:2] >= {} and ip6[42:2] <= {}", range.first(), range.last());
-    match proto {
-        Proto::Tcp => format!("(ip6[6] == 6 and {ports} and ip6[53] & 0x12 == 0x02)"),
-        Proto::Udp => format!("(ip6[6] == 17 and {ports})"),
+fn range_terms(family: Family, alphabet: &Alphabet, flags: TcpFlagRule) -> Vec<String> {
+    let range = alphabet.range();
+    let ports = match family {
+        Family::V4 => format!("dst portrange {}-{}", range.first(), range.last()),
+        Family::V6 => format!("ip6[42:2] >= {} and ip6[42:2] <= {}", range.first(), range.last()),
+    };
+    alphabet.protos().iter().map(|&p| transport(family, p, &ports, flags)).collect()
+}
+
+/// One protocol's test: the protocol, the port test, and for TCP the flags rule.
+/// `tcp[tcpflags]` matches IPv4 only, so IPv6 reads the fixed header by offset.
+fn transport(family: Family, proto: Proto, ports: &str, flags: TcpFlagRule) -> String {
+    let mask = flags.set | flags.clear;
+    match (family, proto) {
+        (Family::V4, Proto::Tcp) if mask != 0 => {
+            format!("(tcp and {ports} and tcp[tcpflags] & {mask:#04x} == {:#04x})", flags.set)
+        }
+        (Family::V4, Proto::Tcp) => format!("(tcp and {ports})"),
+        (Family::V4, Proto::Udp) => format!("(udp and {ports})"),
+        (Family::V6, Proto::Tcp) if mask != 0 => {
+            format!("(ip6[6] == 6 and {ports} and ip6[53] & {mask:#04x} == {:#04x})", flags.set)
+        }
+        (Family::V6, Proto::Tcp) => format!("(ip6[6] == 6 and {ports})"),
+        (Family::V6, Proto::Udp) => format!("(ip6[6] == 17 and {ports})"),
     }
 }
 
@@ -221,6 +281,44 @@ mod tests {
                 ("between", v4_tcp(45000, SYN), false),
             ],
         );
+    }
+
+    #[test]
+    fn knockd_doors_pass_only_their_ports_with_their_flags() {
+        let rules = DoorRules {
+            knocks: KnockSet::Exact(vec![Knock::tcp(7000), Knock::udp(8000), Knock::tcp(9000)]),
+            tcp_flags: TcpFlagRule { set: 0x01, clear: 0x10 }, // knockd's `tcpflags = fin,!ack`
+            burn_on_sight: false,
+            strict_order: true,
+            addresses: vec![],
+            seq_timeout_ms: 0,
+            misses: 0,
+        };
+        let expr = bpf_filter_rules(&[rules]);
+        check(
+            &expr,
+            &[
+                ("v4 FIN to 7000", v4_tcp(7000, 0x01), true),
+                ("v6 FIN to 9000", v6_tcp(9000, 0x01), true),
+                ("v4 SYN to 7000", v4_tcp(7000, 0x02), false),
+                ("v4 FIN-ACK to 7000", v4_tcp(7000, 0x11), false),
+                ("v6 FIN to 7001", v6_tcp(7001, 0x01), false),
+                ("v4 UDP to 8000", v4_udp(8000), true),
+                ("v6 UDP to 8000", v6_udp(8000), true),
+                ("v4 UDP to 7000", v4_udp(7000), false),
+                ("v4 FIN to udp-only 8000", v4_tcp(8000, 0x01), false),
+            ],
+        );
+        let any = DoorRules {
+            knocks: KnockSet::Exact(vec![Knock::tcp(7000)]),
+            tcp_flags: TcpFlagRule::ANY,
+            burn_on_sight: false,
+            strict_order: true,
+            addresses: vec![],
+            seq_timeout_ms: 0,
+            misses: 0,
+        };
+        check(&bpf_filter_rules(&[any]), &[("v4 ACK to 7000", v4_tcp(7000, 0x10), true)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod filter;
 #[cfg(test)]
 mod testframes;
 
-pub use filter::bpf_filter;
+pub use filter::{bpf_filter, bpf_filter_rules};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -210,8 +210,8 @@ fn timestamp(secs: Option<u64>, micros: Option<u64>) -> Duration {
 /// The knock in one frame, if it holds one.
 fn knock_of(link: LinkType, frame: &[u8], at: Instant, interface: &str) -> Option<CapturedKnock> {
     match parse_frame(link, frame) {
-        Ok(packet) if packet.is_knock() => Some(CapturedKnock { packet, at, interface: interface.to_string() }),
-        Ok(_) => None,
+        // The BPF filter chose what reaches us; each door checks its own TCP flags rule.
+        Ok(packet) => Some(CapturedKnock { packet, at, interface: interface.to_string() }),
         Err(e) => {
             tracing::trace!(interface, "frame skipped: {e}");
             None

@@ -29,6 +29,9 @@ impl fmt::Display for Op {
 /// Why the firewall could not be installed or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
+    /// The iptables backend failed (its message names the command, its output and a fix).
+    #[error("iptables backend: {0}")]
+    Iptables(#[from] super::iptables::IptablesError),
     /// The table name cannot be used in an nft script or a netlink request.
     #[error(
         "invalid nftables table name {table:?}: {reason}; use 1-64 letters, digits, `_` or `-`, \

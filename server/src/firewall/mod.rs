@@ -11,6 +11,7 @@
 
 mod ack;
 pub mod error;
+pub mod iptables;
 mod netlink;
 pub mod nfnl;
 pub mod nftables;

@@ -1,0 +1,126 @@
+//! knockd's `one_time_sequences` files, kept the way knockd keeps them: each line is a sequence
+//! (`port[:tcp|udp]` separated by commas or spaces); the first line not starting with `#` is the
+//! current one; using it writes a `#` over the line's first byte (synced to disk before the door
+//! acts), so the next valid line becomes current. knockd's own advice applies: start lines with
+//! a space, or the `#` replaces the first digit.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use knock_core::Knock;
+
+/// One line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based line number.
+    pub line: usize,
+    /// Byte offset of the line's first byte.
+    pub offset: u64,
+    /// Its knocks (for a used line: what could still be read after the `#`, maybe nothing).
+    pub knocks: Vec<Knock>,
+    /// Starts with `#`: used (or a comment).
+    pub used: bool,
+}
+
+/// A loaded one-time sequences file.
+#[derive(Debug, Clone)]
+pub struct OneTimeFile {
+    path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+fn parse_knocks(text: &str) -> Result<Vec<Knock>, String> {
+    text.split([',', ' ', '\t']).filter(|w| !w.is_empty()).map(str::parse).collect()
+}
+
+impl OneTimeFile {
+    /// Reads and parses the file; a bad unused line is an error naming file and line.
+    pub fn load(path: &Path) -> Result<OneTimeFile, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut entries = Vec::new();
+        let mut offset = 0u64;
+        for (i, raw) in text.split_inclusive('\n').enumerate() {
+            let line = raw.trim_end_matches(['\n', '\r']);
+            let this = offset;
+            offset += raw.len() as u64;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry = match line.strip_prefix('#') {
+                Some(rest) => {
+                    Entry { line: i + 1, offset: this, knocks: parse_knocks(rest).unwrap_or_default(), used: true }
+                }
+                None => {
+                    let knocks = parse_knocks(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+                    Entry { line: i + 1, offset: this, knocks, used: false }
+                }
+            };
+            entries.push(entry);
+        }
+        Ok(OneTimeFile { path: path.to_path_buf(), entries })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every line, in order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Index of the current (first unused) line.
+    pub fn current(&self) -> Option<usize> {
+        self.entries.iter().position(|e| !e.used)
+    }
+
+    /// Writes `#` over the first byte of line `index` and syncs; the line is used from now on.
+    pub fn invalidate(&mut self, index: usize) -> Result<bool, String> {
+        let Some(entry) = self.entries.get_mut(index) else { return Ok(false) };
+        if entry.used {
+            return Ok(false);
+        }
+        let err = |e: std::io::Error| format!("{}: cannot mark line {} used: {e}", self.path.display(), entry.line);
+        let file = OpenOptions::new().write(true).open(&self.path).map_err(err)?;
+        file.write_all_at(b"#", entry.offset).map_err(err)?;
+        file.sync_data().map_err(err)?;
+        entry.used = true;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_line_advances_and_is_marked_on_disk() {
+        let p = std::env::temp_dir().join(format!("onetime-{}.seq", std::process::id()));
+        std::fs::write(&p, "# comment\n 7000,8000:udp,9000\n 7001, 8001, 9001\n\n 7002 8002 9002\n").unwrap();
+        let mut f = OneTimeFile::load(&p).unwrap();
+        let cur = f.current().unwrap();
+        assert_eq!(f.entries()[cur].line, 2);
+        assert_eq!(f.entries()[cur].knocks, vec![Knock::tcp(7000), Knock::udp(8000), Knock::tcp(9000)]);
+        assert!(f.invalidate(cur).unwrap());
+        assert!(!f.invalidate(cur).unwrap(), "a used line is used once");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "# comment\n#7000,8000:udp,9000\n 7001, 8001, 9001\n\n 7002 8002 9002\n"
+        );
+        let again = OneTimeFile::load(&p).unwrap();
+        assert_eq!(again.entries()[again.current().unwrap()].line, 3);
+        assert_eq!(again.entries()[1].knocks.len(), 3, "a used line kept its knocks behind the #");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_bad_line_names_file_and_line() {
+        let p = std::env::temp_dir().join(format!("onetime-bad-{}.seq", std::process::id()));
+        std::fs::write(&p, " 7000,8000\n 7000,80x0\n").unwrap();
+        let e = OneTimeFile::load(&p).unwrap_err();
+        assert!(e.contains(":2:") && e.contains("80x0"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+}

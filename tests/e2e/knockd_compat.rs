@@ -1,0 +1,199 @@
+//! Drop-in for knockd 0.8 (issue 3): knockd.conf doors with their commands, tested against
+//! Debian's real `knock` and `knockd` in both directions.
+
+use std::fs;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::lab::{bin, Host, Lab, SERVER};
+use crate::require_root;
+
+/// The server's own firewall, as a knockd user has it: 22 dropped unless a rule accepts it.
+fn base_firewall(lab: &Lab) {
+    for rule in [
+        "-A INPUT -p tcp --dport 22 -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-A INPUT -p tcp --dport 22 -j DROP",
+    ] {
+        let args: Vec<&str> = rule.split(' ').collect();
+        assert!(lab.exec(Host::Server, "iptables", &args).status.success(), "iptables {rule}");
+    }
+}
+
+const OPENCLOSE: &str = "[options]
+\tUseSyslog
+
+[opencloseSSH]
+\tsequence      = 7000,8000:udp,9000
+\tseq_timeout   = 5
+\ttcpflags      = syn
+\tstart_command = iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\tcmd_timeout   = 3
+\tstop_command  = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+";
+
+fn debian_knock(lab: &Lab, host: Host, ports: &[&str]) {
+    let mut args = vec!["-d", "50", SERVER];
+    args.extend_from_slice(ports);
+    let o = lab.exec(host, "/usr/bin/knock", &args);
+    assert!(o.status.success(), "Debian's knock failed: {o:?}");
+}
+
+#[test]
+fn debian_knock_opens_our_daemon_on_a_classic_config_for_cmd_timeout() {
+    require_root();
+    let mut lab = Lab::legacy(OPENCLOSE);
+    base_firewall(&lab);
+    lab.start_daemon();
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    debian_knock(&lab, Host::Client, &["7000", "8000:udp", "9000"]);
+    let opened = Instant::now();
+    lab.wait_log("door opened", Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "{}", lab.log());
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500), "only the knocking address");
+    // cmd_timeout later the stop command has closed it again.
+    sleep(Duration::from_millis(3600).saturating_sub(opened.elapsed()));
+    lab.wait_closed(Host::Client, Duration::from_secs(3));
+    // A static sequence is replayable, as in knockd, and the daemon said so when it started.
+    assert!(lab.log().contains("static sequence: anyone who sees it once can replay it"));
+}
+
+#[test]
+fn our_knock_opens_debians_knockd() {
+    require_root();
+    let mut lab = Lab::legacy(OPENCLOSE);
+    base_firewall(&lab);
+    lab.start_real_knockd();
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    let o = lab.knock(Host::Client, &["-v", "-d", "50", SERVER, "7000", "8000:udp", "9000"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("hitting").count(), 3, "-v prints each knock");
+    lab.wait_log("OPEN SESAME", Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "{}", lab.log());
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+}
+
+/// The classic open/close pair: knocking the reverse sequence shuts the door again.
+#[test]
+fn a_closing_section_shuts_the_door_again() {
+    require_root();
+    let conf = "[openSSH]
+\tsequence    = 7000,8000,9000
+\tseq_timeout = 5
+\ttcpflags    = syn
+\tcommand     = iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+
+[closeSSH]
+\tsequence    = 9000,8000,7000
+\tseq_timeout = 5
+\ttcpflags    = syn
+\tcommand     = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+";
+    let mut lab = Lab::legacy(conf);
+    base_firewall(&lab);
+    lab.start_daemon();
+    debian_knock(&lab, Host::Client, &["7000", "8000", "9000"]);
+    lab.wait_log("door opened", Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800));
+    debian_knock(&lab, Host::Client, &["9000", "8000", "7000"]);
+    lab.wait_log_count("door opened", 2, Duration::from_secs(3));
+    lab.wait_closed(Host::Client, Duration::from_secs(3));
+}
+
+/// Runs the one-time sequences story against a daemon and returns the file afterwards.
+fn one_time_story(real_knockd: bool) -> String {
+    let conf = "[opencloseSSH]
+\tone_time_sequences = sequences.txt
+\tseq_timeout        = 5
+\ttcpflags           = syn
+\tstart_command      = iptables -I INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+\tcmd_timeout        = 2
+\tstop_command       = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
+";
+    let mut lab = Lab::legacy(conf);
+    let seqs = " 7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n";
+    fs::write(lab.dir.join("sequences.txt"), seqs).unwrap();
+    base_firewall(&lab);
+    if real_knockd {
+        // knockd reads the file relative to its working directory, which is the lab's.
+        lab.start_real_knockd();
+    } else {
+        lab.start_daemon();
+    }
+    let opened = if real_knockd { "OPEN SESAME" } else { "door opened" };
+    debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);
+    lab.wait_log(opened, Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "line 1 opens: {}", lab.log());
+    lab.wait_closed(Host::Client, Duration::from_secs(5));
+    // The used line never opens again.
+    debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);
+    sleep(Duration::from_millis(800));
+    assert_eq!(lab.log().matches(opened).count(), 1, "a used line opened again: {}", lab.log());
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    // The next line does.
+    debian_knock(&lab, Host::Client, &["7002", "8002:udp", "9002"]);
+    lab.wait_log_count(opened, 2, Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800));
+    fs::read_to_string(lab.dir.join("sequences.txt")).unwrap()
+}
+
+#[test]
+fn one_time_sequences_behave_as_with_knockd() {
+    require_root();
+    let ours = one_time_story(false);
+    let theirs = one_time_story(true);
+    assert_eq!(ours, "#7001,8001,9001\n#7002,8002:udp,9002\n 7003,8003,9003\n");
+    assert_eq!(ours, theirs, "the sequence file must end the same with our daemon as with knockd");
+}
+
+#[test]
+fn pending_stop_commands_survive_a_crash() {
+    require_root();
+    let mut lab = Lab::legacy(OPENCLOSE);
+    base_firewall(&lab);
+    lab.start_daemon();
+    debian_knock(&lab, Host::Client, &["7000", "8000:udp", "9000"]);
+    lab.wait_log("door opened", Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800));
+    lab.stop_daemon("KILL");
+    sleep(Duration::from_millis(3500)); // the stop is overdue now
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "nobody ran the stop while the daemon was down");
+    lab.start_daemon();
+    lab.wait_closed(Host::Client, Duration::from_secs(3));
+}
+
+#[test]
+fn knockd_flags_daemonize_with_pid_and_log_files() {
+    require_root();
+    let lab = Lab::legacy(OPENCLOSE);
+    base_firewall(&lab);
+    let o = lab.exec(
+        Host::Server,
+        bin("knockd"),
+        &["-c", "knockd.conf", "-i", "br0", "--state-dir", "state", "-d", "-p", "knockd.pid", "-g", "knockd.log", "-l"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let pid_path = lab.dir.join("knockd.pid");
+    let start = Instant::now();
+    while !pid_path.exists()
+        || !fs::read_to_string(lab.dir.join("knockd.log")).unwrap_or_default().contains("knockd started")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "the daemon did not start in the background");
+        sleep(Duration::from_millis(50));
+    }
+    let pid = fs::read_to_string(&pid_path).unwrap().trim().to_string();
+    debian_knock(&lab, Host::Client, &["7000", "8000:udp", "9000"]);
+    let opened = || fs::read_to_string(lab.dir.join("knockd.log")).unwrap_or_default().contains("door opened");
+    let start = Instant::now();
+    while !opened() {
+        assert!(start.elapsed() < Duration::from_secs(5), "no knock in the log file");
+        sleep(Duration::from_millis(50));
+    }
+    let log = fs::read_to_string(lab.dir.join("knockd.log")).unwrap();
+    assert!(log.contains("-l (DNS lookups) is accepted but ignored"), "{log}");
+    assert!(lab.exec(Host::Server, "kill", &[&pid]).status.success());
+    let start = Instant::now();
+    while pid_path.exists() {
+        assert!(start.elapsed() < Duration::from_secs(5), "SIGTERM did not stop the daemon (pid file stays)");
+        sleep(Duration::from_millis(50));
+    }
+}
