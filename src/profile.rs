@@ -20,6 +20,8 @@ use crate::sequence::{Alphabet, Mode, SERVER_ID_LEN};
 
 /// Format version of profiles and bundles.
 pub const PROFILE_VERSION: i64 = 1;
+/// Prefix of a bundle exported on one line (`knockd client add --export`).
+pub const LINE_PREFIX: &str = "one-time-knock-profile-v1:";
 
 /// Address family a profile knocks over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +251,30 @@ impl Bundle {
         Zeroizing::new(s)
     }
 
+    /// The bundle on one line, for copy and paste: `one-time-knock-profile-v1:` and the base64url
+    /// of its TOML (secret material: keep it out of shell history and logs).
+    pub fn to_line(&self) -> Zeroizing<String> {
+        use base64::Engine;
+        let toml = self.to_toml();
+        Zeroizing::new(format!(
+            "{LINE_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(toml.as_bytes())
+        ))
+    }
+
+    /// Parses a bundle given as TOML or as the one-line form.
+    pub fn parse_any(path: &Path, text: &str) -> Result<Bundle, ConfigError> {
+        use base64::Engine;
+        let Some(body) = text.trim().strip_prefix(LINE_PREFIX) else { return Bundle::parse(path, text) };
+        let bytes =
+            Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body.trim()).map_err(|_| {
+                plain_err(path, "the one-line profile is damaged (not base64url); copy it again".into())
+            })?);
+        let toml =
+            std::str::from_utf8(&bytes).map_err(|_| plain_err(path, "the one-line profile is damaged".into()))?;
+        Bundle::parse(path, toml)
+    }
+
     /// Parses a bundle.
     pub fn parse(path: &Path, text: &str) -> Result<Bundle, ConfigError> {
         let raw: RawBundle = toml::from_str(text).map_err(|e| toml_err(path, text, e))?;
@@ -305,6 +331,17 @@ mod tests {
             BundleSecret::Key(k) => assert_eq!(k.expose(), key.expose()),
             BundleSecret::Sequences(_) => panic!("expected a key"),
         }
+    }
+
+    #[test]
+    fn one_line_export_round_trips_and_refuses_damage() {
+        let b = Bundle { profile: sample(), secret: BundleSecret::Key(Secret::from_bytes([9; 32])) };
+        let line = b.to_line();
+        assert!(line.starts_with(LINE_PREFIX) && !line.contains('\n'));
+        let back = Bundle::parse_any(Path::new("-"), &format!("{}\n", line.as_str())).unwrap();
+        assert_eq!(back.profile, sample());
+        let damaged = format!("{}!!", &line[..line.len() - 2]);
+        assert!(Bundle::parse_any(Path::new("-"), &damaged).unwrap_err().message.contains("damaged"));
     }
 
     #[test]

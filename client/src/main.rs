@@ -252,7 +252,7 @@ fn import(file: &PathBuf) -> Result<String, String> {
     } else {
         *text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     }
-    let bundle = Bundle::parse(file, &text).map_err(|e| e.to_string())?;
+    let bundle = Bundle::parse_any(file, &text).map_err(|e| e.to_string())?;
     Store::locate()?.import(&bundle)
 }
 

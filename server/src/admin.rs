@@ -49,18 +49,26 @@ fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> P
     }
 }
 
+/// Where a profile bundle goes.
+pub enum BundleDest {
+    /// A new file, mode 0600.
+    File(std::path::PathBuf),
+    /// One line on standard output.
+    Line,
+}
+
 fn write_bundle(out: &Path, bundle: &Bundle) -> Result<(), String> {
     write_private_file(out, bundle.to_toml().as_bytes()).map_err(|e| format!("{}: {e}", out.display()))
 }
 
 /// `knockd client add`: a new key for `client` on a hotp door, its empty ledger, and a bundle
-/// (profile + key, 0600) at `out` for `knock profile import`.
+/// (profile + key) for `knock profile import`: a 0600 file, or one line on standard output.
 pub fn client_add(
     config: &Config,
     door_name: &str,
     client: &str,
     server: IpAddr,
-    out: &Path,
+    dest: &BundleDest,
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
     if d.mode != Mode::Hotp {
@@ -79,15 +87,22 @@ pub fn client_add(
     let label = secret.fingerprint();
     Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label).map_err(|e| e.to_string())?;
     let bundle = Bundle { profile: profile_for(d, client, server, server_id), secret: BundleSecret::Key(secret) };
-    write_bundle(out, &bundle)?;
-    Ok(format!(
-        "client {client} added to door {door_name} (key {}, fingerprint {label}).\n\
-         Profile bundle written to {} (mode 0600): copy it to the client, run `knock profile import {}`, then delete it.\n\
-         A running knockd picks the new client up on restart.",
-        path.display(),
-        out.display(),
-        out.display()
-    ))
+    let added = format!("client {client} added to door {door_name} (key {}, fingerprint {label})", path.display());
+    match dest {
+        BundleDest::Line => {
+            eprintln!("{added}. The line below is the profile with its key: paste it into `knock profile import -` on the client.");
+            Ok(bundle.to_line().to_string())
+        }
+        BundleDest::File(out) => {
+            write_bundle(out, &bundle)?;
+            Ok(format!(
+                "{added}.\nProfile bundle written to {} (mode 0600): copy it to the client, run `knock profile import {}`, \
+                 then delete it.\nA running knockd picks the new client up on reload (SIGHUP) or restart.",
+                out.display(),
+                out.display()
+            ))
+        }
+    }
 }
 
 /// `knockd sequences generate`: a fresh sequence file for a file door, its ledger, and the
@@ -151,8 +166,12 @@ pub fn migrate(config: &Config, out: Option<&Path>) -> Result<String, String> {
     }
 }
 
-/// `knockd check`: validates the config and prints each door's strength.
-pub fn check(config: &Config) -> Result<String, String> {
+/// The least a door may offer an off-path attacker, in bits (PROTOCOL.md section 8).
+pub const MIN_BITS: f64 = 64.0;
+
+/// `knockd check`: validates the config and prints each door's strength; a door below
+/// [`MIN_BITS`] is a problem unless `force`.
+pub fn check(config: &Config, force: bool) -> Result<String, String> {
     let mut out = format!("{}: configuration is valid\n", config.path.display());
     for w in &config.warnings {
         out.push_str(&format!("warning: {w}\n"));
@@ -185,6 +204,15 @@ pub fn check(config: &Config) -> Result<String, String> {
             bind_source: d.bind_source,
         };
         let (off, on) = if d.mode == Mode::Static { (0.0, 0.0) } else { (off_path_bits(&shape), on_path_bits(&shape)) };
+        let weak = (off < MIN_BITS).then(|| {
+            format!(
+                "  {}: door {} offers {off:.1} bits, below {MIN_BITS}: widen knock_ports, add knocks (length) or \
+                 narrow the window{}\n",
+                if force { "accepted (--force)" } else { "problem" },
+                d.name,
+                if force { "" } else { ", or accept it with --force" }
+            )
+        });
         out.push_str(&format!(
             "door {}: mode {}, {} knocks over {} ({} symbols), window {}, {} client(s): {:.1} bits off-path, {:.1} bits on-path{}\n",
             d.name,
@@ -202,6 +230,10 @@ pub fn check(config: &Config) -> Result<String, String> {
                 _ => "",
             }
         ));
+        if let Some(w) = weak {
+            out.push_str(&w);
+            problems += usize::from(!force);
+        }
         if let (Some(dir), Mode::Hotp) = (&d.keys_dir, d.mode) {
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "key")) {
@@ -214,7 +246,7 @@ pub fn check(config: &Config) -> Result<String, String> {
         }
     }
     if problems > 0 {
-        return Err(format!("{out}{problems} problem(s): the daemon would refuse what is listed above"));
+        return Err(format!("{out}{problems} problem(s) above"));
     }
     Ok(out)
 }

@@ -68,8 +68,12 @@ enum Command {
     Run,
     /// Create the state directory and this server's random id (once).
     Init,
-    /// Validate the configuration and print each door's strength in bits.
-    Check,
+    /// Validate the configuration and print each door's strength in bits (64 at least, unless --force).
+    Check {
+        /// Accept doors below 64 bits (static knockd doors count 0).
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage the clients of a hotp door.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -107,8 +111,11 @@ enum ClientCommand {
         #[arg(long)]
         server_addr: IpAddr,
         /// Where to write the bundle (default: ./<door>-<name>.knock).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "export")]
         out: Option<PathBuf>,
+        /// Print the bundle as one line on standard output instead (for `knock profile import -`).
+        #[arg(long)]
+        export: bool,
     },
 }
 
@@ -234,10 +241,15 @@ fn run(mut cli: Cli) -> Result<String, String> {
     match cli.command.take().unwrap_or(Command::Run) {
         Command::Run => run_daemon(&cli, config).map(|()| String::new()),
         Command::Init => admin::init(&config),
-        Command::Check => admin::check(&config),
-        Command::Client(ClientCommand::Add { door, name, server_addr, out }) => {
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}-{name}.knock")));
-            admin::client_add(&config, &door, &name, server_addr, &out)
+        Command::Check { force } => admin::check(&config, force),
+        Command::Client(ClientCommand::Add { door, name, server_addr, out, export }) => {
+            let dest = match (export, out) {
+                (true, _) => admin::BundleDest::Line,
+                (false, out) => {
+                    admin::BundleDest::File(out.unwrap_or_else(|| PathBuf::from(format!("{door}-{name}.knock"))))
+                }
+            };
+            admin::client_add(&config, &door, &name, server_addr, &dest)
         }
         Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out }) => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));

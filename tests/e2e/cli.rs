@@ -81,6 +81,15 @@ fn knockd_conf_errors_and_migration() {
 }
 
 #[test]
+fn doors_below_64_bits_are_refused_unless_forced() {
+    let d = scratch("weak");
+    fs::write(d.join("knockd.toml"), format!("{CONFIG}knock_ports = \"45000-45255\"\nlength = 4\n")).unwrap();
+    golden("check-weak-door.txt", &run(&d, "knockd", &["-c", "knockd.toml", "check"]));
+    golden("check-weak-door-forced.txt", &run(&d, "knockd", &["-c", "knockd.toml", "check", "--force"]));
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
 fn key_files_open_to_others_are_refused_on_both_sides() {
     let d = scratch("keys");
     fs::write(d.join("knockd.toml"), CONFIG).unwrap();

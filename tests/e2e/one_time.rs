@@ -131,3 +131,41 @@ fn a_closing_sequence_removes_the_grant_at_once() {
     let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
     assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(2), "{}", out(&o));
 }
+
+/// bind_source: the outsider sends the client's next sequence (read with `--dry-run`) from its
+/// own address before the client knocks: nothing opens, nothing is consumed (issue 4).
+#[test]
+fn with_bind_source_a_pre_played_sequence_opens_nothing_and_consumes_nothing() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "bind_source = true"));
+    let profile = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let seq = lab.dry_run(Host::Client, &profile);
+    lab.count_knocks_seen("40000-42047");
+    lab.send_crafted(Host::Outsider, OUTSIDER, &seq, &["--delay-ms", "5"]);
+    assert_eq!(lab.knocks_seen(), 8, "the outsider's knocks reached the server");
+    sleep(Duration::from_millis(2500)); // seq_timeout passes
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+    assert!(lab.audit_events("grant").is_empty() && lab.audit_events("burn").is_empty(), "{:?}", lab.audit_lines());
+    // The client's own knock with that very counter still works.
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(0), "{}", out(&o));
+}
+
+/// The one-line export travels through standard input (issue 4).
+#[test]
+fn a_one_line_export_imports_from_standard_input() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let line = lab.knockd(&["client", "add", "--door", "ssh", "--name", "bob", "--server-addr", SERVER, "--export"]);
+    assert_eq!(line.trim().lines().count(), 1, "{line}");
+    let mut import = lab.spawn(Host::Client, bin("knock"), &["profile", "import", "-"]);
+    import.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = import.spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), line.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    lab.start_daemon();
+    let o = lab.knock(Host::Client, &["--profile", "ssh-bob", "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "{}", out(&o));
+}
