@@ -226,6 +226,7 @@ fi
   echo
   echo "## bench/flood.sh, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
+  echo "Build: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') plus the working tree at the time."
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r)." \
     "Door: hotp, length 8, window 10, misses 2, seq_timeout 10 s, open_for 5 s, 1 client." \
     "Max flood: --count $FLOOD_COUNT --max-seconds $FLOOD_SECONDS; paced: $BURST-packet bursts to ~$MID_RATE pps for $FLOOD_SECONDS s."

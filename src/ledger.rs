@@ -222,6 +222,11 @@ impl Ledger {
         if counter >= self.next {
             self.burned.insert(counter);
         }
+        // A run of burned counters at `next` is as dead as consumed ones: move past it, so
+        // burns never pile up in front of the window.
+        while self.burned.remove(&self.next) {
+            self.next += 1;
+        }
     }
 
     fn append(&mut self, kind: &str, counter: u64) -> Result<(), LedgerError> {
@@ -315,6 +320,18 @@ mod tests {
         assert_eq!(l.consume(5).unwrap(), Consumed::AlreadyUsed);
         assert_eq!(l.consume(6).unwrap(), Consumed::Fresh);
         assert_eq!(l.burned().count(), 0, "burns below next are forgotten");
+    }
+
+    #[test]
+    fn burns_at_the_front_move_next_past_them() {
+        let p = tmp("burnfront");
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        assert!(l.burn(1).unwrap());
+        assert_eq!(l.next(), 0);
+        assert!(l.burn(0).unwrap());
+        assert_eq!(l.next(), 2, "0 and 1 are both dead");
+        drop(l);
+        assert_eq!(Ledger::open(&p, "abc").unwrap().next(), 2, "the same after replaying the file");
     }
 
     #[test]

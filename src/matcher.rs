@@ -164,6 +164,8 @@ struct Track {
     progress: usize,
     misses: u8,
     started_ms: u64,
+    /// Creation order, to tell apart tracks started in the same millisecond.
+    order: u64,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +186,8 @@ pub struct Matcher {
     prefixes: HashMap<CandidateId, Vec<IpAddr>>,
     per_64: HashMap<u64, usize>,
     track_count: usize,
+    /// Tracks created so far (their `order`).
+    created: u64,
     limits: Limits,
 }
 
@@ -342,7 +346,16 @@ impl Matcher {
                 Some(known) => expected.extend_from_slice(known),
                 None => expected.extend(rest.rest(&c.id, c.first, source)),
             }
-            let track = Track { id: c.id, used: c.used, expected, progress: 1, misses: 0, started_ms: now_ms };
+            self.created += 1;
+            let track = Track {
+                id: c.id,
+                used: c.used,
+                expected,
+                progress: 1,
+                misses: 0,
+                started_ms: now_ms,
+                order: self.created,
+            };
             if track.expected.len() == 1 {
                 events.push(Event::Completed { id: c.id, source, used: c.used });
                 continue;
@@ -364,7 +377,7 @@ impl Matcher {
             let victim = self
                 .tracks
                 .get(&(source, door))
-                .and_then(|l| l.iter().min_by_key(|t| (t.progress, std::cmp::Reverse(t.started_ms))).map(|t| t.id));
+                .and_then(|l| l.iter().min_by_key(|t| (t.progress, std::cmp::Reverse(t.order))).map(|t| t.id));
             if let Some(t) = victim.and_then(|id| self.take_track(source, door, id)) {
                 self.end(source, t, BurnReason::Evicted, events);
             }

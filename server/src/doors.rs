@@ -19,8 +19,8 @@ use knock_core::Knock;
 
 use crate::onetime::OneTimeFile;
 
-/// knockd one-time lines already used that stay recognisable as replays.
-const RECENT_USED: usize = 10;
+/// Used sequences (per client, or knockd one-time lines) that stay recognisable as replays.
+const RECENT_USED: usize = 3;
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -61,6 +61,20 @@ pub struct Doors {
     pub doors: Vec<RuntimeDoor>,
     /// Doors or clients refused at load, with the reason (to log loudly).
     pub refused: Vec<String>,
+}
+
+/// The counters (or file lines) worth a first-knock entry: the last few used ones (so their
+/// replays are recognised), the next `window` unused ones, and a few burned ones among them.
+/// Burned counters take no window slot, so a flood that burns candidates cannot empty the
+/// window; the span stays within four windows of `next`.
+fn window_counters(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> Vec<u64> {
+    let span = next..next.saturating_add(4 * window);
+    let recent = next.saturating_sub(RECENT_USED as u64)..next;
+    let fresh = span.clone().filter(|n| !is_used(*n)).take(window as usize);
+    let burned = span.filter(|n| is_used(*n)).take(RECENT_USED);
+    let mut counters: Vec<u64> = recent.chain(fresh).chain(burned).collect();
+    counters.sort_unstable();
+    counters
 }
 
 /// The key file of `client` on a door with keys in `dir`.
@@ -172,7 +186,8 @@ impl Doors {
                 let next = c.ledger.next();
                 let purposes: &[Purpose] =
                     if door.config.close { &[Purpose::Open, Purpose::Close] } else { &[Purpose::Open] };
-                for counter in next.saturating_sub(window)..next.saturating_add(window) {
+                let counters = window_counters(next, window, |n| c.ledger.is_used(n));
+                for counter in counters {
                     let used = c.ledger.is_used(counter);
                     for epoch in [today.saturating_sub(1), today, today.saturating_add(1)] {
                         for &purpose in purposes {
@@ -193,10 +208,10 @@ impl Doors {
                 }
             }
             DoorKind::File(file, ledger) => {
-                let next = ledger.next();
-                let from = next.saturating_sub(window);
-                for (i, s) in file.sequences.iter().enumerate().skip(from as usize).take(2 * window as usize) {
-                    out.push(mk(i as u64, 0, Purpose::Open, &s.knocks, ledger.is_used(i as u64)));
+                for i in window_counters(ledger.next(), window, |n| ledger.is_used(n)) {
+                    if let Some(s) = file.sequences.get(i as usize) {
+                        out.push(mk(i, 0, Purpose::Open, &s.knocks, ledger.is_used(i)));
+                    }
                 }
             }
             DoorKind::Static => {
@@ -376,5 +391,22 @@ impl RestOfSequence for Doors {
                 f.entries().get(id.counter as usize).map_or(Vec::new(), |e| e.knocks.get(1..).unwrap_or(&[]).to_vec())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burned_counters_take_no_window_slot() {
+        // Counters 0..=2 consumed (next = 3); 3..=12 burned by a flood.
+        let used = |n: u64| n < 13;
+        let w = window_counters(3, 10, used);
+        let fresh: Vec<u64> = w.iter().copied().filter(|n| !used(*n)).collect();
+        assert_eq!(fresh, (13..23).collect::<Vec<_>>(), "ten fresh counters after the burned ones");
+        assert_eq!(w.iter().filter(|n| **n < 3).count(), 3, "recent used ones for replays");
+        // Never further than four windows ahead.
+        assert!(window_counters(0, 10, |n| n < 1000).iter().all(|n| *n < 40));
     }
 }

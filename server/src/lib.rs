@@ -7,6 +7,7 @@ pub mod commands;
 pub mod daemon;
 pub mod doors;
 pub mod firewall;
+pub mod grants;
 pub mod hardening;
 pub mod onetime;
 pub mod state;
