@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auditchain;
 pub mod config;
 pub mod entropy;
 pub mod keys;

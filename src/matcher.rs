@@ -501,6 +501,20 @@ impl Matcher {
         events
     }
 
+    /// Forgets a door entirely: its rules, its first-knock table and its live tracks, quietly
+    /// (a reload changed its clients). Set it up again with `set_door` and the candidates.
+    pub fn clear_door(&mut self, door: usize) {
+        if let Some(ds) = self.doors.get_mut(door) {
+            *ds = DoorState::default();
+        }
+        let keys: Vec<(IpAddr, usize)> = self.tracks.keys().filter(|(_, d)| *d == door).copied().collect();
+        for key in keys {
+            for t in self.tracks.remove(&key).unwrap_or_default() {
+                self.forget(key.0, &t);
+            }
+        }
+    }
+
     /// Drops every live track of a candidate (it was consumed or burned elsewhere), quietly.
     pub fn drop_candidate(&mut self, id: CandidateId) {
         let keys: Vec<(IpAddr, usize)> =

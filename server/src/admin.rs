@@ -105,6 +105,70 @@ pub fn client_add(
     }
 }
 
+/// The key directory of a hotp door.
+fn keys_dir<'a>(config: &'a Config, door_name: &str) -> Result<&'a Path, String> {
+    let d = door(config, door_name)?;
+    d.keys_dir.as_deref().ok_or_else(|| format!("door `{door_name}` is a {} door; it has no clients", d.mode.label()))
+}
+
+/// `knockd client revoke`: deletes the key (the ledger stays, keyed by the key's fingerprint).
+pub fn client_revoke(config: &Config, door_name: &str, client: &str) -> Result<String, String> {
+    let path = key_path(keys_dir(config, door_name)?, client);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(format!(
+            "client {client} of door {door_name} revoked ({} deleted). Reload knockd (systemctl reload knockd, \
+             or kill -HUP its pid) to drop it and remove its live grants now.",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "door {door_name} has no client {client} ({} does not exist); see `knockd client list --door {door_name}`",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// `knockd client list`: a door's clients.
+pub fn client_list(config: &Config, door_name: &str) -> Result<String, String> {
+    let dir = keys_dir(config, door_name)?;
+    let state = StateDir::new(&config.server.state_dir);
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    entries.sort();
+    let mut out = format!(
+        "{:<16} {:<34} {:<24} {:>6} {:<24}\n",
+        "client", "fingerprint", "created (UTC)", "next", "last activity (UTC)"
+    );
+    let mtime_ms = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| format_utc_ms(d.as_millis() as u64))
+    };
+    for path in entries {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+        let (fingerprint, next, activity) = match read_key_file(&path) {
+            Ok(secret) => {
+                let label = secret.fingerprint();
+                let ledger_path = Ledger::path_for(&state.ledger_dir(), &label);
+                let next = Ledger::open(&ledger_path, &label)
+                    .map(|l| knock_core::ledger::ConsumeStore::next(&l).to_string())
+                    .unwrap_or_else(|_| "no ledger".into());
+                (label, next, mtime_ms(&ledger_path).unwrap_or_else(|| "-".into()))
+            }
+            Err(e) => (format!("refused: {e}"), "-".into(), "-".into()),
+        };
+        let created = mtime_ms(&path).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("{name:<16} {fingerprint:<34} {created:<24} {next:>6} {activity:<24}\n"));
+    }
+    Ok(out)
+}
+
 /// `knockd sequences generate`: a fresh sequence file for a file door, its ledger, and the
 /// client's twin as a bundle at `out`.
 pub fn sequences_generate(

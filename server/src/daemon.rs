@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,17 @@ use knock_core::sequence::{Mode, Purpose};
 use knock_core::time::{unix_now, utc_day};
 use tracing::{error, info, warn};
 
+mod reload;
+
 use crate::audit::{AuditLog, Record};
-use crate::capture::{self, CapturedKnock};
+use crate::capture::{self, CaptureHandle, CapturedKnock};
 use crate::commands::CommandRunner;
 use crate::doors::Doors;
 use crate::firewall::{Firewall, Nftables};
+use crate::grants::LiveGrants;
 use crate::state::StateDir;
+
+mod recovery;
 
 /// How often timeouts are checked and lazy audit records synced.
 const TICK: Duration = Duration::from_millis(100);
@@ -34,6 +39,8 @@ pub struct Daemon {
     audit: AuditLog,
     firewall: Option<Box<dyn Firewall>>,
     commands: CommandRunner,
+    grants: LiveGrants,
+    server_id: [u8; knock_core::sequence::SERVER_ID_LEN],
     started: Instant,
     today: u32,
     only_ipv4: bool,
@@ -46,6 +53,7 @@ fn firewall_for(config: &Config) -> Result<Option<Box<dyn Firewall>>, String> {
         FirewallKind::None => return Ok(None),
     };
     let protected: Vec<_> = config.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
+    recovery::set_always_allow(fw.as_mut(), config);
     fw.install(&protected).map_err(|e| e.to_string())?;
     Ok(Some(fw))
 }
@@ -88,6 +96,8 @@ impl Daemon {
             audit,
             firewall,
             commands,
+            grants: LiveGrants::default(),
+            server_id,
             started: Instant::now(),
             today,
             only_ipv4: false,
@@ -98,18 +108,32 @@ impl Daemon {
         at.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    /// Runs until `stop` is set. Captures on the configured interfaces.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
+    /// Starts the capture threads for the current doors and interfaces.
+    fn start_capture(&self, tx: &SyncSender<CapturedKnock>) -> Result<CaptureHandle, String> {
         let filter = capture::bpf_filter_rules(&self.doors.filter_rules(self.today));
+        capture::spawn_live(&self.config.server.interfaces, &filter, tx.clone()).map_err(|e| e.to_string())
+    }
+
+    /// Runs until `stop` is set, capturing on the configured interfaces. When `reload` is set
+    /// (SIGHUP), `load` reads the configuration again and the daemon takes it if it is valid.
+    pub fn run(
+        mut self,
+        stop: Arc<AtomicBool>,
+        reload: Arc<AtomicBool>,
+        load: &dyn Fn() -> Result<Config, String>,
+    ) -> Result<(), String> {
         let (tx, rx) = sync_channel::<CapturedKnock>(65_536);
-        let handle = capture::spawn_live(&self.config.server.interfaces, &filter, tx).map_err(|e| e.to_string())?;
+        let mut handle = self.start_capture(&tx)?;
         let names: Vec<&str> = self.doors.doors.iter().map(|d| d.config.name.as_str()).collect();
         info!(
             interfaces = %self.config.server.interfaces.join(","),
             doors = %names.join(","),
             "knockd started"
         );
-        self.audit_write(Record::new("start").with("doors", names.join(",")), true);
+        let start = Record::new("start")
+            .with("doors", names.join(","))
+            .with("config_sha256", reload::config_hash(&self.config));
+        self.audit_write(start, true);
         let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(TICK) {
@@ -118,6 +142,13 @@ impl Daemon {
                 Err(RecvTimeoutError::Disconnected) => {
                     error!("every capture thread ended; stopping");
                     break;
+                }
+            }
+            if reload.swap(false, Ordering::Relaxed) && self.reload(load()) {
+                match self.start_capture(&tx) {
+                    // The old threads are told to stop; their last packets still count.
+                    Ok(new) => handle = new,
+                    Err(e) => error!("capture on the new interfaces failed, keeping the old capture: {e}"),
                 }
             }
             if last_tick.elapsed() >= TICK {
@@ -156,6 +187,7 @@ impl Daemon {
             self.doors.install(&mut self.matcher, today);
         }
         self.commands.run_due(knock_core::time::unix_now_ms());
+        self.grants.prune();
         let now = self.now_ms(Instant::now());
         let events = self.matcher.tick(now);
         self.handle(events, Instant::now());
@@ -248,6 +280,12 @@ impl Daemon {
             (Action::Firewall, Some(fw), Purpose::Open) => fw.grant(source, &open, open_for).map_err(|e| e.to_string()),
             (Action::Firewall, Some(fw), Purpose::Close) => fw.revoke(source, &open).map_err(|e| e.to_string()),
         };
+        if result.is_ok() && action == Action::Firewall {
+            match id.purpose {
+                Purpose::Open => self.grants.add(&door, &client, source, &open, open_for),
+                Purpose::Close => self.grants.remove(&door, source),
+            }
+        }
         match (result, id.purpose) {
             (Ok(()), Purpose::Open) => info!(door, client, %source, sequence = %seq, ports = %ports.join(","),
                 open_for_s = open_for.as_secs_f64(), decided_us = seen.elapsed().as_micros() as u64, "door opened"),

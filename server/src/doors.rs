@@ -333,10 +333,25 @@ impl Doors {
                 Err(e) => Err(LedgerError::Io { path, source: std::io::Error::other(e) }),
             };
         }
+        let is_static = matches!(self.doors.get(id.door).map(|d| &d.kind), Some(DoorKind::Static));
         match self.ledger_mut(id) {
             Some(l) => l.consume(id.counter),
-            None => Ok(Consumed::Fresh),
+            // knockd's static sequences are never consumed.
+            None if is_static => Ok(Consumed::Fresh),
+            // A candidate of a client or door no longer loaded (revoked on reload): never open.
+            None => Ok(Consumed::AlreadyUsed),
         }
+    }
+
+    /// (door, client) names of every loaded keyed client.
+    pub fn client_names(&self) -> Vec<(String, String)> {
+        self.doors
+            .iter()
+            .flat_map(|d| match &d.kind {
+                DoorKind::Keyed(clients) => clients.iter().map(|c| (d.config.name.clone(), c.name.clone())).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     /// Burns a candidate durably; false when it was already used.

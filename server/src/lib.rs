@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod capture;
 pub mod commands;
+pub mod console;
 pub mod daemon;
 pub mod doors;
 pub mod firewall;

@@ -86,6 +86,17 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// At the console: let ADDR through a door's ports for a while (audited; a kernel timeout).
+    Grant {
+        /// The address to let in.
+        addr: IpAddr,
+        /// The door whose ports open.
+        #[arg(long)]
+        door: String,
+        /// How long: 30s, 10m, 2h (at most 168h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = knockd::console::grant_duration)]
+        duration: std::time::Duration,
+    },
     /// Show the audit log.
     Audit {
         /// Only this door.
@@ -116,6 +127,21 @@ enum ClientCommand {
         /// Print the bundle as one line on standard output instead (for `knock profile import -`).
         #[arg(long)]
         export: bool,
+    },
+    /// Delete a client's key; on reload (SIGHUP) the daemon drops it and removes its live grants.
+    Revoke {
+        /// The door.
+        #[arg(long)]
+        door: String,
+        /// The client.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a door's clients: key fingerprint, creation, next counter, last activity.
+    List {
+        /// The door.
+        #[arg(long)]
+        door: String,
     },
 }
 
@@ -162,11 +188,20 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
     Ok(())
 }
 
-/// The daemon itself: logging, hardening, signals, then the loop.
-fn run_daemon(cli: &Cli, mut config: Config) -> Result<(), String> {
+/// Loads the configuration with the command line's overrides (`--state-dir`, `-i`).
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    if let Some(dir) = &cli.state_dir {
+        config.server.state_dir = dir.clone();
+    }
     if !cli.interface.is_empty() {
         config.server.interfaces = cli.interface.clone();
     }
+    Ok(config)
+}
+
+/// The daemon itself: logging, hardening, signals, then the loop.
+fn run_daemon(cli: &Cli, config: Config) -> Result<(), String> {
     let legacy = config.legacy_options.clone().unwrap_or_default();
     let logfile = cli.logfile.clone().or(legacy.log_file);
     let pidfile = cli.pidfile.clone().or(legacy.pid_file);
@@ -198,9 +233,13 @@ fn run_daemon(cli: &Cli, mut config: Config) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| format!("signal handler: {e}"))?;
+    let load = || load_config(cli);
     let mut daemon = Daemon::new(config)?;
     daemon.only_ipv4(cli.only_ipv4);
-    daemon.run(stop)
+    daemon.run(stop, reload, &load)
 }
 
 /// A PID file, removed when dropped.
@@ -234,10 +273,7 @@ fn run(mut cli: Cli) -> Result<String, String> {
             absolute(p);
         }
     }
-    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
-    if let Some(dir) = &cli.state_dir {
-        config.server.state_dir = dir.clone();
-    }
+    let config = load_config(&cli)?;
     match cli.command.take().unwrap_or(Command::Run) {
         Command::Run => run_daemon(&cli, config).map(|()| String::new()),
         Command::Init => admin::init(&config),
@@ -251,10 +287,13 @@ fn run(mut cli: Cli) -> Result<String, String> {
             };
             admin::client_add(&config, &door, &name, server_addr, &dest)
         }
+        Command::Client(ClientCommand::Revoke { door, name }) => admin::client_revoke(&config, &door, &name),
+        Command::Client(ClientCommand::List { door }) => admin::client_list(&config, &door),
         Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out }) => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
             admin::sequences_generate(&config, &door, count, server_addr, &out)
         }
+        Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
         Command::Audit { door, replays } => admin::audit(&config, replays, door.as_deref()),
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }

@@ -751,6 +751,7 @@ fn build_door(
         sequence_file: sequence_file.clone(),
         static_sequence,
         addresses,
+        always_allow: Vec::new(),
         action: Action::Commands(action),
         legacy: Some(LegacyRules { tcp_flags, tcp_flags_given, one_time_sequences: sequence_file }),
     })

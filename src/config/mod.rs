@@ -11,6 +11,7 @@
 mod duration;
 pub mod legacy;
 pub mod migrate;
+mod prefix;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -26,6 +27,7 @@ use crate::sequence::{Alphabet, Mode, MAX_LENGTH};
 pub use duration::parse_duration;
 pub use legacy::parse_knockd_conf;
 pub use migrate::migrate;
+pub use prefix::Prefix;
 
 /// Default knock port range: 2048 ports.
 pub const DEFAULT_KNOCK_PORTS: &str = "40000-42047";
@@ -156,6 +158,9 @@ pub struct Door {
     pub static_sequence: Vec<Knock>,
     /// Addresses the door listens on (empty: every local address).
     pub addresses: Vec<IpAddr>,
+    /// Source prefixes the firewall never drops for this door's `open` ports (a bastion, the
+    /// backup host), even while the daemon is down or failing closed.
+    pub always_allow: Vec<Prefix>,
     /// What a completed open (or close) sequence does.
     pub action: Action,
     /// knockd 0.8's matching rules, for doors that came from a knockd.conf (None: ours).
@@ -321,6 +326,7 @@ struct RawDoor {
     sequence_file: Option<Spanned<String>>,
     sequence: Option<Spanned<Vec<String>>>,
     addresses: Option<Spanned<Vec<String>>>,
+    always_allow: Option<Vec<Spanned<String>>>,
     start_command: Option<Spanned<String>>,
     start_command_6: Option<Spanned<String>>,
     stop_command: Option<Spanned<String>>,
@@ -560,6 +566,13 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
             .collect::<Result<_, _>>()
             .map_err(|e| loc.span(s, e))?,
     };
+    let always_allow = match &d.always_allow {
+        None => Vec::new(),
+        Some(list) => list
+            .iter()
+            .map(|s| s.get_ref().parse::<Prefix>().map_err(|e| loc.span(s, format!("always_allow: {e}"))))
+            .collect::<Result<_, _>>()?,
+    };
     match mode {
         Mode::Hotp | Mode::Totp if keys_dir.is_none() => {
             return Err(loc.span(
@@ -596,6 +609,7 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
         sequence_file,
         static_sequence,
         addresses,
+        always_allow,
         action,
         legacy: None,
     })

@@ -425,3 +425,21 @@ impl Drop for Lab {
         }
     }
 }
+
+impl Lab {
+    /// Sends a signal to the running daemon without waiting for it.
+    pub fn signal_daemon(&self, signal: &str) {
+        let pid = self.daemon.as_ref().expect("daemon running").id().to_string();
+        ok(Command::new("kill").args([&format!("-{signal}"), &pid]));
+    }
+
+    /// Rewrites the daemon's configuration file.
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.dir.join("knockd.toml"), text).unwrap();
+    }
+
+    /// The daemon's configuration file as it is.
+    pub fn config(&self) -> String {
+        fs::read_to_string(self.dir.join("knockd.toml")).unwrap()
+    }
+}

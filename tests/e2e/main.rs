@@ -6,10 +6,12 @@
 mod attacks;
 mod cli;
 mod file_mode;
+mod keys;
 mod knockd_compat;
 mod lab;
 mod lossy;
 mod one_time;
+mod recovery;
 
 /// Every test starts here: these tests cannot run without root, and say so instead of passing.
 pub fn require_root() {

@@ -10,6 +10,7 @@
 //! replies), `netlink` (the socket), [`error`].
 
 mod ack;
+pub mod allow;
 pub mod error;
 pub mod iptables;
 mod netlink;
@@ -20,6 +21,7 @@ mod ruleset;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub use allow::Allowed;
 pub use error::{FirewallError, Op};
 pub use knock_core::config::OpenPort;
 pub use nftables::Nftables;
@@ -29,6 +31,14 @@ pub trait Firewall: Send {
     /// Creates the table, chain and sets if missing (keeping existing grant elements) and sets
     /// the protected ports: new connections to them are dropped unless granted.
     fn install(&mut self, protected: &[OpenPort]) -> Result<(), FirewallError>;
+
+    /// Sets the doors' `always_allow` ranges, applied by the next [`Firewall::install`]: their
+    /// sources pass to the doors' ports whatever is granted, also while the daemon is down.
+    /// Returns false when the backend cannot do it (the default: the caller warns).
+    fn set_always_allow(&mut self, allowed: &[Allowed]) -> bool {
+        let _ = allowed;
+        false
+    }
 
     /// Allows new connections from `addr` to `ports` for `duration` (a kernel timeout:
     /// re-granting restarts the clock). An IPv4-mapped IPv6 address is granted as IPv4.

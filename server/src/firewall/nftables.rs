@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::error::{hint, Op};
 use super::netlink::{NfnlSocket, RequestError};
 use super::nfnl::{grant_key, setelem_batch, Attribute, ElemOp};
-use super::{ruleset, Firewall, FirewallError, OpenPort};
+use super::{ruleset, Allowed, Firewall, FirewallError, OpenPort};
 
 /// The default table name (`table inet knockd`).
 pub const DEFAULT_TABLE: &str = "knockd";
@@ -21,6 +21,10 @@ pub const PROTECTED_SET: &str = "protected";
 pub const GRANTS4_SET: &str = "grants4";
 /// The IPv6 grants: `ipv6_addr . inet_proto . inet_service`, with timeouts.
 pub const GRANTS6_SET: &str = "grants6";
+/// The IPv4 `always_allow` ranges: `ipv4_addr . inet_proto . inet_service`, intervals.
+pub const ALLOW4_SET: &str = "allow4";
+/// The IPv6 `always_allow` ranges: `ipv6_addr . inet_proto . inet_service`, intervals.
+pub const ALLOW6_SET: &str = "allow6";
 /// The base chain (hook prerouting, priority -150).
 pub const CHAIN: &str = "prerouting";
 /// The longest grant accepted: the kernel's own limit is far beyond any sane `open_for`.
@@ -37,6 +41,8 @@ pub struct Nftables {
     table: String,
     /// `None` after a socket failure: reopened on the next request.
     socket: Option<NfnlSocket>,
+    /// The doors' `always_allow` ranges, written by `install`.
+    allowed: Vec<Allowed>,
 }
 
 impl Nftables {
@@ -49,7 +55,7 @@ impl Nftables {
             context: "opening a NETLINK_NETFILTER socket".into(),
             error,
         })?;
-        Ok(Nftables { table: table.to_owned(), socket: Some(socket) })
+        Ok(Nftables { table: table.to_owned(), socket: Some(socket), allowed: Vec::new() })
     }
 
     /// The table's name (family `inet`).
@@ -145,7 +151,12 @@ enum Failure {
 
 impl Firewall for Nftables {
     fn install(&mut self, protected: &[OpenPort]) -> Result<(), FirewallError> {
-        ruleset::install(&self.table, protected)
+        ruleset::install(&self.table, protected, &self.allowed)
+    }
+
+    fn set_always_allow(&mut self, allowed: &[Allowed]) -> bool {
+        self.allowed = allowed.to_vec();
+        true
     }
 
     fn grant(&mut self, addr: IpAddr, ports: &[OpenPort], duration: Duration) -> Result<(), FirewallError> {

@@ -2,7 +2,8 @@
 //!
 //! The script is idempotent and applied as one transaction: it creates the table, sets and chain
 //! if they are missing (an existing grant set keeps its elements), re-populates `protected` and
-//! replaces the chain's rules. The chain hooks prerouting at priority -150 (after conntrack,
+//! the `always_allow` sets (`allow4`, `allow6`: `prefix . l4proto . port` intervals) and replaces
+//! the chain's rules. The chain hooks prerouting at priority -150 (after conntrack,
 //! before DNAT at -100) and only ever drops: whatever it lets through still meets the admin's
 //! own rules.
 
@@ -10,25 +11,33 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use super::nftables::{CHAIN, GRANTS4_SET, GRANTS6_SET, PROTECTED_SET};
+use super::allow::{elements, nft_element, Allowed};
+use super::nftables::{ALLOW4_SET, ALLOW6_SET, CHAIN, GRANTS4_SET, GRANTS6_SET, PROTECTED_SET};
 use super::{FirewallError, OpenPort};
 
-/// The nft script that installs table `inet table` protecting `protected`.
+/// The nft script that installs table `inet table` protecting `protected`, letting `allowed`
+/// pass.
 ///
 /// `table` must be a valid nft identifier (checked by `Nftables::new`).
-pub fn script(table: &str, protected: &[OpenPort]) -> String {
+pub fn script(table: &str, protected: &[OpenPort], allowed: &[Allowed]) -> String {
     let mut s = format!(
         "table inet {table} {{\n\
          \tset {PROTECTED_SET} {{\n\t\ttype inet_proto . inet_service\n\t}}\n\
          \tset {GRANTS4_SET} {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n\
          \tset {GRANTS6_SET} {{\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n\
+         \tset {ALLOW4_SET} {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n\t}}\n\
+         \tset {ALLOW6_SET} {{\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags interval\n\t}}\n\
          \tchain {CHAIN} {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t}}\n\
          }}\n\
          flush set inet {table} {PROTECTED_SET}\n\
+         flush set inet {table} {ALLOW4_SET}\n\
+         flush set inet {table} {ALLOW6_SET}\n\
          flush chain inet {table} {CHAIN}\n"
     );
     let rules = [
         "ct state established,related return".to_string(),
+        format!("ip saddr . meta l4proto . th dport @{ALLOW4_SET} return"),
+        format!("ip6 saddr . meta l4proto . th dport @{ALLOW6_SET} return"),
         "iif lo return".to_string(),
         format!("meta l4proto . th dport != @{PROTECTED_SET} return"),
         "fib daddr type != local return".to_string(),
@@ -46,12 +55,19 @@ pub fn script(table: &str, protected: &[OpenPort]) -> String {
         let elements: Vec<String> = ports.iter().map(|p| format!("{} . {}", p.proto, p.port)).collect();
         let _ = writeln!(s, "add element inet {table} {PROTECTED_SET} {{ {} }}", elements.join(", "));
     }
+    let (allow4, allow6) = elements(allowed);
+    for (set, elements) in [(ALLOW4_SET, allow4), (ALLOW6_SET, allow6)] {
+        if !elements.is_empty() {
+            let list: Vec<String> = elements.iter().map(nft_element).collect();
+            let _ = writeln!(s, "add element inet {table} {set} {{ {} }}", list.join(", "));
+        }
+    }
     s
 }
 
 /// Installs the ruleset by piping [`script`] into `nft -f -`.
-pub fn install(table: &str, protected: &[OpenPort]) -> Result<(), FirewallError> {
-    let script = script(table, protected);
+pub fn install(table: &str, protected: &[OpenPort], allowed: &[Allowed]) -> Result<(), FirewallError> {
+    let script = script(table, protected, allowed);
     let spawn_err = |error| FirewallError::NftSpawn { table: table.to_owned(), error };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -84,7 +100,7 @@ mod tests {
     #[test]
     fn script_creates_keeps_grants_and_only_drops() {
         let p = |port, proto| OpenPort { port, proto };
-        let s = script("knockd", &[p(22, Proto::Tcp), p(53, Proto::Udp), p(22, Proto::Tcp)]);
+        let s = script("knockd", &[p(22, Proto::Tcp), p(53, Proto::Udp), p(22, Proto::Tcp)], &[]);
         assert!(s.starts_with("table inet knockd {\n"));
         assert!(s.contains("type filter hook prerouting priority -150; policy accept;"));
         assert!(s.contains("flush set inet knockd protected\n"));
@@ -93,7 +109,7 @@ mod tests {
         assert!(!s.contains("flush set inet knockd grants"));
         assert!(s.contains("add element inet knockd protected { tcp . 22, udp . 53 }\n"));
         let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
-        assert_eq!(rules.len(), 7);
+        assert_eq!(rules.len(), 9);
         assert!(rules.iter().all(|r| r.ends_with(" return") || r.ends_with(" drop")));
         assert!(rules.last().is_some_and(|r| r.ends_with("prerouting drop")));
         assert!(!s.contains("accept\n") && !s.contains(" accept "));
@@ -101,6 +117,23 @@ mod tests {
 
     #[test]
     fn empty_protected_list_adds_no_elements() {
-        assert!(!script("t", &[]).contains("add element"));
+        assert!(!script("t", &[], &[]).contains("add element"));
+    }
+
+    #[test]
+    fn always_allow_sets_are_refilled_and_checked_right_after_established() {
+        let allowed = Allowed {
+            prefixes: vec!["198.18.0.0/24".parse().unwrap(), "2001:db8::/64".parse().unwrap()],
+            ports: vec![OpenPort { port: 22, proto: Proto::Tcp }],
+        };
+        let s = script("knockd", &[OpenPort { port: 22, proto: Proto::Tcp }], &[allowed]);
+        assert!(s.contains("\tset allow4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n"));
+        assert!(s.contains("flush set inet knockd allow4\nflush set inet knockd allow6\n"));
+        assert!(s.contains("add element inet knockd allow4 { 198.18.0.0/24 . tcp . 22 }\n"));
+        assert!(s.contains("add element inet knockd allow6 { 2001:db8::/64 . tcp . 22 }\n"));
+        let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
+        assert!(rules[0].ends_with("ct state established,related return"));
+        assert!(rules[1].ends_with("ip saddr . meta l4proto . th dport @allow4 return"));
+        assert!(rules[2].ends_with("ip6 saddr . meta l4proto . th dport @allow6 return"));
     }
 }

@@ -1,0 +1,116 @@
+//! SIGHUP: the daemon takes a new configuration without dropping what it holds. Grants stay in
+//! the kernel and in the live-grant list, ledgers stay on disk, and the matcher keeps every
+//! attempt in progress on doors whose clients did not change. A revoked client's live grants
+//! are removed at once. A configuration that does not load keeps the running one, and says why.
+
+use std::collections::HashSet;
+
+use knock_core::config::Config;
+use knock_core::keys::hex;
+use knock_core::matcher::{Limits, Matcher};
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
+
+use super::Daemon;
+use crate::audit::Record;
+use crate::capture;
+use crate::doors::Doors;
+use crate::state::StateDir;
+
+/// SHA-256 of a configuration file, for the audit trail (empty when unreadable).
+pub fn config_hash(config: &Config) -> String {
+    std::fs::read(&config.path).map(|b| hex(&Sha256::digest(b))).unwrap_or_default()
+}
+
+impl Daemon {
+    /// Applies a newly loaded configuration. Returns true when the capture must be restarted
+    /// (interfaces or the compiled filter changed).
+    pub(super) fn reload(&mut self, loaded: Result<Config, String>) -> bool {
+        let new = match loaded {
+            Ok(c) => c,
+            Err(e) => return self.refuse_reload(&e),
+        };
+        if new.server.state_dir != self.config.server.state_dir || new.server.firewall != self.config.server.firewall {
+            return self.refuse_reload("state_dir and firewall can only change with a restart");
+        }
+        let state = StateDir::new(&new.server.state_dir);
+        let doors = Doors::load(&new, self.server_id, &state.ledger_dir());
+        for r in &doors.refused {
+            error!("{r}");
+        }
+        if doors.doors.is_empty() {
+            return self.refuse_reload("every door of the new configuration was refused (see above)");
+        }
+        if let Some(fw) = &mut self.firewall {
+            let protected: Vec<_> = new.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
+            if let Err(e) = fw.install(&protected) {
+                return self.refuse_reload(&format!("the firewall refused the new protected ports: {e}"));
+            }
+        }
+        self.revoke_gone_clients(&doors);
+        let old_names: Vec<String> = self.doors.doors.iter().map(|d| d.config.name.clone()).collect();
+        let new_names: Vec<String> = doors.doors.iter().map(|d| d.config.name.clone()).collect();
+        if old_names == new_names {
+            // Same doors in the same order: keep attempts in progress, except on doors whose
+            // clients changed (their indices may have moved).
+            let (before, after) = (self.doors.client_names(), doors.client_names());
+            for (i, name) in new_names.iter().enumerate() {
+                let of = |list: &[(String, String)]| -> Vec<String> {
+                    list.iter().filter(|(d, _)| d == name).map(|(_, c)| c.clone()).collect()
+                };
+                if of(&before) != of(&after) {
+                    self.matcher.clear_door(i);
+                }
+            }
+        } else {
+            warn!("the doors changed: knocks in progress start over");
+            self.matcher = Matcher::new(Limits::default());
+        }
+        doors.install(&mut self.matcher, self.today);
+        let old_filter = capture::bpf_filter_rules(&self.doors.filter_rules(self.today));
+        let new_filter = capture::bpf_filter_rules(&doors.filter_rules(self.today));
+        let recapture = old_filter != new_filter || new.server.interfaces != self.config.server.interfaces;
+        let hash = config_hash(&new);
+        self.config = new;
+        self.doors = doors;
+        info!(config = %self.config.path.display(), sha256 = %hash, "configuration reloaded");
+        self.audit_write(Record::new("reload").with("config_sha256", hash).with("doors", new_names.join(",")), true);
+        recapture
+    }
+
+    fn refuse_reload(&mut self, why: &str) -> bool {
+        error!("reload refused, the running configuration stays: {why}");
+        self.audit_write(Record::new("reload-refused").with("reason", why.to_string()), true);
+        false
+    }
+
+    /// Removes the live grants of clients that the new doors no longer have (revoked).
+    fn revoke_gone_clients(&mut self, new: &Doors) {
+        let after: HashSet<(String, String)> = new.client_names().into_iter().collect();
+        let before: HashSet<(String, String)> = self.doors.client_names().into_iter().collect();
+        let gone: HashSet<&(String, String)> = before.difference(&after).collect();
+        for (door, client) in &gone {
+            warn!(door, client, "client revoked");
+            self.audit_write(Record::new("revoke").with("door", door.clone()).with("client", client.clone()), true);
+        }
+        let taken = self.grants.take_where(|g| gone.contains(&(g.door.clone(), g.client.clone())));
+        for g in taken {
+            let result = self.firewall.as_mut().map_or(Ok(()), |fw| fw.revoke(g.addr, &g.ports));
+            match result {
+                Ok(()) => {
+                    info!(door = %g.door, client = %g.client, source = %g.addr, "live grant of a revoked client removed")
+                }
+                Err(e) => {
+                    error!(door = %g.door, client = %g.client, source = %g.addr, "cannot remove a revoked client's grant: {e}")
+                }
+            }
+            self.audit_write(
+                Record::new("revoke-grant")
+                    .with("door", g.door.clone())
+                    .with("client", g.client.clone())
+                    .with("source", g.addr.to_string()),
+                true,
+            );
+        }
+    }
+}

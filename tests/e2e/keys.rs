@@ -1,0 +1,44 @@
+//! Keys and clients (issue 4): two clients on one door, one revoked on a reload that removes
+//! its live grant at once; a reload with a broken configuration keeps serving.
+
+use std::time::Duration;
+
+use crate::lab::{Host, Lab, SERVER};
+use crate::{answered, hotp_door, require_root};
+
+#[test]
+fn revoking_one_of_two_clients_on_reload_removes_its_grant_and_keeps_the_other() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "").replace("open_for = \"4s\"", "open_for = \"20s\""));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let bob = lab.add_client("ssh", "bob", SERVER, Host::Outsider);
+    lab.start_daemon();
+    for (host, profile) in [(Host::Client, &alice), (Host::Outsider, &bob)] {
+        let o = lab.knock(host, &["--profile", profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    let listed = lab.knockd(&["client", "list", "--door", "ssh"]);
+    assert!(listed.contains("alice") && listed.contains("bob"), "{listed}");
+
+    lab.knockd(&["client", "revoke", "--door", "ssh", "--name", "bob"]);
+    lab.signal_daemon("HUP");
+    lab.wait_log("configuration reloaded", Duration::from_secs(3));
+    lab.wait_log("live grant of a revoked client removed", Duration::from_secs(1));
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500), "bob's grant is gone at once");
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "alice's grant stays");
+    let o = lab.knock(Host::Outsider, &["--profile", &bob, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(!o.status.success(), "a revoked client's knock opens nothing");
+    for event in ["revoke", "revoke-grant", "reload"] {
+        assert_eq!(lab.audit_events(event).len(), 1, "{event}: {:?}", lab.audit_lines());
+    }
+
+    // A broken configuration is refused on reload; the daemon keeps serving the old one.
+    let good = lab.config();
+    lab.write_config(&format!("{good}\n[[door]\n"));
+    lab.signal_daemon("HUP");
+    lab.wait_log("reload refused, the running configuration stays", Duration::from_secs(3));
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(1), "{o:?}");
+    lab.wait_log_count("door opened", 3, Duration::from_secs(2));
+    assert_eq!(lab.audit_events("reload-refused").len(), 1);
+}
