@@ -214,10 +214,7 @@ pub fn parse_line(line: &[u8]) -> Result<Framed<'_>, FrameError> {
     }
     let split = line.len() - MAC_SUFFIX_LEN;
     let (body, suffix) = line.split_at(split);
-    let mac_hex = suffix
-        .strip_prefix(MAC_PREFIX)
-        .and_then(|s| s.strip_suffix(b"\"}"))
-        .ok_or(FrameError::BadMac)?;
+    let mac_hex = suffix.strip_prefix(MAC_PREFIX).and_then(|s| s.strip_suffix(b"\"}")).ok_or(FrameError::BadMac)?;
     let mac = lower_hex32(mac_hex).ok_or(FrameError::BadMac)?;
     let members_all = &after_prev[..after_prev.len() - MAC_SUFFIX_LEN];
     let members = match members_all {
@@ -338,12 +335,18 @@ impl fmt::Display for Fault {
                 "the log starts at seq {first}: records 0..{} are missing (a deleted first line or rotated file)",
                 first - 1
             ),
-            Fault::NotGenesis => f.write_str("the first record's prev is not the chain's start: records before it were removed"),
+            Fault::NotGenesis => {
+                f.write_str("the first record's prev is not the chain's start: records before it were removed")
+            }
             Fault::Deleted { expected, found } if found - 1 == *expected => {
                 write!(f, "deleted: record {expected} is missing (expected seq {expected}, found {found})")
             }
             Fault::Deleted { expected, found } => {
-                write!(f, "deleted: records {expected}..{} are missing (expected seq {expected}, found {found})", found - 1)
+                write!(
+                    f,
+                    "deleted: records {expected}..{} are missing (expected seq {expected}, found {found})",
+                    found - 1
+                )
             }
             Fault::Reordered { expected, found, expected_at } => {
                 write!(f, "reordered: expected seq {expected}, found {found}; seq {expected} is at {expected_at}")
@@ -443,13 +446,15 @@ fn split_lines<'a>(files: &[ChainFile<'a>]) -> Vec<Line<'a>> {
 pub fn verify(files: &[ChainFile<'_>], key: Option<&AuditKey>, tail: Option<Tail>) -> Report {
     let lines = split_lines(files);
     let loc = |l: &Line<'_>, seq: Option<u64>| Location { file: files[l.file].name.to_string(), line: l.number, seq };
-    let mut report = Report { records: 0, keyed: key.is_some(), head: None, torn: None, fault: None, tail_checked: false };
+    let mut report =
+        Report { records: 0, keyed: key.is_some(), head: None, torn: None, fault: None, tail_checked: false };
     let mut key = key.cloned();
-    let mut expected_seq = 0u64;
     let mut expected_prev = GENESIS_PREV;
     let mut tail_seen = false;
     for (i, l) in lines.iter().enumerate() {
         let is_last = i + 1 == lines.len();
+        // Every line before this one was a good record.
+        let expected_seq = report.records;
         let framed = parse_line(l.bytes);
         let framed = match framed {
             Ok(f) if l.terminated => f,
@@ -518,7 +523,6 @@ pub fn verify(files: &[ChainFile<'_>], key: Option<&AuditKey>, tail: Option<Tail
         }
         report.records += 1;
         report.head = Some((framed.seq, expected_prev));
-        expected_seq += 1;
         if let Some(k) = key.as_mut() {
             k.advance();
         }
@@ -528,10 +532,11 @@ pub fn verify(files: &[ChainFile<'_>], key: Option<&AuditKey>, tail: Option<Tail
         if t.next_seq > 0 && !tail_seen {
             let at = match (lines.last(), report.head) {
                 (Some(l), head) => loc(l, head.map(|h| h.0)),
-                (None, _) => Location { file: files.last().map_or("(no file)", |f| f.name).to_string(), line: 0, seq: None },
+                (None, _) => {
+                    Location { file: files.last().map_or("(no file)", |f| f.name).to_string(), line: 0, seq: None }
+                }
             };
-            report.fault =
-                Some((at, Fault::Truncated { last: report.head.map(|(s, _)| s), written: t.next_seq - 1 }));
+            report.fault = Some((at, Fault::Truncated { last: report.head.map(|(s, _)| s), written: t.next_seq - 1 }));
         }
     }
     report
@@ -566,6 +571,31 @@ mod tests {
     fn run(t: &str, key: bool) -> Report {
         let k = k0();
         verify(&[ChainFile { name: "audit.log", bytes: t.as_bytes() }], key.then_some(&k), None)
+    }
+
+    /// tests/vectors/audit-chain-v1.log was made by an independent Python implementation of
+    /// docs/AUDIT.md (hashlib + hmac) with k_0 = 32 bytes of 0x07.
+    const VECTOR: &str = include_str!("../tests/vectors/audit-chain-v1.log");
+
+    #[test]
+    fn the_format_matches_the_independent_vector() {
+        let k0 = k0();
+        assert_eq!(hex(k0.next().expose()), "67ebe5d55cd7010e99473df30f0c5c822e4eedb206a64a3be5c98926dd6814e9");
+        assert_eq!(hex(k0.stepped(2).expose()), "c923cfaa500d2c17f47e698271b8c8f13d1901dc730c0a9d954579f4c75a3795");
+        assert_eq!(k0.fingerprint(), "bc95e2092ae6f8876fa96792afb9c992");
+        let lines: Vec<&str> = VECTOR.lines().collect();
+        let mut key = k0.clone();
+        let mut prev = GENESIS_PREV;
+        for (i, line) in lines.iter().enumerate() {
+            let f = parse_line(line.as_bytes()).unwrap();
+            let members = std::str::from_utf8(f.members).unwrap();
+            assert_eq!(seal(i as u64, &prev, members, &key), *line, "line {}", i + 1);
+            prev = line_hash(line.as_bytes());
+            key.advance();
+        }
+        assert_eq!(hex(&prev), "a8244992baf082b692109fb887d2b3838bee9800a891e76c6da05de3a26529de");
+        let r = verify(&[ChainFile { name: "audit-chain-v1.log", bytes: VECTOR.as_bytes() }], Some(&k0), None);
+        assert!(r.ok() && r.records == 2, "{r:?}");
     }
 
     #[test]
@@ -708,13 +738,19 @@ mod tests {
         let lines = chain(6);
         let a = text(&lines[..3]);
         let b = text(&lines[3..]);
-        let files = [ChainFile { name: "audit.log.1", bytes: a.as_bytes() }, ChainFile { name: "audit.log", bytes: b.as_bytes() }];
+        let files = [
+            ChainFile { name: "audit.log.1", bytes: a.as_bytes() },
+            ChainFile { name: "audit.log", bytes: b.as_bytes() },
+        ];
         let k = k0();
         let r = verify(&files, Some(&k), None);
         assert!(r.ok() && r.records == 6, "{r:?}");
         // The old file cut short: a torn line that is not the last of the log.
         let cut = &a[..a.len() - 10];
-        let files = [ChainFile { name: "audit.log.1", bytes: cut.as_bytes() }, ChainFile { name: "audit.log", bytes: b.as_bytes() }];
+        let files = [
+            ChainFile { name: "audit.log.1", bytes: cut.as_bytes() },
+            ChainFile { name: "audit.log", bytes: b.as_bytes() },
+        ];
         let (at, fault) = verify(&files, Some(&k), None).fault.unwrap();
         assert_eq!((at.file.as_str(), at.line, fault), ("audit.log.1", 3, Fault::CutShort));
     }

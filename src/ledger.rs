@@ -206,7 +206,7 @@ impl Ledger {
         let _ms: u64 = words.next().and_then(|w| w.parse().ok()).ok_or("bad time")?;
         match kind {
             "consume" => self.apply_consume(counter),
-            "burn" => self.apply_burn(counter),
+            "burn" | "use" => self.apply_burn(counter),
             _ => return Err("unknown record kind"),
         }
         Ok(())
@@ -233,8 +233,14 @@ impl Ledger {
         let rest = format!("{kind} {counter} {}", unix_now_ms());
         let line = format!("{rest} {}\n", check(&self.label, &rest));
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        let before = self.file.metadata().map_err(io)?.len();
+        if let Err(e) = self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data()) {
+            // Part of the record may be in the file (a full disk): cut it off, or the next record
+            // would be glued to it and the ledger damaged in the middle.
+            let _ = self.file.set_len(before);
+            return Err(io(e));
+        }
+        Ok(())
     }
 
     /// The file.
@@ -255,6 +261,17 @@ impl Ledger {
     /// Counter of the last consume record.
     pub fn last_consumed(&self) -> Option<u64> {
         self.last_consumed
+    }
+
+    /// Marks `counter` used alone, durably (a `totp` time step: a used *set*, not a high-water
+    /// mark, so a lost knock can be retried in the next step and a clock jump locks nobody out).
+    pub fn mark_used(&mut self, counter: u64) -> Result<Consumed, LedgerError> {
+        if self.is_used(counter) {
+            return Ok(Consumed::AlreadyUsed);
+        }
+        self.append("use", counter)?;
+        self.apply_burn(counter);
+        Ok(Consumed::Fresh)
     }
 
     /// Skips ahead: consumes everything below `next` (recovery after a lost ledger).
@@ -332,6 +349,19 @@ mod tests {
         assert_eq!(l.next(), 2, "0 and 1 are both dead");
         drop(l);
         assert_eq!(Ledger::open(&p, "abc").unwrap().next(), 2, "the same after replaying the file");
+    }
+
+    #[test]
+    fn used_steps_are_a_set_not_a_high_water_mark() {
+        let p = tmp("steps");
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        assert_eq!(l.mark_used(59_000_010).unwrap(), Consumed::Fresh);
+        assert_eq!(l.mark_used(59_000_010).unwrap(), Consumed::AlreadyUsed);
+        // An earlier step (a clock that jumped back) is still free.
+        assert_eq!(l.mark_used(59_000_003).unwrap(), Consumed::Fresh);
+        drop(l);
+        let l = Ledger::open(&p, "abc").unwrap();
+        assert!(l.is_used(59_000_010) && l.is_used(59_000_003) && !l.is_used(59_000_004));
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct Profile {
     pub delay_ms: u64,
     /// Whether the door accepts closing sequences (`knock --close`).
     pub close: bool,
+    /// `totp`: the time step in seconds.
+    pub step_secs: u64,
 }
 
 /// The secret half of a bundle.
@@ -109,6 +111,12 @@ struct RawProfile {
     delay_ms: i64,
     #[serde(default)]
     close: bool,
+    #[serde(default = "default_step")]
+    step_secs: i64,
+}
+
+fn default_step() -> i64 {
+    30
 }
 
 fn default_delay() -> i64 {
@@ -172,8 +180,8 @@ impl Profile {
             }
         }
         let mode: Mode = r.mode.parse().map_err(bad)?;
-        if !matches!(mode, Mode::Hotp | Mode::File) {
-            return Err(bad(format!("mode `{}` cannot be used from a profile (hotp or file)", r.mode)));
+        if !matches!(mode, Mode::Hotp | Mode::Totp | Mode::File) {
+            return Err(bad(format!("mode `{}` cannot be used from a profile (hotp, totp or file)", r.mode)));
         }
         let protocols = r.protocols.iter().map(|p| p.parse()).collect::<Result<Vec<Proto>, _>>().map_err(bad)?;
         let knock_ports: PortRange = r.knock_ports.parse().map_err(bad)?;
@@ -205,6 +213,10 @@ impl Profile {
                 .filter(|d| *d <= 10_000)
                 .ok_or_else(|| bad("delay_ms must be 0..=10000".into()))?,
             close: r.close,
+            step_secs: u64::try_from(r.step_secs)
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| bad("step_secs must be 1..=3600".into()))?,
         })
     }
 
@@ -231,6 +243,9 @@ impl Profile {
         let _ = writeln!(s, "delay_ms = {}", self.delay_ms);
         if self.close {
             let _ = writeln!(s, "close = true");
+        }
+        if self.mode == Mode::Totp {
+            let _ = writeln!(s, "step_secs = {}", self.step_secs);
         }
         s
     }
@@ -280,7 +295,7 @@ impl Bundle {
         let raw: RawBundle = toml::from_str(text).map_err(|e| toml_err(path, text, e))?;
         let profile = Profile::from_raw(path, raw.profile)?;
         let secret = match (raw.secret.key, raw.secret.sequences, profile.mode) {
-            (Some(k), None, Mode::Hotp) => {
+            (Some(k), None, Mode::Hotp | Mode::Totp) => {
                 let k = Zeroizing::new(k);
                 BundleSecret::Key(Secret::decode(&k).map_err(|r| plain_err(path, format!("[secret] key {r}")))?)
             }
@@ -316,6 +331,7 @@ mod tests {
             open: vec!["22/tcp".parse().unwrap()],
             delay_ms: 20,
             close: true,
+            step_secs: 30,
         }
     }
 

@@ -136,9 +136,24 @@ fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
 /// The knocks of the next sequence of a profile, reserving it unless `dry_run`.
 fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), String> {
     let p = store.profile(name)?;
-    let counter = if dry_run { store.peek_counter(name)? } else { store.reserve_counter(name)? };
+    let counter = match (p.mode, dry_run) {
+        (Mode::Totp, true) => (unix_now() / p.step_secs).max(store.peek_counter(name)?),
+        (Mode::Totp, false) => {
+            let current = unix_now() / p.step_secs;
+            let step = store.reserve_step(name, current)?;
+            if step > current {
+                // This step was used already (each is usable once): wait for the next one.
+                let wait = (step * p.step_secs).saturating_sub(unix_now());
+                eprintln!("knock: waiting {wait} s for the next time step (the current one was used)");
+                std::thread::sleep(Duration::from_secs(wait));
+            }
+            step
+        }
+        (_, true) => store.peek_counter(name)?,
+        (_, false) => store.reserve_counter(name)?,
+    };
     let knocks = match p.mode {
-        Mode::Hotp => {
+        Mode::Hotp | Mode::Totp => {
             let key = store.key(name)?;
             let source = if p.bind_source {
                 Some(match p.source_addr {
@@ -153,7 +168,7 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> 
                 server_id: p.server_id,
                 door: p.door.clone(),
                 client: p.client.clone(),
-                mode: Mode::Hotp,
+                mode: p.mode,
                 counter,
                 epoch: utc_day(unix_now()),
             };

@@ -121,6 +121,12 @@ impl Store {
     /// syncs the directory, all before returning. Two knocks never share a counter, and a crash
     /// at any point leaves either the old or the new value, never an empty one.
     pub fn reserve_counter(&self, name: &str) -> Result<u64, String> {
+        self.reserve_with(name, |stored| stored)
+    }
+
+    /// Under the profile's lock: picks a value from the stored next one, stores its successor
+    /// durably, and returns it.
+    fn reserve_with(&self, name: &str, pick: impl Fn(u64) -> u64) -> Result<u64, String> {
         let path = self.counter_path(name);
         let err = |e: std::io::Error| format!("counter {}: {e}", path.display());
         DirBuilder::new()
@@ -132,7 +138,7 @@ impl Store {
         let lock =
             OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(err)?;
         lock.lock().map_err(err)?;
-        let next = self.peek_counter(name)?;
+        let next = pick(self.peek_counter(name)?);
         let tmp = self.state.join(format!("{name}.next.tmp"));
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
         f.write_all(format!("{}\n", next + 1).as_bytes()).map_err(err)?;
@@ -141,6 +147,12 @@ impl Store {
         File::open(&self.state).and_then(|d| d.sync_all()).map_err(err)?;
         drop(lock);
         Ok(next)
+    }
+
+    /// Reserves a `totp` time step: the current one, or the next not yet used by this profile
+    /// (each step is usable once). Returns the step; the caller waits for it when it lies ahead.
+    pub fn reserve_step(&self, name: &str, current: u64) -> Result<u64, String> {
+        self.reserve_with(name, |stored| current.max(stored))
     }
 
     /// The next counter without reserving it (for `--dry-run`).

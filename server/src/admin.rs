@@ -46,6 +46,7 @@ fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> P
         open: d.open.clone(),
         delay_ms: 10,
         close: d.close,
+        step_secs: d.step.as_secs(),
     }
 }
 
@@ -71,8 +72,11 @@ pub fn client_add(
     dest: &BundleDest,
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
-    if d.mode != Mode::Hotp {
-        return Err(format!("door `{door_name}` is a {} door; clients are added to hotp doors", d.mode.label()));
+    if !matches!(d.mode, Mode::Hotp | Mode::Totp) {
+        return Err(format!(
+            "door `{door_name}` is a {} door; clients are added to hotp and totp doors",
+            d.mode.label()
+        ));
     }
     if !valid_name(client) {
         return Err(format!("client name `{client}` must be 1-64 characters of a-z, 0-9, _ or -"));
@@ -261,7 +265,11 @@ pub fn check(config: &Config, force: bool) -> Result<String, String> {
             length: d.length,
             window: d.window,
             clients: clients.max(1) as u32,
-            epochs: if d.mode == Mode::Hotp { 3 } else { 1 },
+            epochs: match d.mode {
+                Mode::Hotp => 3,
+                Mode::Totp => 2 * d.skew + 1,
+                _ => 1,
+            },
             purposes: if d.close { 2 } else { 1 },
             doors_sharing: sharing as u32,
             misses: d.misses,
@@ -315,47 +323,10 @@ pub fn check(config: &Config, force: bool) -> Result<String, String> {
     Ok(out)
 }
 
-/// `knockd audit`: the audit log as a table.
-pub fn audit(config: &Config, replays_only: bool, door: Option<&str>) -> Result<String, String> {
-    let state = StateDir::new(&config.server.state_dir);
-    let records = crate::audit::read_records(&state.audit_log())?;
-    let mut out = format!(
-        "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}\n",
-        "time (UTC)", "event", "door", "client", "source", "sequence", "detail"
-    );
-    for r in records {
-        let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let event = s("event");
-        if replays_only && event != "replay" {
-            continue;
-        }
-        if door.is_some_and(|d| d != s("door")) {
-            continue;
-        }
-        let ms = r.get("ts_ms").and_then(|v| v.as_u64()).unwrap_or(0);
-        let detail = match event.as_str() {
-            "grant" => {
-                format!("{} for {}s", s("ports"), r.get("open_for_ms").and_then(|v| v.as_u64()).unwrap_or(0) / 1000)
-            }
-            "burn" => {
-                format!("{} after {} knocks", s("reason"), r.get("progress").and_then(|v| v.as_u64()).unwrap_or(0))
-            }
-            "alert" => format!("second source {}", s("second_source")),
-            "replay" => "nothing opened".into(),
-            _ => s("doors"),
-        };
-        out.push_str(&format!(
-            "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}\n",
-            format_utc_ms(ms),
-            event,
-            s("door"),
-            s("client"),
-            s("source"),
-            s("sequence"),
-            detail
-        ));
-    }
-    Ok(out)
+/// `knockd audit`: the table or JSON lines, `--verify [--key FILE]`, or `init-key --out FILE`
+/// (see [`crate::audit::command`]).
+pub fn audit(config: &Config, args: &crate::audit::AuditArgs) -> Result<String, String> {
+    crate::audit::command(&StateDir::new(&config.server.state_dir).audit_log(), args)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC (civil-from-days, no time-zone database needed).

@@ -1,11 +1,13 @@
 //! Recovery commands for the admin at the server's console (DESIGN "Recovery"):
-//! `knockd grant ADDR --door D --for T`, an audited manual grant through the configured
-//! firewall backend with a kernel timeout, and the small journal of such grants
-//! (`<state_dir>/manual-grants`) from which a running daemon restores them when its table was
-//! deleted under it.
 //!
-//! A manual grant only adds set elements, so it works whether the daemon runs or not; it never
-//! touches the daemon's ledgers.
+//! - `knockd grant ADDR --door D --for T`: an audited manual grant through the configured
+//!   firewall backend with a kernel timeout, and the small journal of such grants
+//!   (`<state_dir>/manual-grants`) from which a running daemon restores them when its table was
+//!   deleted under it. It only adds set elements, so it works whether the daemon runs or not.
+//! - `knockd ledger recover --door D [--client C] [--next N | --line L | --skip S]`: a fresh
+//!   ledger for a key or sequence file whose ledger is missing or damaged (or one moved forward
+//!   when it was rolled back), starting at a counter the client has not used yet, so nothing
+//!   used before can open again.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -14,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use knock_core::config::{parse_duration, Action, Config, Door, FirewallKind, OpenPort};
+use knock_core::keys::read_key_file;
+use knock_core::ledger::{ConsumeStore, Ledger, LedgerError};
+use knock_core::seqfile::SequenceFile;
+use knock_core::sequence::Mode;
 use knock_core::time::unix_now_ms;
 use serde_json::{json, Value};
 
@@ -173,6 +179,181 @@ pub fn grant(config: &Config, addr: IpAddr, door_name: &str, duration: Duration)
     ))
 }
 
+/// Where `ledger recover` starts the new ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoverFrom {
+    /// At this counter (hotp) or sequence number (file door): what the client's
+    /// `knock --profile P --dry-run` prints as "next sequence N".
+    Next(u64),
+    /// At the sequence on this line of the door's sequence file.
+    Line(usize),
+    /// This many counters past the old ledger's next one (0 when it is missing or damaged).
+    Skip(u64),
+}
+
+/// The ledger of one client (or sequence file) of a door.
+struct LedgerOf {
+    label: String,
+    path: PathBuf,
+    /// `door D client C` or `door D (sequence file F)`.
+    what: String,
+    client: String,
+    file: Option<SequenceFile>,
+}
+
+fn ledger_of(config: &Config, d: &Door, client: Option<&str>) -> Result<LedgerOf, String> {
+    let dir = StateDir::new(&config.server.state_dir).ledger_dir();
+    match d.mode {
+        Mode::Hotp | Mode::Totp if d.legacy.is_none() => {
+            let keys = d.keys_dir.as_ref().ok_or("door has no keys directory")?;
+            let client = match client {
+                Some(c) => c.to_owned(),
+                None => {
+                    let mut names: Vec<String> = std::fs::read_dir(keys)
+                        .map_err(|e| format!("{}: {e}", keys.display()))?
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+                        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(String::from))
+                        .collect();
+                    names.sort();
+                    match names.as_slice() {
+                        [one] => one.clone(),
+                        _ => {
+                            return Err(format!(
+                                "door `{}` has clients {}; say which with --client",
+                                d.name,
+                                names.join(", ")
+                            ))
+                        }
+                    }
+                }
+            };
+            let key = crate::doors::key_path(keys, &client);
+            let secret = read_key_file(&key).map_err(|e| e.to_string())?;
+            let label = secret.fingerprint();
+            Ok(LedgerOf {
+                path: Ledger::path_for(&dir, &label),
+                label,
+                what: format!("door {} client {client}", d.name),
+                client,
+                file: None,
+            })
+        }
+        Mode::File if d.legacy.is_none() => {
+            if client.is_some() {
+                return Err(format!("door `{}` is a file door: it has no clients (leave out --client)", d.name));
+            }
+            let path = d.sequence_file.as_ref().ok_or("door has no sequence_file")?;
+            let file = SequenceFile::load(path).map_err(|e| e.to_string())?;
+            let label = file.ledger_label();
+            Ok(LedgerOf {
+                path: Ledger::path_for(&dir, &label),
+                label,
+                what: format!("door {} (sequence file {})", d.name, path.display()),
+                client: "-".into(),
+                file: Some(file),
+            })
+        }
+        _ => Err(format!("door `{}` keeps no ledger (a {} door): there is nothing to recover", d.name, d.mode.label())),
+    }
+}
+
+/// `knockd ledger recover`: makes the ledger of a door's client (or sequence file) usable again
+/// without making any used sequence valid again.
+///
+/// - Missing: a new ledger is created that starts at the chosen counter.
+/// - Damaged: it is moved aside (`<name>.damaged-<unix ms>`) and a new one is created likewise.
+/// - Present (rolled back, e.g. a restored snapshot): it is moved forward; never back.
+///
+/// The start is `--next N` (the client's `knock --profile P --dry-run` prints it as "next
+/// sequence N"), `--line L` (file doors), or else `--skip S` counters past the old ledger (0
+/// when it is lost). Audited as `ledger-recover` before anything changes. The daemon holds its
+/// ledgers open: it must be restarted to take the new one.
+pub fn ledger_recover(
+    config: &Config,
+    door_name: &str,
+    client: Option<&str>,
+    from: RecoverFrom,
+) -> Result<String, String> {
+    let d = door(config, door_name)?;
+    let l = ledger_of(config, d, client)?;
+    let (old, was) = match Ledger::open(&l.path, &l.label) {
+        Ok(ledger) => {
+            let next = ledger.next();
+            (Some(ledger), format!("present, next counter {next}"))
+        }
+        Err(LedgerError::Missing(_)) => (None, "missing".to_owned()),
+        Err(LedgerError::Corrupt { line, reason, .. }) => (None, format!("damaged at line {line} ({reason})")),
+        Err(e @ LedgerError::WrongLabel { .. }) => {
+            return Err(format!(
+                "{e}: it is not this key's or file's ledger; move it away by hand, then run this again"
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let old_next = old.as_ref().map_or(0, ConsumeStore::next);
+    let next = match (from, &l.file) {
+        (RecoverFrom::Next(n), _) => n,
+        (RecoverFrom::Line(line), Some(file)) => {
+            file.sequences
+                .iter()
+                .position(|s| s.line == line)
+                .ok_or_else(|| format!("line {line} of the sequence file holds no sequence"))? as u64
+        }
+        (RecoverFrom::Line(_), None) => return Err("--line is for file doors; give --next N".into()),
+        (RecoverFrom::Skip(skip), _) => old_next.saturating_add(skip),
+    };
+    if let Some(file) = &l.file {
+        if next >= file.sequences.len() as u64 {
+            return Err(format!(
+                "the sequence file has {} sequences, so starting at sequence {next} would leave none;                  give --next N (the client's `knock --dry-run` prints its next sequence) or --line L",
+                file.sequences.len()
+            ));
+        }
+    }
+    if old.is_some() && next <= old_next {
+        return Ok(format!(
+            "the ledger of {} is intact and already at counter {old_next} (>= {next}): nothing to do",
+            l.what
+        ));
+    }
+    let mut audit = AuditLog::open(&StateDir::new(&config.server.state_dir).audit_log())
+        .map_err(|e| format!("audit log: {e}; nothing was changed"))?;
+    let record = Record::new("ledger-recover")
+        .with("door", door_name)
+        .with("client", l.client.clone())
+        .with("was", was.clone())
+        .with("next", next)
+        .with("operator", operator());
+    audit.write(record, true).map_err(|e| format!("audit log: {e}; nothing was changed"))?;
+    let mut ledger = match old {
+        Some(ledger) => ledger,
+        None => {
+            if l.path.exists() {
+                let aside = l.path.with_extension(format!("ledger.damaged-{}", unix_now_ms()));
+                std::fs::rename(&l.path, &aside).map_err(|e| format!("{}: {e}", l.path.display()))?;
+            }
+            Ledger::create(&l.path, &l.label).map_err(|e| e.to_string())?
+        }
+    };
+    ledger.skip_to(next).map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "ledger of {} ({was}) now starts at counter {next}: every sequence before it is refused.\n\
+         Restart knockd so the daemon opens the new ledger.",
+        l.what
+    );
+    if let RecoverFrom::Skip(skip) = from {
+        out.push_str(&format!(
+            "\nNote: the client's knocks open only if its next sequence is {next} to {} (the door's window). \
+             Check with `knock --profile PROFILE --dry-run` on the client (\"next sequence N\"); if it \
+             differs, run this again with --next N (forward only). Skipped {skip} counters.",
+            next + u64::from(d.window) - 1
+        ));
+    }
+    Ok(out)
+}
+
 /// The path of the manual-grant journal of `state_dir`.
 pub fn journal_path(state_dir: &Path) -> PathBuf {
     state_dir.join(MANUAL_GRANTS)
@@ -181,6 +362,79 @@ pub fn journal_path(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config in a fresh directory: hotp door `ssh` with client `alice`, file door `paper`
+    /// with 5 sequences; the state directory initialised.
+    fn lab(tag: &str) -> (PathBuf, Config) {
+        let dir = std::env::temp_dir().join(format!("knockd-recover-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        let text =
+            "[server]\nstate_dir = \"state\"\n\n[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\n\
+                    keys = \"keys\"\n\n[[door]]\nname = \"paper\"\nmode = \"file\"\nopen = [\"22/tcp\"]\n\
+                    sequence_file = \"paper.seq\"\nknock_ports = \"43000-43999\"\n";
+        let config = Config::parse(&dir.join("knockd.toml"), text).unwrap();
+        StateDir::new(&config.server.state_dir).init().unwrap();
+        let secret = knock_core::keys::Secret::generate().unwrap();
+        knock_core::keys::write_key_file(&dir.join("keys/alice.key"), &secret).unwrap();
+        let d = config.door("paper").unwrap();
+        let seqs = knock_core::seqfile::generate(&d.alphabet, d.length, 5, "door: paper");
+        std::fs::write(dir.join("paper.seq"), seqs).unwrap();
+        (dir, config)
+    }
+
+    fn next_of(config: &Config, door_name: &str, client: Option<&str>) -> u64 {
+        let l = ledger_of(config, config.door(door_name).unwrap(), client).unwrap();
+        Ledger::open(&l.path, &l.label).unwrap().next()
+    }
+
+    #[test]
+    fn recover_creates_moves_aside_and_only_goes_forward() {
+        let (dir, config) = lab("hotp");
+        // Missing: the default skip, with a note on the window.
+        let out = ledger_recover(&config, "ssh", None, RecoverFrom::Skip(1000)).unwrap();
+        assert!(out.contains("(missing) now starts at counter 1000") && out.contains("1000 to 1009"), "{out}");
+        assert_eq!(next_of(&config, "ssh", Some("alice")), 1000);
+        // Present: forward only.
+        let out = ledger_recover(&config, "ssh", Some("alice"), RecoverFrom::Next(5)).unwrap();
+        assert!(out.contains("nothing to do"), "{out}");
+        ledger_recover(&config, "ssh", Some("alice"), RecoverFrom::Next(1500)).unwrap();
+        assert_eq!(next_of(&config, "ssh", Some("alice")), 1500);
+        // Damaged: moved aside, and a fresh one at the given counter.
+        let l = ledger_of(&config, config.door("ssh").unwrap(), None).unwrap();
+        let text = std::fs::read_to_string(&l.path).unwrap().replace("consume 999 ", "consume 9 ");
+        std::fs::write(&l.path, format!("{text}garbage line\nconsume 1 2 3\n")).unwrap();
+        let out = ledger_recover(&config, "ssh", None, RecoverFrom::Next(1600)).unwrap();
+        assert!(out.contains("(damaged at line 2"), "{out}");
+        assert_eq!(next_of(&config, "ssh", None), 1600);
+        let aside = std::fs::read_dir(l.path.parent().unwrap())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".ledger.damaged-"))
+            .count();
+        assert_eq!(aside, 1);
+        // Every step was audited.
+        let audit = std::fs::read_to_string(StateDir::new(&config.server.state_dir).audit_log()).unwrap();
+        assert_eq!(audit.matches("ledger-recover").count(), 3, "{audit}");
+        // Refusals.
+        assert!(ledger_recover(&config, "ssh", Some("bob"), RecoverFrom::Next(1)).is_err());
+        assert!(ledger_recover(&config, "ssh", None, RecoverFrom::Line(3)).unwrap_err().contains("file doors"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn recover_a_file_door_by_line_or_sequence_number() {
+        let (dir, config) = lab("file");
+        let err = ledger_recover(&config, "paper", None, RecoverFrom::Skip(1000)).unwrap_err();
+        assert!(err.contains("has 5 sequences"), "{err}");
+        assert!(ledger_recover(&config, "paper", Some("alice"), RecoverFrom::Next(1)).is_err());
+        // Two comment lines head the file: sequence 2 is on line 5.
+        let out = ledger_recover(&config, "paper", None, RecoverFrom::Line(5)).unwrap();
+        assert!(out.contains("now starts at counter 2"), "{out}");
+        assert_eq!(next_of(&config, "paper", None), 2);
+        assert!(ledger_recover(&config, "paper", None, RecoverFrom::Line(1)).is_err(), "a comment line");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn durations_are_bounded() {

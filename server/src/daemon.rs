@@ -13,7 +13,7 @@ use knock_core::config::{Config, FirewallKind};
 use knock_core::ledger::Consumed;
 use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher};
 use knock_core::sequence::{Mode, Purpose};
-use knock_core::time::{unix_now, utc_day};
+use knock_core::time::unix_now;
 use tracing::{error, info, warn};
 
 mod reload;
@@ -42,7 +42,8 @@ pub struct Daemon {
     grants: LiveGrants,
     server_id: [u8; knock_core::sequence::SERVER_ID_LEN],
     started: Instant,
-    today: u32,
+    /// Each door's time bucket its candidates were built for (day, or totp step).
+    buckets: Vec<u64>,
     only_ipv4: bool,
 }
 
@@ -86,9 +87,10 @@ impl Daemon {
             info!(pending = commands.pending(), "stop commands pending from the last run; overdue ones run now");
         }
         commands.overdue_at_start();
-        let today = utc_day(unix_now());
+        let now = unix_now();
         let mut matcher = Matcher::new(Limits::default());
-        doors.install(&mut matcher, today);
+        doors.install(&mut matcher, now);
+        let buckets = doors.time_buckets(now);
         Ok(Daemon {
             config,
             doors,
@@ -99,7 +101,7 @@ impl Daemon {
             grants: LiveGrants::default(),
             server_id,
             started: Instant::now(),
-            today,
+            buckets,
             only_ipv4: false,
         })
     }
@@ -110,7 +112,7 @@ impl Daemon {
 
     /// Starts the capture threads for the current doors and interfaces.
     fn start_capture(&self, tx: &SyncSender<CapturedKnock>) -> Result<CaptureHandle, String> {
-        let filter = capture::bpf_filter_rules(&self.doors.filter_rules(self.today));
+        let filter = capture::bpf_filter_rules(&self.doors.filter_rules(unix_now()));
         capture::spawn_live(&self.config.server.interfaces, &filter, tx.clone()).map_err(|e| e.to_string())
     }
 
@@ -181,11 +183,15 @@ impl Daemon {
     }
 
     fn tick(&mut self) {
-        let today = utc_day(unix_now());
-        if today != self.today {
-            self.today = today;
-            self.doors.install(&mut self.matcher, today);
+        self.watch_firewall();
+        let now = unix_now();
+        let buckets = self.doors.time_buckets(now);
+        for (i, (new, old)) in buckets.iter().zip(&self.buckets).enumerate() {
+            if new != old {
+                self.doors.install_door(&mut self.matcher, i, now);
+            }
         }
+        self.buckets = buckets;
         self.commands.run_due(knock_core::time::unix_now_ms());
         self.grants.prune();
         let now = self.now_ms(Instant::now());
@@ -194,6 +200,7 @@ impl Daemon {
         if let Err(e) = self.audit.sync() {
             error!("audit log {}: {e}", self.audit.path().display());
         }
+        self.audit.anchor_if_due(knock_core::time::unix_now_ms());
     }
 
     /// Acts on the matcher's decisions; `seen` is when the packet that caused them was captured.
@@ -227,13 +234,17 @@ impl Daemon {
 
     fn refresh(&mut self, id: &CandidateId) {
         self.matcher.drop_candidate(*id);
-        self.doors.install_client(&mut self.matcher, id.door, id.client, self.today);
+        self.doors.install_client(&mut self.matcher, id.door, id.client, unix_now());
     }
 
     fn completed(&mut self, id: CandidateId, source: IpAddr, seen: Instant) {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
+        if let Err(why) = recovery::state_room(&self.config.server.state_dir) {
+            error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
+            return;
+        }
         match self.doors.consume(&id) {
             Ok(Consumed::Fresh) => {}
             Ok(Consumed::AlreadyUsed) => return self.replay(id, source, "already used"),

@@ -15,6 +15,7 @@ use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
 use knock_core::matcher::{Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
+use knock_core::time::utc_day;
 use knock_core::Knock;
 
 use crate::onetime::OneTimeFile;
@@ -75,6 +76,36 @@ fn window_counters(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> Vec
     let mut counters: Vec<u64> = recent.chain(fresh).chain(burned).collect();
     counters.sort_unstable();
     counters
+}
+
+/// The (counter, epoch) pairs a keyed client may knock at unix time `now`: for `hotp` its
+/// window of counters on yesterday, today and tomorrow; for `totp` the time steps within the
+/// skew of the current one (epoch 0: totp has none).
+fn keyed_slots(door: &Door, now: u64, is_used: impl Fn(u64) -> bool, next: u64, window: u64) -> Vec<(u64, u32)> {
+    match door.mode {
+        Mode::Totp => {
+            let step = now / door.step.as_secs().max(1);
+            let skew = u64::from(door.skew);
+            (step.saturating_sub(skew)..=step.saturating_add(skew)).map(|s| (s, 0)).collect()
+        }
+        _ => {
+            let today = utc_day(now);
+            window_counters(next, window, is_used)
+                .into_iter()
+                .flat_map(|c| [today.saturating_sub(1), today, today.saturating_add(1)].map(|e| (c, e)))
+                .collect()
+        }
+    }
+}
+
+/// Which time bucket a door's candidates were built for: the UTC day (`hotp`), the time step
+/// (`totp`), or nothing (they do not depend on time). When it changes, the door is rebuilt.
+pub fn time_bucket(door: &Door, now: u64) -> u64 {
+    match door.mode {
+        Mode::Hotp => u64::from(utc_day(now)),
+        Mode::Totp => now / door.step.as_secs().max(1),
+        _ => 0,
+    }
 }
 
 /// The key file of `client` on a door with keys in `dir`.
@@ -170,7 +201,7 @@ impl Doors {
     /// The first-knock candidates of one client (or of a file/static door): the next `window`
     /// unused counters as fresh, and the `window` counters before them plus burned ones as
     /// used (so their completion is recognised as a replay), for yesterday, today and tomorrow.
-    pub fn candidates(&self, door_idx: usize, client_idx: usize, today: u32) -> Vec<Candidate> {
+    pub fn candidates(&self, door_idx: usize, client_idx: usize, now: u64) -> Vec<Candidate> {
         let Some(door) = self.doors.get(door_idx) else { return Vec::new() };
         let window = u64::from(door.config.window);
         let mk = |counter, epoch, purpose, knocks: &[Knock], used| Candidate {
@@ -183,26 +214,23 @@ impl Doors {
         match &door.kind {
             DoorKind::Keyed(clients) => {
                 let Some(c) = clients.get(client_idx) else { return out };
-                let next = c.ledger.next();
                 let purposes: &[Purpose] =
                     if door.config.close { &[Purpose::Open, Purpose::Close] } else { &[Purpose::Open] };
-                let counters = window_counters(next, window, |n| c.ledger.is_used(n));
-                for counter in counters {
+                for (counter, epoch) in keyed_slots(&door.config, now, |n| c.ledger.is_used(n), c.ledger.next(), window)
+                {
                     let used = c.ledger.is_used(counter);
-                    for epoch in [today.saturating_sub(1), today, today.saturating_add(1)] {
-                        for &purpose in purposes {
-                            let id = self.seq_id(door, &c.name, purpose, counter, epoch);
-                            let alphabet = &door.config.alphabet;
-                            let first = first_knock(&c.secret, &id, alphabet);
-                            if door.config.bind_source {
-                                // Knocks 2..K depend on the source: derived when a source starts.
-                                let id = CandidateId { door: door_idx, client: client_idx, purpose, counter, epoch };
-                                out.push(Candidate { id, first, used, rest: None });
-                            } else {
-                                let mut seq = vec![first];
-                                seq.extend(rest_knocks(&c.secret, &id, alphabet, first, door.config.length, None));
-                                out.push(mk(counter, epoch, purpose, &seq, used));
-                            }
+                    for &purpose in purposes {
+                        let id = self.seq_id(door, &c.name, purpose, counter, epoch);
+                        let alphabet = &door.config.alphabet;
+                        let first = first_knock(&c.secret, &id, alphabet);
+                        if door.config.bind_source {
+                            // Knocks 2..K depend on the source: derived when a source starts.
+                            let id = CandidateId { door: door_idx, client: client_idx, purpose, counter, epoch };
+                            out.push(Candidate { id, first, used, rest: None });
+                        } else {
+                            let mut seq = vec![first];
+                            seq.extend(rest_knocks(&c.secret, &id, alphabet, first, door.config.length, None));
+                            out.push(mk(counter, epoch, purpose, &seq, used));
                         }
                     }
                 }
@@ -271,11 +299,11 @@ impl Doors {
 
     /// The rules the capture filter is compiled from: each door's, with a knockd one-time door
     /// watching every line of its file (its current line changes while the filter stays).
-    pub fn filter_rules(&self, today: u32) -> Vec<DoorRules> {
+    pub fn filter_rules(&self, now: u64) -> Vec<DoorRules> {
         (0..self.doors.len())
             .filter_map(|i| {
                 let mut cands: Vec<Candidate> =
-                    (0..self.client_count(i)).take(1).flat_map(|c| self.candidates(i, c, today)).collect();
+                    (0..self.client_count(i)).take(1).flat_map(|c| self.candidates(i, c, now)).collect();
                 if let DoorKind::KnockdOneTime(f) = &self.doors[i].kind {
                     cands = f
                         .entries()
@@ -296,8 +324,8 @@ impl Doors {
 
     /// Sets up one client (or the one sequence list) of a door in the matcher, with the door's
     /// rules (a knockd door's watched knocks follow its current sequences).
-    pub fn install_client(&self, matcher: &mut Matcher, door_idx: usize, client_idx: usize, today: u32) {
-        let cands = self.candidates(door_idx, client_idx, today);
+    pub fn install_client(&self, matcher: &mut Matcher, door_idx: usize, client_idx: usize, now: u64) {
+        let cands = self.candidates(door_idx, client_idx, now);
         if client_idx == 0 || self.doors.get(door_idx).is_some_and(|d| d.config.legacy.is_some()) {
             if let Some(rules) = self.rules(door_idx, &cands) {
                 matcher.set_door(door_idx, rules);
@@ -307,12 +335,22 @@ impl Doors {
     }
 
     /// Sets up every door and every client in the matcher.
-    pub fn install(&self, matcher: &mut Matcher, today: u32) {
+    pub fn install(&self, matcher: &mut Matcher, now: u64) {
         for i in 0..self.doors.len() {
-            for c in 0..self.client_count(i) {
-                self.install_client(matcher, i, c, today);
-            }
+            self.install_door(matcher, i, now);
         }
+    }
+
+    /// Sets up every client of one door in the matcher.
+    pub fn install_door(&self, matcher: &mut Matcher, door_idx: usize, now: u64) {
+        for c in 0..self.client_count(door_idx) {
+            self.install_client(matcher, door_idx, c, now);
+        }
+    }
+
+    /// Each door's [`time_bucket`] at `now`.
+    pub fn time_buckets(&self, now: u64) -> Vec<u64> {
+        self.doors.iter().map(|d| time_bucket(&d.config, now)).collect()
     }
 
     fn ledger_mut(&mut self, id: &CandidateId) -> Option<&mut Ledger> {
@@ -334,7 +372,9 @@ impl Doors {
             };
         }
         let is_static = matches!(self.doors.get(id.door).map(|d| &d.kind), Some(DoorKind::Static));
+        let totp = self.doors.get(id.door).is_some_and(|d| d.config.mode == Mode::Totp);
         match self.ledger_mut(id) {
+            Some(l) if totp => l.mark_used(id.counter),
             Some(l) => l.consume(id.counter),
             // knockd's static sequences are never consumed.
             None if is_static => Ok(Consumed::Fresh),
@@ -423,5 +463,31 @@ mod tests {
         assert_eq!(w.iter().filter(|n| **n < 3).count(), 3, "recent used ones for replays");
         // Never further than four windows ahead.
         assert!(window_counters(0, 10, |n| n < 1000).iter().all(|n| *n < 40));
+    }
+}
+
+#[cfg(test)]
+mod totp_tests {
+    use super::*;
+
+    fn totp_door() -> Door {
+        let text =
+            "[[door]]\nname = \"ssh\"\nmode = \"totp\"\nopen = [\"22/tcp\"]\nkeys = \"k\"\nstep = \"30s\"\nskew = 1\n";
+        Config::parse(Path::new("/etc/knockd/knockd.toml"), text).unwrap().doors.remove(0)
+    }
+
+    #[test]
+    fn totp_slots_follow_the_clock_even_when_it_jumps_back() {
+        let d = totp_door();
+        let t = 1_795_564_800; // 2026-11-25T00:00:00Z, step 59_852_160
+        let step = t / 30;
+        let slots: Vec<u64> = keyed_slots(&d, t, |_| false, 0, 10).into_iter().map(|s| s.0).collect();
+        assert_eq!(slots, vec![step - 1, step, step + 1]);
+        // The clock jumps back an hour: the steps of that time are offered; nothing is locked
+        // out by a high-water mark (used steps are a set, see Ledger::mark_used).
+        let back: Vec<u64> = keyed_slots(&d, t - 3600, |_| false, 0, 10).into_iter().map(|s| s.0).collect();
+        assert_eq!(back, vec![step - 121, step - 120, step - 119]);
+        assert_ne!(time_bucket(&d, t), time_bucket(&d, t + 30), "a new step rebuilds the door");
+        assert_eq!(time_bucket(&d, t), time_bucket(&d, t + 29));
     }
 }

@@ -1,4 +1,5 @@
-//! Process hardening: no core dumps, so key material never lands on disk in a crash.
+//! Process hardening: no core dumps, so key material never lands on disk in a crash; and the
+//! free-space query behind failing closed on a full state directory.
 //! The only unsafe code of the daemon lives here.
 #![allow(unsafe_code)]
 
@@ -26,4 +27,33 @@ pub fn daemonize() -> Result<(), String> {
         return Err(format!("daemon(3): {}", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Bytes free for a privileged writer (`f_bfree * f_frsize` of statvfs(3)) in the file system
+/// that holds `path`.
+pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` points to writable memory of the
+    // size of a statvfs struct; both outlive the call.
+    if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs is made of integers, for which all-zero bytes are valid, and it succeeded.
+    let st = unsafe { st.assume_init() };
+    // fsblkcnt_t and c_ulong are narrower than u64 on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(st.f_bfree), u64::from(st.f_frsize));
+    Ok(blocks.saturating_mul(size))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_bytes_of_a_real_and_a_missing_directory() {
+        assert!(super::free_bytes(&std::env::temp_dir()).is_ok());
+        assert!(super::free_bytes(std::path::Path::new("/nonexistent/knockd")).is_err());
+    }
 }

@@ -97,15 +97,11 @@ enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = knockd::console::grant_duration)]
         duration: std::time::Duration,
     },
+    /// Repair a door's ledgers.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Show the audit log.
-    Audit {
-        /// Only this door.
-        #[arg(long)]
-        door: Option<String>,
-        /// Only replays.
-        #[arg(long)]
-        replays: bool,
-    },
+    Audit(knockd::audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +138,28 @@ enum ClientCommand {
         /// The door.
         #[arg(long)]
         door: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Start a missing, damaged or rolled-back ledger again past every sequence the client used.
+    Recover {
+        /// The door.
+        #[arg(long)]
+        door: String,
+        /// The client (hotp doors with more than one client).
+        #[arg(long)]
+        client: Option<String>,
+        /// Start at this sequence: the "next sequence N" of the client's `knock --profile P --dry-run`.
+        #[arg(long, conflicts_with_all = ["line", "skip"])]
+        next: Option<u64>,
+        /// File doors: start at the sequence on this line of the sequence file.
+        #[arg(long, conflicts_with = "skip")]
+        line: Option<usize>,
+        /// Otherwise start this many counters past the old ledger (0 when it is lost).
+        #[arg(long, default_value_t = 1000)]
+        skip: u64,
     },
 }
 
@@ -294,7 +312,12 @@ fn run(mut cli: Cli) -> Result<String, String> {
             admin::sequences_generate(&config, &door, count, server_addr, &out)
         }
         Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
-        Command::Audit { door, replays } => admin::audit(&config, replays, door.as_deref()),
+        Command::Ledger(LedgerCommand::Recover { door, client, next, line, skip }) => {
+            use knockd::console::RecoverFrom;
+            let from = next.map(RecoverFrom::Next).or(line.map(RecoverFrom::Line)).unwrap_or(RecoverFrom::Skip(skip));
+            knockd::console::ledger_recover(&config, &door, client.as_deref(), from)
+        }
+        Command::Audit(args) => admin::audit(&config, &args),
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }
 }

@@ -744,6 +744,8 @@ fn build_door(
         length: static_sequence.len(),
         seq_timeout,
         window: 1,
+        step: super::DEFAULT_STEP,
+        skew: super::DEFAULT_SKEW,
         misses: 0,
         bind_source: false,
         close: false,

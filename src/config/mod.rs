@@ -39,6 +39,10 @@ pub const DEFAULT_WINDOW: u32 = 10;
 pub const DEFAULT_MISSES: u8 = 2;
 /// Default time a sequence has to complete.
 pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default length of a `totp` time step.
+pub const DEFAULT_STEP: Duration = Duration::from_secs(30);
+/// Default `totp` skew in steps on either side.
+pub const DEFAULT_SKEW: u32 = 1;
 /// Default time a grant stays open.
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
 
@@ -144,6 +148,10 @@ pub struct Door {
     pub seq_timeout: Duration,
     /// Look-ahead window W of counters or file lines.
     pub window: u32,
+    /// `totp`: the length of a time step.
+    pub step: Duration,
+    /// `totp`: steps accepted on either side of the server's current one.
+    pub skew: u32,
     /// Misses allowed within one attempt (m).
     pub misses: u8,
     /// Whether knocks 2..K include the source address.
@@ -317,6 +325,8 @@ struct RawDoor {
     length: Option<Spanned<i64>>,
     seq_timeout: Option<Spanned<toml::Value>>,
     window: Option<Spanned<i64>>,
+    step: Option<Spanned<toml::Value>>,
+    skew: Option<Spanned<i64>>,
     misses: Option<Spanned<i64>>,
     #[serde(default)]
     bind_source: bool,
@@ -494,9 +504,6 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
         return Err(loc.span(&d.name, "door name must be 1-64 characters of a-z, 0-9, _ or -"));
     }
     let mode: Mode = d.mode.get_ref().parse().map_err(|e: String| loc.span(&d.mode, e))?;
-    if mode == Mode::Totp {
-        return Err(loc.span(&d.mode, "mode `totp` is not available yet; use hotp or file"));
-    }
     let action = command_action(loc, d, &name)?;
     let open = match &d.open {
         None if action != Action::Firewall => Vec::new(),
@@ -546,6 +553,11 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
         return Err(loc.span(sd, "knock_ports must hold at least 2 knocks"));
     }
     let window = int_in(loc, &d.window, DEFAULT_WINDOW, 1..=1000, "window")?;
+    let step = duration_field(loc, &d.step, DEFAULT_STEP, "step")?;
+    let skew = int_in(loc, &d.skew, DEFAULT_SKEW, 0..=10, "skew")?;
+    if let Some(v) = d.step.as_ref().filter(|_| step < Duration::from_secs(1)) {
+        return Err(loc.span(v, "step must be at least 1s"));
+    }
     let misses = int_in(loc, &d.misses, DEFAULT_MISSES, 0..=16, "misses")?;
     let seq_timeout = duration_field(loc, &d.seq_timeout, DEFAULT_SEQ_TIMEOUT, "seq_timeout")?;
     let open_for = duration_field(loc, &d.open_for, DEFAULT_OPEN_FOR, "open_for")?;
@@ -602,6 +614,8 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
         length,
         seq_timeout,
         window,
+        step,
+        skew,
         misses,
         bind_source: d.bind_source,
         close: d.close,

@@ -42,3 +42,30 @@ fn revoking_one_of_two_clients_on_reload_removes_its_grant_and_keeps_the_other()
     lab.wait_log_count("door opened", 3, Duration::from_secs(2));
     assert_eq!(lab.audit_events("reload-refused").len(), 1);
 }
+
+/// totp: each time step opens once; a replay of a used step is refused; the client's next
+/// knock takes the next step (issue 4).
+#[test]
+fn totp_steps_open_once_each() {
+    require_root();
+    let door = "[[door]]\nname = \"ssh\"\nmode = \"totp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\n\
+                open_for = \"1s\"\nseq_timeout = \"2s\"\nstep = \"5s\"\n";
+    let mut lab = Lab::new(door);
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let cap = lab.capture_knocks("first.pcap", "tcp dst portrange 40000-42047 and dst host 198.18.0.1");
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    let (_, first) = answered(&String::from_utf8_lossy(&o.stdout)).unwrap_or_else(|| panic!("{o:?}"));
+    lab.interrupt(cap);
+    lab.wait_background(cap, Duration::from_secs(3));
+    // The same step again, right away: the client waits for the next step, which opens.
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    let (_, second) = answered(&String::from_utf8_lossy(&o.stdout)).unwrap_or_else(|| panic!("{o:?}"));
+    assert!(second > first, "each step once: {first} then {second}");
+    lab.wait_closed(Host::Client, Duration::from_secs(4));
+    // A replay of the first step's packets (within the skew) is refused.
+    assert_eq!(lab.replay(Host::Client, "first.pcap", &[]), 8);
+    lab.wait_log("replayed knock sequence", Duration::from_secs(3));
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    assert_eq!(lab.audit_events("grant").len(), 2);
+}

@@ -1,11 +1,11 @@
 //! Recovery paths: never locked out, never open by accident (issue 6, DESIGN "Recovery").
 
-use std::process::Output;
+use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::lab::{bin, Host, Lab, OUTSIDER, SERVER, SERVER6};
-use crate::{hotp_door, require_root};
+use crate::{answered, hotp_door, require_root};
 
 const OUTSIDER6: &str = "2001:db8::3";
 
@@ -91,4 +91,184 @@ fn a_console_grant_is_audited_and_expires_by_itself_with_or_without_the_daemon()
     let o = console_grant(&lab, &[OUTSIDER, "--door", "ssh", "--for", "30d"]);
     assert!(!o.status.success() && out(&o).contains("--for"), "{}", out(&o));
     assert_eq!(lab.audit_events("manual-grant").len(), 2);
+}
+
+#[test]
+fn a_flushed_ruleset_is_reinstalled_within_a_second_with_its_live_grants() {
+    require_root();
+    let door = "[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\nopen_for = \"30s\"\nseq_timeout = \"2s\"\n";
+    let mut lab = Lab::new(door);
+    let profile = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "2", "--attempts", "1"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = console_grant(&lab, &[OUTSIDER6, "--door", "ssh", "--for", "30s"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+
+    // What a nftables.service restart does.
+    let o = lab.exec(Host::Server, "nft", &["flush", "ruleset"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let flushed = Instant::now();
+    while !lab.exec(Host::Server, "nft", &["list", "table", "inet", "knockd"]).status.success() {
+        assert!(flushed.elapsed() < Duration::from_secs(1), "table inet knockd not back within a second");
+        sleep(Duration::from_millis(20));
+    }
+    let back = flushed.elapsed();
+    lab.wait_log("the ruleset is reinstalled", Duration::from_secs(1));
+    assert!(flushed.elapsed() < Duration::from_millis(1500));
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500), "the outsider is dropped again");
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 500), "the client's live grant was restored");
+    assert!(lab.can_connect(Host::Outsider, SERVER6, 22, 500), "the console grant was restored");
+    assert!(lab.log().contains("ALERT: table inet knockd was deleted"), "{}", lab.log());
+    let audit = lab.audit_events("firewall-reinstalled");
+    assert!(audit.len() == 1 && audit[0].contains("\"restored_grants\":2"), "{audit:?}");
+    eprintln!("table back {back:?} after the flush");
+
+    // A set deleted by hand is noticed too.
+    let o = lab.exec(Host::Server, "nft", &["delete", "table", "inet", "knockd"]);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.wait_log_count("the ruleset is reinstalled", 2, Duration::from_secs(1));
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+}
+
+/// The next sequence number a profile would send (`knock --dry-run` prints "next sequence N").
+fn next_sequence(lab: &Lab, host: Host, profile: &str) -> String {
+    let o = lab.knock(host, &["--profile", profile, "--dry-run"]);
+    let text = out(&o);
+    let n = text.split("next sequence ").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next());
+    n.unwrap_or_else(|| panic!("no next sequence in {text}")).to_string()
+}
+
+/// The ledger files in the lab's state directory.
+fn ledgers(lab: &Lab) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> =
+        std::fs::read_dir(lab.dir.join("state/ledger")).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_missing_ledger_refuses_its_client_only_until_ledger_recover() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let alice_ledger = ledgers(&lab).pop().expect("alice's ledger");
+    let bob = lab.add_client("ssh", "bob", SERVER, Host::Outsider);
+    let knock = |lab: &Lab, host, profile: &str| {
+        lab.knock(host, &["--profile", profile, "--wait", "--wait-timeout", "1", "--attempts", "1"])
+    };
+    lab.start_daemon();
+    let o = knock(&lab, Host::Client, &alice);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.stop_daemon("TERM");
+
+    // The state is lost for alice's key only.
+    std::fs::remove_file(&alice_ledger).unwrap();
+    lab.start_daemon();
+    lab.wait_log("door ssh client alice refused: ledger", Duration::from_secs(2));
+    assert!(lab.log().contains("knockd ledger recover"), "the refusal names the fix:\n{}", lab.log());
+    let o = knock(&lab, Host::Outsider, &bob);
+    assert!(o.status.success(), "bob keeps working: {}", out(&o));
+    lab.wait_closed(Host::Client, Duration::from_secs(6)); // her grant from before has expired
+    let o = knock(&lab, Host::Client, &alice);
+    assert!(!o.status.success(), "alice stays refused: {}", out(&o));
+
+    // The admin reads alice's next sequence and starts her ledger there.
+    let next = next_sequence(&lab, Host::Client, &alice);
+    assert_eq!(next, "2", "counter 0 opened, counter 1 was refused");
+    let o = lab.exec(
+        Host::Server,
+        bin("knockd"),
+        &["-c", "knockd.toml", "ledger", "recover", "--door", "ssh", "--client", "alice", "--next", &next],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("ledger of door ssh client alice (missing) now starts at counter 2"), "{}", out(&o));
+    let audit = lab.audit_events("ledger-recover");
+    assert!(
+        audit.len() == 1 && audit[0].contains("\"next\":2") && audit[0].contains("\"client\":\"alice\""),
+        "{audit:?}"
+    );
+
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    let o = knock(&lab, Host::Client, &alice);
+    assert!(o.status.success(), "alice is back: {}", out(&o));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 500));
+    // Forward only: asking for an earlier start changes nothing.
+    let o = lab.exec(
+        Host::Server,
+        bin("knockd"),
+        &["-c", "knockd.toml", "ledger", "recover", "--door", "ssh", "--client", "alice", "--next", "1"],
+    );
+    assert!(o.status.success() && out(&o).contains("nothing to do"), "{}", out(&o));
+}
+
+/// A tiny tmpfs mounted over the lab's state directory (its files copied in); unmounted when
+/// dropped, also when the test fails. Declare it after the lab, so it is dropped first.
+struct TinyStateDir {
+    mount: std::path::PathBuf,
+}
+
+impl TinyStateDir {
+    fn mount(lab: &Lab, size: &str) -> TinyStateDir {
+        let state = lab.dir.join("state");
+        let orig = lab.dir.join("state.orig");
+        std::fs::rename(&state, &orig).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let guard = TinyStateDir { mount: state.clone() };
+        let opts = format!("size={size},mode=0700");
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(&state).status().unwrap();
+        assert!(ok.success(), "mount tmpfs on {}", state.display());
+        let copied = Command::new("cp").arg("-a").arg(orig.join(".")).arg(&state).status().unwrap();
+        assert!(copied.success());
+        guard
+    }
+
+    /// Fills the file system to the last block.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.mount.join("fill")).unwrap();
+        let block = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.mount.join("fill")).unwrap();
+    }
+}
+
+impl Drop for TinyStateDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn a_full_state_directory_fails_knocks_closed_and_keeps_always_allow() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "always_allow = [\"198.18.0.3/32\"]"));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let tiny = TinyStateDir::mount(&lab, "64k");
+    lab.start_daemon();
+    let knock =
+        |lab: &Lab| lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+
+    tiny.fill();
+    let o = knock(&lab);
+    assert!(!o.status.success(), "a knock must fail closed on a full state directory: {}", out(&o));
+    lab.wait_log("knock refused, nothing can be consumed durably: state directory", Duration::from_secs(2));
+    assert!(lab.log().contains("is full"), "{}", lab.log());
+    assert!(lab.can_connect(Host::Outsider, SERVER, 22, 500), "always_allow still works");
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+
+    tiny.free();
+    let o = knock(&lab);
+    assert!(o.status.success(), "space is back, so is the door: {}", out(&o));
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(1), "{}", out(&o));
+    assert_eq!(lab.audit_events("grant").len(), 1, "only the knock after the space came back was granted");
+
+    // The ledger came through intact: a restart takes alice again.
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert!(!lab.log().contains("refused: ledger"), "{}", lab.log());
 }

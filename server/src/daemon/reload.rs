@@ -66,9 +66,11 @@ impl Daemon {
             warn!("the doors changed: knocks in progress start over");
             self.matcher = Matcher::new(Limits::default());
         }
-        doors.install(&mut self.matcher, self.today);
-        let old_filter = capture::bpf_filter_rules(&self.doors.filter_rules(self.today));
-        let new_filter = capture::bpf_filter_rules(&doors.filter_rules(self.today));
+        let now = knock_core::time::unix_now();
+        doors.install(&mut self.matcher, now);
+        let old_filter = capture::bpf_filter_rules(&self.doors.filter_rules(now));
+        let new_filter = capture::bpf_filter_rules(&doors.filter_rules(now));
+        self.buckets = doors.time_buckets(now);
         let recapture = old_filter != new_filter || new.server.interfaces != self.config.server.interfaces;
         let hash = config_hash(&new);
         self.config = new;

@@ -17,6 +17,7 @@ mod netlink;
 pub mod nfnl;
 pub mod nftables;
 mod ruleset;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -38,6 +39,14 @@ pub trait Firewall: Send {
     fn set_always_allow(&mut self, allowed: &[Allowed]) -> bool {
         let _ = allowed;
         false
+    }
+
+    /// Whether the ruleset was removed under the backend (`nft flush ruleset`, as a
+    /// `nftables.service` restart does): `Some(what happened)` from then until the next
+    /// successful [`Firewall::install`]. Never blocks (the daemon calls it every tick). The
+    /// default: `None`, the backend does not watch.
+    fn ruleset_lost(&mut self) -> Option<String> {
+        None
     }
 
     /// Allows new connections from `addr` to `ports` for `duration` (a kernel timeout:

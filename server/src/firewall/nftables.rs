@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::error::{hint, Op};
 use super::netlink::{NfnlSocket, RequestError};
 use super::nfnl::{grant_key, setelem_batch, Attribute, ElemOp};
+use super::watch::{Removed, Seen, TableWatch};
 use super::{ruleset, Allowed, Firewall, FirewallError, OpenPort};
 
 /// The default table name (`table inet knockd`).
@@ -43,6 +44,10 @@ pub struct Nftables {
     socket: Option<NfnlSocket>,
     /// The doors' `always_allow` ranges, written by `install`.
     allowed: Vec<Allowed>,
+    /// Notifications of the table's deletion; opened by `install`, `None` after a failure.
+    watch: Option<TableWatch>,
+    /// What was removed under us, until `install` succeeds again.
+    lost: Option<String>,
 }
 
 impl Nftables {
@@ -55,7 +60,7 @@ impl Nftables {
             context: "opening a NETLINK_NETFILTER socket".into(),
             error,
         })?;
-        Ok(Nftables { table: table.to_owned(), socket: Some(socket), allowed: Vec::new() })
+        Ok(Nftables { table: table.to_owned(), socket: Some(socket), allowed: Vec::new(), watch: None, lost: None })
     }
 
     /// The table's name (family `inet`).
@@ -151,7 +156,55 @@ enum Failure {
 
 impl Firewall for Nftables {
     fn install(&mut self, protected: &[OpenPort]) -> Result<(), FirewallError> {
-        ruleset::install(&self.table, protected, &self.allowed)
+        // Watch before installing, so a deletion right after the installation is seen.
+        if self.watch.is_none() {
+            match TableWatch::open() {
+                Ok(w) => self.watch = Some(w),
+                Err(e) => tracing::warn!(
+                    table = %self.table,
+                    "cannot watch nftables for the deletion of table inet {}: {e}; if it is deleted \
+                     (nft flush ruleset), restart knockd",
+                    self.table
+                ),
+            }
+        }
+        ruleset::install(&self.table, protected, &self.allowed)?;
+        self.lost = None;
+        Ok(())
+    }
+
+    fn ruleset_lost(&mut self) -> Option<String> {
+        if self.lost.is_some() {
+            return self.lost.clone();
+        }
+        let table = self.table.clone();
+        let seen = match &mut self.watch {
+            Some(w) => w.poll(&table, CHAIN),
+            // A watch that failed: reopened, and the gap treated as an overrun.
+            None => match TableWatch::open() {
+                Ok(w) => {
+                    self.watch = Some(w);
+                    Ok(Seen::Overrun)
+                }
+                Err(_) => Ok(Seen::Nothing),
+            },
+        };
+        self.lost = match seen {
+            Ok(Seen::Nothing) => None,
+            Ok(Seen::Removed(Removed::Table)) => Some(format!(
+                "table inet {table} was deleted under knockd (`nft flush ruleset`, or a nftables.service restart?)"
+            )),
+            Ok(Seen::Removed(Removed::Chain(c))) => Some(format!("chain {c} of table inet {table} was deleted")),
+            Ok(Seen::Removed(Removed::Set(s))) => Some(format!("set {s} of table inet {table} was deleted")),
+            Ok(Seen::Overrun) => Some(format!(
+                "nftables change notifications were lost, so table inet {table} may have been changed unseen"
+            )),
+            Err(e) => {
+                self.watch = None;
+                Some(format!("the watch on table inet {table} failed ({e})"))
+            }
+        };
+        self.lost.clone()
     }
 
     fn set_always_allow(&mut self, allowed: &[Allowed]) -> bool {
