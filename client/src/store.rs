@@ -98,7 +98,7 @@ impl Store {
         let name = &bundle.profile.name;
         let ppath = self.profile_path(name);
         if ppath.exists() {
-            return Err(format!("profile `{name}` exists ({}); remove it first to replace it", ppath.display()));
+            return self.rotate(bundle);
         }
         match &bundle.secret {
             BundleSecret::Key(k) => write_key_file(&self.key_path(name), k).map_err(|e| e.to_string())?,
@@ -114,6 +114,33 @@ impl Store {
         write_private_file(&ppath, bundle.profile.to_toml().as_bytes())
             .map_err(|e| format!("{}: {e}", ppath.display()))?;
         Ok(format!("profile `{name}` imported: knock with `knock --profile {name}`"))
+    }
+
+    /// Installs a new sequence list for an existing `file` profile of the same server and door
+    /// (the server's `knockd sequences rotate`): the list is replaced and the cursor starts over.
+    fn rotate(&self, bundle: &Bundle) -> Result<String, String> {
+        let name = &bundle.profile.name;
+        let old = self.profile(name)?;
+        let same = old.server_id == bundle.profile.server_id && old.door == bundle.profile.door;
+        let BundleSecret::Sequences(list) = &bundle.secret else {
+            return Err(format!(
+                "profile `{name}` exists ({}); remove it first to replace it",
+                self.profile_path(name).display()
+            ));
+        };
+        if !same || old.mode != knock_core::sequence::Mode::File {
+            return Err(format!("profile `{name}` exists for another server or door; remove it first to replace it"));
+        }
+        let path = self.seq_path(name);
+        let tmp = self.keyring().join(format!("{name}.seq.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        write_private_file(&tmp, list.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cursor = self.counter_path(name);
+        if cursor.exists() {
+            std::fs::remove_file(&cursor).map_err(|e| format!("{}: {e}", cursor.display()))?;
+        }
+        Ok(format!("profile `{name}`: new sequence list installed; the next knock uses its first line"))
     }
 
     /// Reserves the next counter of a profile: under an exclusive lock (`NAME.lock`), reads

@@ -175,12 +175,16 @@ pub fn client_list(config: &Config, door_name: &str) -> Result<String, String> {
 
 /// `knockd sequences generate`: a fresh sequence file for a file door, its ledger, and the
 /// client's twin as a bundle at `out`.
+/// With `rotate`, the file goes to `<sequence_file>.next` instead: the daemon accepts both
+/// files until a line of the new one is used, then the new one takes over (no gap), and the old
+/// file's ledger is kept.
 pub fn sequences_generate(
     config: &Config,
     door_name: &str,
     count: usize,
     server: IpAddr,
     out: &Path,
+    rotate: bool,
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
     if d.mode != Mode::File {
@@ -191,14 +195,25 @@ pub fn sequences_generate(
     }
     let state = StateDir::new(&config.server.state_dir);
     let server_id = state.server_id().map_err(|e| e.to_string())?;
-    let path: PathBuf = d.sequence_file.clone().ok_or("door has no sequence_file")?;
+    let current: PathBuf = d.sequence_file.clone().ok_or("door has no sequence_file")?;
+    if rotate && !current.exists() {
+        return Err(format!(
+            "{} does not exist: generate the first file with `knockd sequences generate`",
+            current.display()
+        ));
+    }
+    let path = if rotate { crate::doors::incoming_path(&current) } else { current };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let text = Zeroizing::new(generate(&d.alphabet, d.length, count, &format!("door: {door_name}")));
     write_private_file(&path, text.as_bytes()).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => {
-            format!("{} exists; refusing to overwrite a sequence file in use", path.display())
+            format!(
+                "{} exists; refusing to overwrite a sequence file in use{}",
+                path.display(),
+                if rotate { " (a rotation is pending: its first use completes it)" } else { "" }
+            )
         }
         _ => format!("{}: {e}", path.display()),
     })?;
@@ -208,9 +223,14 @@ pub fn sequences_generate(
     let bundle = Bundle { profile: profile_for(d, "file", server, server_id), secret: BundleSecret::Sequences(text) };
     write_bundle(out, &bundle)?;
     Ok(format!(
-        "{count} sequences written to {} (mode 0600); client twin in bundle {} (import with `knock profile import`).",
+        "{count} sequences written to {} (mode 0600); client twin in bundle {} (import with `knock profile import`).{}",
         path.display(),
-        out.display()
+        out.display(),
+        if rotate {
+            "\nReload knockd (SIGHUP): it then accepts both files, and the first knock from the new list completes the rotation."
+        } else {
+            ""
+        }
     ))
 }
 

@@ -253,7 +253,19 @@ impl Daemon {
                 return;
             }
         }
-        self.refresh(&id);
+        match self.doors.promote_incoming(&id) {
+            Ok(true) => {
+                info!(door, "the door's incoming sequence file is now its sequence file (rotation done)");
+                self.audit_write(Record::new("rotate").with("door", door.clone()), true);
+                self.matcher.clear_door(id.door);
+                self.doors.install_door(&mut self.matcher, id.door, unix_now());
+            }
+            Ok(false) => self.refresh(&id),
+            Err(e) => {
+                error!(door, "sequence file rotation failed, both files stay in use: {e}");
+                self.refresh(&id);
+            }
+        }
         let Some(d) = self.doors.door(&id) else { return };
         let (open, open_for, replayable) = (d.config.open.clone(), d.config.open_for, d.config.mode.replayable());
         let action = d.config.action.clone();

@@ -37,8 +37,10 @@ pub struct KeyedClient {
 pub enum DoorKind {
     /// `hotp`: one key and ledger per client.
     Keyed(Vec<KeyedClient>),
-    /// `file`: a sequence file and its ledger.
-    File(SequenceFile, Ledger),
+    /// `file`: the sequence file and its ledger; during a rotation also the incoming file
+    /// (`<sequence_file>.next`) and its ledger, accepted alongside so there is no gap. The index
+    /// plays the client's part in candidate ids: 0 current, 1 incoming.
+    File(Vec<(SequenceFile, Ledger)>),
     /// `static`: knockd's fixed sequence, never consumed.
     Static,
     /// knockd's `one_time_sequences`: the file is its own ledger (used lines start with `#`).
@@ -162,7 +164,22 @@ fn load_file(door: &Door, ledger_dir: &Path) -> Result<DoorKind, String> {
     }
     let label = file.ledger_label();
     let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
-    Ok(DoorKind::File(file, ledger))
+    let mut files = vec![(file, ledger)];
+    let incoming = incoming_path(path);
+    if incoming.exists() {
+        let next = SequenceFile::load(&incoming).map_err(|e| e.to_string())?;
+        let label = next.ledger_label();
+        let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
+        files.push((next, ledger));
+    }
+    Ok(DoorKind::File(files))
+}
+
+/// Where `knockd sequences rotate` puts the incoming sequence file of a door.
+pub fn incoming_path(sequence_file: &Path) -> PathBuf {
+    let mut name = sequence_file.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
 }
 
 impl Doors {
@@ -235,7 +252,8 @@ impl Doors {
                     }
                 }
             }
-            DoorKind::File(file, ledger) => {
+            DoorKind::File(files) => {
+                let Some((file, ledger)) = files.get(client_idx) else { return out };
                 for i in window_counters(ledger.next(), window, |n| ledger.is_used(n)) {
                     if let Some(s) = file.sequences.get(i as usize) {
                         out.push(mk(i, 0, Purpose::Open, &s.knocks, ledger.is_used(i)));
@@ -264,6 +282,7 @@ impl Doors {
     pub fn client_count(&self, door_idx: usize) -> usize {
         match self.doors.get(door_idx).map(|d| &d.kind) {
             Some(DoorKind::Keyed(c)) => c.len(),
+            Some(DoorKind::File(files)) => files.len(),
             Some(_) => 1,
             None => 0,
         }
@@ -356,7 +375,7 @@ impl Doors {
     fn ledger_mut(&mut self, id: &CandidateId) -> Option<&mut Ledger> {
         match &mut self.doors.get_mut(id.door)?.kind {
             DoorKind::Keyed(clients) => clients.get_mut(id.client).map(|c| &mut c.ledger),
-            DoorKind::File(_, ledger) => Some(ledger),
+            DoorKind::File(files) => files.get_mut(id.client).map(|f| &mut f.1),
             DoorKind::Static | DoorKind::KnockdOneTime(_) => None,
         }
     }
@@ -381,6 +400,28 @@ impl Doors {
             // A candidate of a client or door no longer loaded (revoked on reload): never open.
             None => Ok(Consumed::AlreadyUsed),
         }
+    }
+
+    /// After a line of a door's incoming file was used, the incoming file becomes the door's
+    /// file: the old one is kept as `<sequence_file>.old-<sha>` (its ledger stays in the state
+    /// directory), the rename is synced, and the door is rebuilt. Returns true when it rotated.
+    pub fn promote_incoming(&mut self, id: &CandidateId) -> Result<bool, String> {
+        let Some(door) = self.doors.get_mut(id.door) else { return Ok(false) };
+        let (DoorKind::File(files), Some(path)) = (&mut door.kind, door.config.sequence_file.clone()) else {
+            return Ok(false);
+        };
+        if id.client != 1 || files.len() != 2 {
+            return Ok(false);
+        }
+        let old = files.remove(0);
+        let kept = PathBuf::from(format!("{}.old-{}", path.display(), &old.0.sha256[..12]));
+        let err = |e: std::io::Error| format!("rotating {}: {e}", path.display());
+        std::fs::rename(&path, &kept).map_err(err)?;
+        std::fs::rename(incoming_path(&path), &path).map_err(err)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
+        Ok(true)
     }
 
     /// (door, client) names of every loaded keyed client.
@@ -418,8 +459,10 @@ impl Doors {
     /// For audit and logs: which sequence, as the admin counts it (`counter 5`, `line 12`).
     pub fn sequence_label(&self, id: &CandidateId) -> String {
         match self.doors.get(id.door).map(|d| &d.kind) {
-            Some(DoorKind::File(f, _)) => {
-                format!("line {}", f.sequences.get(id.counter as usize).map_or(0, |s| s.line))
+            Some(DoorKind::File(files)) => {
+                let line =
+                    files.get(id.client).and_then(|f| f.0.sequences.get(id.counter as usize)).map_or(0, |s| s.line);
+                format!("{}line {line}", if id.client > 0 { "incoming file " } else { "" })
             }
             Some(DoorKind::Static) => "static".into(),
             Some(DoorKind::KnockdOneTime(f)) => {
@@ -440,7 +483,10 @@ impl RestOfSequence for Doors {
                 let src = door.config.bind_source.then_some(source);
                 rest_knocks(&c.secret, &sid, &door.config.alphabet, first, door.config.length, src)
             }
-            DoorKind::File(f, _) => f.sequences.get(id.counter as usize).map_or(Vec::new(), |s| s.knocks[1..].to_vec()),
+            DoorKind::File(files) => files
+                .get(id.client)
+                .and_then(|f| f.0.sequences.get(id.counter as usize))
+                .map_or(Vec::new(), |s| s.knocks[1..].to_vec()),
             DoorKind::Static => door.config.static_sequence.get(1..).map_or(Vec::new(), <[Knock]>::to_vec),
             DoorKind::KnockdOneTime(f) => {
                 f.entries().get(id.counter as usize).map_or(Vec::new(), |e| e.knocks.get(1..).unwrap_or(&[]).to_vec())

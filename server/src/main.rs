@@ -165,6 +165,22 @@ enum LedgerCommand {
 
 #[derive(Subcommand)]
 enum SequencesCommand {
+    /// Write the next sequence file beside the current one and the client's twin; both files
+    /// are accepted until the first knock from the new one, so there is no gap.
+    Rotate {
+        /// The door.
+        #[arg(long)]
+        door: String,
+        /// How many sequences.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// The address clients knock (goes into the profile).
+        #[arg(long)]
+        server_addr: IpAddr,
+        /// Where to write the bundle (default: ./<door>.knock).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a fresh sequence file for a file door and the client's twin as a bundle.
     Generate {
         /// The door.
@@ -309,7 +325,11 @@ fn run(mut cli: Cli) -> Result<String, String> {
         Command::Client(ClientCommand::List { door }) => admin::client_list(&config, &door),
         Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out }) => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
-            admin::sequences_generate(&config, &door, count, server_addr, &out)
+            admin::sequences_generate(&config, &door, count, server_addr, &out, false)
+        }
+        Command::Sequences(SequencesCommand::Rotate { door, count, server_addr, out }) => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
+            admin::sequences_generate(&config, &door, count, server_addr, &out, true)
         }
         Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
         Command::Ledger(LedgerCommand::Recover { door, client, next, line, skip }) => {

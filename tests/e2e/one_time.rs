@@ -58,6 +58,14 @@ fn a_profile_knock_opens_22_for_the_knocker_only_once_and_replays_open_nothing()
     assert!(replays.iter().any(|l| l.contains(&format!("\"source\":\"{CLIENT}\""))), "{replays:?}");
     assert!(replays.iter().any(|l| l.contains(&format!("\"source\":\"{OUTSIDER}\""))), "{replays:?}");
     assert_eq!(lab.audit_events("grant").len(), 1, "only the real knock was granted");
+    // The auditor's view of it (issue 5): both replays in `knockd audit --replays`, and a chain that verifies.
+    let table = lab.knockd(&["audit", "--replays"]);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert!(rows.iter().all(|r| r.split_whitespace().nth(2) == Some("replay")), "{table}");
+    assert!(rows.iter().any(|r| r.contains(&format!(" {CLIENT} "))), "{table}");
+    assert!(rows.iter().any(|r| r.contains(&format!(" {OUTSIDER} "))), "{table}");
+    let verified = lab.knockd(&["audit", "--verify"]);
+    assert!(verified.trim_end().ends_with("verified"), "{verified}");
 
     // (e) The session opened during the grant survived the grant's expiry.
     let s = lab.wait_background(session, Duration::from_secs(10));

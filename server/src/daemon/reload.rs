@@ -42,6 +42,7 @@ impl Daemon {
             return self.refuse_reload("every door of the new configuration was refused (see above)");
         }
         if let Some(fw) = &mut self.firewall {
+            super::recovery::set_always_allow(fw.as_mut(), &new);
             let protected: Vec<_> = new.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
             if let Err(e) = fw.install(&protected) {
                 return self.refuse_reload(&format!("the firewall refused the new protected ports: {e}"));
