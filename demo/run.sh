@@ -215,6 +215,8 @@ seq_timeout = "3s"
 EOF
 show host cat knockd.toml
 show host knockd -c knockd.toml init
+show host knockd -c knockd.toml audit init-key --out auditor.key
+note "(auditor.key is the audit chain's first key: in real life it leaves this host, for the auditor)"
 show host knockd -c knockd.toml client add --door ssh --name alice --server-addr 198.18.0.1 --out alice.knock
 note "(the bundle goes to the client; here both sides share this machine)"
 show host knock profile import alice.knock
@@ -335,6 +337,8 @@ REPLAYS=$(knockd -c knockd.toml audit --replays | awk '$3 == "replay"' | wc -l)
 [ "$GRANTS" -eq 2 ] || die "expected 2 grant records, found $GRANTS"
 [ "$REPLAYS" -eq 2 ] || die "expected 2 replay records, found $REPLAYS"
 ok "2 grants to alice at 198.18.0.2 (sequences 0 and 1); 2 replays of the captured sequence (spoofed from .2, and from .3), nothing opened"
+show host knockd -c knockd.toml audit --verify --key auditor.key || die "the audit chain did not verify"
+ok "every record is chained and MACed with a key that moves forward; with the first key the auditor checks them all"
 
 # 9 --------------------------------------------------------------------------------------------
 step "Stop knockd" \
