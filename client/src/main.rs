@@ -72,6 +72,10 @@ struct KnockArgs {
     /// Send the profile's closing sequence: the server removes this address's grant at once.
     #[arg(long, conflicts_with = "wait")]
     close: bool,
+    /// Send two consecutive sequences, so a server that lost more knocks than its window
+    /// takes this client back (hotp profiles).
+    #[arg(long, conflicts_with_all = ["close", "dry_run"])]
+    resync: bool,
     /// Classic form: the host and its ports, `host port[:tcp|udp] ...`.
     #[arg(value_name = "HOST PORT")]
     target: Vec<String>,
@@ -218,20 +222,29 @@ fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
     };
     let attempts = if wait_port.is_some() { args.attempts.max(1) } else { 1 };
     for attempt in 1..=attempts {
-        let (counter, knocks) = next_sequence(&store, name, false, purpose)?;
-        let started = Instant::now();
-        send::send_sequence(p.server, &knocks, delay, |i, k| {
-            if args.verbose {
-                println!(
-                    "hitting {} {}:{} ({}/{} of sequence {counter})",
-                    k.proto,
-                    p.server,
-                    k.port,
-                    i + 1,
-                    knocks.len()
-                );
+        // A resync sends two consecutive sequences; the server accepts the pair beyond its window.
+        let mut counter = 0;
+        let mut started = Instant::now();
+        for round in 0..if args.resync { 2 } else { 1 } {
+            if round > 0 {
+                std::thread::sleep(Duration::from_millis(200));
             }
-        })?;
+            let (c, knocks) = next_sequence(&store, name, false, purpose)?;
+            counter = c;
+            started = Instant::now();
+            send::send_sequence(p.server, &knocks, delay, |i, k| {
+                if args.verbose {
+                    println!(
+                        "hitting {} {}:{} ({}/{} of sequence {c})",
+                        k.proto,
+                        p.server,
+                        k.port,
+                        i + 1,
+                        knocks.len()
+                    );
+                }
+            })?;
+        }
         let Some(port) = wait_port else {
             if args.verbose {
                 println!("sent sequence {counter} of profile {name} to {}", p.server);

@@ -28,6 +28,9 @@ use crate::state::StateDir;
 
 mod recovery;
 
+/// How soon the second sequence of a resync must follow the first.
+const RESYNC_WITHIN: Duration = Duration::from_secs(30);
+
 /// How often timeouts are checked and lazy audit records synced.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -40,6 +43,8 @@ pub struct Daemon {
     firewall: Option<Box<dyn Firewall>>,
     commands: CommandRunner,
     grants: LiveGrants,
+    /// First halves of resyncs: (door, client, source, counter, when) within the last seconds.
+    resyncs: Vec<(usize, usize, IpAddr, u64, Instant)>,
     server_id: [u8; knock_core::sequence::SERVER_ID_LEN],
     started: Instant,
     /// Each door's time bucket its candidates were built for (day, or totp step).
@@ -99,6 +104,7 @@ impl Daemon {
             firewall,
             commands,
             grants: LiveGrants::default(),
+            resyncs: Vec::new(),
             server_id,
             started: Instant::now(),
             buckets,
@@ -241,6 +247,9 @@ impl Daemon {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
+        if self.doors.beyond_window(&id) && !self.resync_completes(&id, source) {
+            return;
+        }
         if let Err(why) = recovery::state_room(&self.config.server.state_dir) {
             error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
             return;
@@ -316,6 +325,41 @@ impl Daemon {
                 info!(door, client, %source, sequence = %seq, "door closed by closing sequence")
             }
             (Err(e), _) => error!(door, client, %source, "the door's action failed: {e}"),
+        }
+    }
+
+    /// A sequence beyond its client's window: the first of two consecutive ones from one source
+    /// is remembered (true: not yet), the second completes the resync (false: go on and open,
+    /// consuming every counter up to it).
+    fn resync_completes(&mut self, id: &CandidateId, source: IpAddr) -> bool {
+        let now = Instant::now();
+        self.resyncs.retain(|r| now.duration_since(r.4) < RESYNC_WITHIN);
+        let door = self.door_name(id);
+        let client = self.doors.client_name(id).to_string();
+        let first = self
+            .resyncs
+            .iter()
+            .position(|r| (r.0, r.1, r.2) == (id.door, id.client, source) && r.3.checked_add(1) == Some(id.counter));
+        match first {
+            Some(pos) => {
+                self.resyncs.remove(pos);
+                info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
+                self.audit_write(
+                    Record::new("resync")
+                        .with("door", door)
+                        .with("client", client)
+                        .with("source", source.to_string())
+                        .with("sequence", self.doors.sequence_label(id)),
+                    true,
+                );
+                true
+            }
+            None => {
+                info!(door, client, %source, counter = id.counter, "a sequence beyond the window: waiting for the next one to resynchronise");
+                self.resyncs.push((id.door, id.client, source, id.counter, now));
+                self.resyncs.truncate(1024);
+                false
+            }
         }
     }
 

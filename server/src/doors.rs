@@ -22,6 +22,8 @@ use crate::onetime::OneTimeFile;
 
 /// Used sequences (per client, or knockd one-time lines) that stay recognisable as replays.
 const RECENT_USED: usize = 3;
+/// How many windows beyond the window a client can be resynchronised from.
+const RESYNC_AHEAD: u64 = 2;
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -92,12 +94,27 @@ fn keyed_slots(door: &Door, now: u64, is_used: impl Fn(u64) -> bool, next: u64, 
         }
         _ => {
             let today = utc_day(now);
-            window_counters(next, window, is_used)
+            let mut counters = window_counters(next, window, &is_used);
+            counters.extend(resync_counters(next, window, &is_used));
+            counters
                 .into_iter()
                 .flat_map(|c| [today.saturating_sub(1), today, today.saturating_add(1)].map(|e| (c, e)))
                 .collect()
         }
     }
+}
+
+/// The last counter of a client's window: the `window`-th unused one from `next`.
+fn window_end(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> u64 {
+    (next..next.saturating_add(4 * window)).filter(|n| !is_used(*n)).take(window as usize).last().unwrap_or(next)
+}
+
+/// Counters beyond the window, for resynchronisation only: a client whose knocks were lost
+/// for longer than the window gets back in with two consecutive sequences from these
+/// (`knock --resync`); one alone opens nothing.
+fn resync_counters(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> Vec<u64> {
+    let end = window_end(next, window, &is_used);
+    (end + 1..end + 1 + RESYNC_AHEAD * window).filter(|n| !is_used(*n)).collect()
 }
 
 /// Which time bucket a door's candidates were built for: the UTC day (`hotp`), the time step
@@ -422,6 +439,17 @@ impl Doors {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         }
         Ok(true)
+    }
+
+    /// Whether a `hotp` candidate lies beyond its client's window (a resync candidate).
+    pub fn beyond_window(&self, id: &CandidateId) -> bool {
+        let Some(d) = self.doors.get(id.door) else { return false };
+        match (&d.kind, d.config.mode) {
+            (DoorKind::Keyed(clients), Mode::Hotp) => clients.get(id.client).is_some_and(|c| {
+                id.counter > window_end(c.ledger.next(), u64::from(d.config.window), |n| c.ledger.is_used(n))
+            }),
+            _ => false,
+        }
     }
 
     /// (door, client) names of every loaded keyed client.

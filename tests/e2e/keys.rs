@@ -69,3 +69,30 @@ fn totp_steps_open_once_each() {
     assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
     assert_eq!(lab.audit_events("grant").len(), 2);
 }
+
+/// A client whose knocks never arrived for longer than the window (W+3 lost) gets back in
+/// with `knock --resync`; one sequence beyond the window alone opens nothing (issue 4).
+#[test]
+fn resync_brings_back_a_client_that_fell_behind_the_window() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "window = 4"));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let drop_all = "add table inet lost; add chain inet lost out { type filter hook output priority 0; }; \
+                    add rule inet lost out tcp dport 40000-42047 counter drop";
+    assert!(lab.exec(Host::Client, "nft", &[drop_all]).status.success());
+    for _ in 0..4 + 3 {
+        assert!(lab.knock(Host::Client, &["--profile", &alice, "-d", "0"]).status.success());
+    }
+    assert!(lab.nft_counter(Host::Client, "inet", "lost") >= 7 * 8, "the knocks were lost");
+    assert!(lab.exec(Host::Client, "nft", &["delete", "table", "inet", "lost"]).status.success());
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(!o.status.success(), "one sequence beyond the window must not open: {o:?}");
+    let o =
+        lab.knock(Host::Client, &["--profile", &alice, "--resync", "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(lab.audit_events("resync").len(), 1, "{:?}", lab.audit_lines());
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "back in step after the resync: {o:?}");
+}
