@@ -65,6 +65,8 @@ pub struct Profile {
     pub close: bool,
     /// `totp`: the time step in seconds.
     pub step_secs: u64,
+    /// `file`: warn when fewer unused sequences than this remain.
+    pub warn_below: u64,
 }
 
 /// The secret half of a bundle.
@@ -113,6 +115,12 @@ struct RawProfile {
     close: bool,
     #[serde(default = "default_step")]
     step_secs: i64,
+    #[serde(default = "default_warn_below")]
+    warn_below: i64,
+}
+
+fn default_warn_below() -> i64 {
+    10
 }
 
 fn default_step() -> i64 {
@@ -217,6 +225,7 @@ impl Profile {
                 .ok()
                 .filter(|s| (1..=3600).contains(s))
                 .ok_or_else(|| bad("step_secs must be 1..=3600".into()))?,
+            warn_below: u64::try_from(r.warn_below).map_err(|_| bad("warn_below must be 0 or more".into()))?,
         })
     }
 
@@ -246,6 +255,9 @@ impl Profile {
         }
         if self.mode == Mode::Totp {
             let _ = writeln!(s, "step_secs = {}", self.step_secs);
+        }
+        if self.mode == Mode::File {
+            let _ = writeln!(s, "warn_below = {}", self.warn_below);
         }
         s
     }
@@ -332,6 +344,7 @@ mod tests {
             delay_ms: 20,
             close: true,
             step_secs: 30,
+            warn_below: 10,
         }
     }
 

@@ -188,8 +188,11 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> 
                 format!("profile `{name}` has used all {total} sequences of its list; import a new list from `knockd sequences generate`")
             })?;
             let left = total - counter as usize - 1;
-            if left < 10 {
-                eprintln!("knock: warning: only {left} unused sequences left in profile `{name}`");
+            if (left as u64) < p.warn_below {
+                eprintln!(
+                    "knock: warning: only {left} unused sequences left in profile `{name}`; ask for a new list \
+                     (knockd sequences rotate) and import it"
+                );
             }
             s.knocks.clone()
         }

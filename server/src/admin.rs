@@ -47,6 +47,7 @@ fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> P
         delay_ms: 10,
         close: d.close,
         step_secs: d.step.as_secs(),
+        warn_below: 10,
     }
 }
 
@@ -173,8 +174,16 @@ pub fn client_list(config: &Config, door_name: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Where `knockd sequences generate` puts the client's side of a new sequence file.
+pub enum SequencesOut<'a> {
+    /// The client's twin as a profile bundle (mode 0600) at this path.
+    Bundle(&'a Path),
+    /// `--emergency`: a plain page for a safe, returned as the command's output; no bundle.
+    Sheet,
+}
+
 /// `knockd sequences generate`: a fresh sequence file for a file door, its ledger, and the
-/// client's twin as a bundle at `out`.
+/// client's twin as a bundle (or, with [`SequencesOut::Sheet`], an emergency sheet to print).
 /// With `rotate`, the file goes to `<sequence_file>.next` instead: the daemon accepts both
 /// files until a line of the new one is used, then the new one takes over (no gap), and the old
 /// file's ledger is kept.
@@ -183,7 +192,7 @@ pub fn sequences_generate(
     door_name: &str,
     count: usize,
     server: IpAddr,
-    out: &Path,
+    out: SequencesOut<'_>,
     rotate: bool,
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
@@ -220,6 +229,10 @@ pub fn sequences_generate(
     let file = SequenceFile::load(&path).map_err(|e| e.to_string())?;
     let label = file.ledger_label();
     Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label).map_err(|e| e.to_string())?;
+    let out = match out {
+        SequencesOut::Bundle(out) => out,
+        SequencesOut::Sheet => return Ok(emergency_sheet(d, server, &file, now_ms())),
+    };
     let bundle = Bundle { profile: profile_for(d, "file", server, server_id), secret: BundleSecret::Sequences(text) };
     write_bundle(out, &bundle)?;
     Ok(format!(
@@ -232,6 +245,50 @@ pub fn sequences_generate(
             ""
         }
     ))
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The emergency sheet of a file door: a plain page to print and keep in a safe, with each
+/// sequence of `file` as a `knock` command line ready to type (TCP knocks as bare ports, so
+/// knockd's own `knock` takes them too).
+fn emergency_sheet(d: &Door, server: IpAddr, file: &SequenceFile, now_ms: u64) -> String {
+    let open: Vec<String> = d.open.iter().map(ToString::to_string).collect();
+    let date = format_utc_ms(now_ms);
+    let date = date.split(' ').next().unwrap_or(&date);
+    let mut out = format!(
+        "EMERGENCY KNOCK SHEET - door {door} on {server}\n\
+         Opens: {open} for {secs} s to the address that knocks.\n\
+         Printed: {date} (UTC), from {file}.\n\
+         \n\
+         Keep this page in a safe. To get in, type the FIRST line that is not crossed out, on any\n\
+         machine with `knock` (or knockd's `knock`), then CROSS OUT THAT LINE AT ONCE: each line\n\
+         opens once, in order, and a used line (or one skipped past) never opens again. If a line\n\
+         fails, cross it out and type the next one. When few lines are left, print a new sheet.\n\
+         \n",
+        door = d.name,
+        open = open.join(", "),
+        secs = d.open_for.as_secs(),
+        file = file.path.display(),
+    );
+    let width = file.sequences.len().to_string().len();
+    for (i, seq) in file.sequences.iter().enumerate() {
+        let knocks: Vec<String> = seq
+            .knocks
+            .iter()
+            .map(|k| match k.proto {
+                knock_core::Proto::Tcp => k.port.to_string(),
+                knock_core::Proto::Udp => k.to_string(),
+            })
+            .collect();
+        out.push_str(&format!("{:>width$}.  knock -d 50 {server} {}\n", i + 1, knocks.join(" ")));
+    }
+    out
 }
 
 /// `knockd migrate`: the knockd.toml equivalent of a knockd.conf, to standard output or a new file.
@@ -366,6 +423,27 @@ pub fn format_utc_ms(ms: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
 }
 
+/// `knockd status`: the server's clock, each door's clients and counters, how many sequences
+/// file doors have left (warning below `warn_below`), and refused doors or clients.
+pub fn status(config: &Config, warn_below: usize) -> Result<String, String> {
+    let state = StateDir::new(&config.server.state_dir);
+    let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
+    let server_id = if derives { state.server_id().map_err(|e| e.to_string())? } else { [0; 16] };
+    let doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir());
+    let now = knock_core::time::unix_now_ms();
+    let mut out = format!(
+        "server clock: {} UTC (day {}); clients more than a day off cannot knock hotp doors\n",
+        format_utc_ms(now),
+        knock_core::time::utc_day(now / 1000)
+    );
+    let (text, warnings) = doors.status(warn_below);
+    out.push_str(&text);
+    if warnings > 0 {
+        return Err(format!("{out}{warnings} warning(s) above"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +453,20 @@ mod tests {
         assert_eq!(format_utc_ms(0), "1970-01-01 00:00:00.000");
         assert_eq!(format_utc_ms(1_795_564_800_123), "2026-11-25 00:00:00.123");
         assert_eq!(format_utc_ms(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+
+    #[test]
+    fn the_emergency_sheet_numbers_typeable_knock_lines() {
+        let text = "[server]\nstate_dir = \"s\"\n[[door]]\nname = \"paper\"\nmode = \"file\"\n\
+                    open = [\"22/tcp\"]\nsequence_file = \"p.seq\"\nknock_ports = \"43000-43999\"\n";
+        let config = Config::parse(Path::new("/etc/knockd/knockd.toml"), text).expect("config parses");
+        let seq = b"# header\n43001:tcp 43002:udp 43003\n43004 43005 43006\n";
+        let file = SequenceFile::parse(Path::new("/etc/knockd/p.seq"), seq).expect("file parses");
+        let sheet = emergency_sheet(&config.doors[0], "198.18.0.1".parse().unwrap(), &file, 1_795_564_800_123);
+        assert!(sheet.starts_with("EMERGENCY KNOCK SHEET - door paper on 198.18.0.1\n"), "{sheet}");
+        assert!(sheet.contains("Opens: 22/tcp") && sheet.contains("2026-11-25 (UTC)"), "{sheet}");
+        assert!(sheet.contains("CROSS OUT THAT LINE"), "{sheet}");
+        assert!(sheet.contains("\n1.  knock -d 50 198.18.0.1 43001 43002:udp 43003\n"), "{sheet}");
+        assert!(sheet.ends_with("\n2.  knock -d 50 198.18.0.1 43004 43005 43006\n"), "{sheet}");
     }
 }

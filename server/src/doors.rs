@@ -452,6 +452,60 @@ impl Doors {
         }
     }
 
+    /// A report of every door for `knockd status`: clients and their next counters, unused
+    /// sequences of file doors (with a warning below `warn_below`). Returns the text and the
+    /// number of warnings.
+    pub fn status(&self, warn_below: usize) -> (String, usize) {
+        let mut out = String::new();
+        let mut warnings = 0;
+        for d in &self.doors {
+            let name = &d.config.name;
+            match &d.kind {
+                DoorKind::Keyed(clients) => {
+                    out.push_str(&format!("door {name} ({}): {} client(s)\n", d.config.mode.label(), clients.len()));
+                    for c in clients {
+                        out.push_str(&format!("  {:<16} next counter {}\n", c.name, c.ledger.next()));
+                    }
+                }
+                DoorKind::File(files) => {
+                    let unused = |(f, l): &(SequenceFile, Ledger)| {
+                        (0..f.sequences.len() as u64).filter(|n| !l.is_used(*n)).count()
+                    };
+                    let left: usize = files.iter().map(unused).sum();
+                    let total = files.first().map_or(0, |f| f.0.sequences.len());
+                    out.push_str(&format!(
+                        "door {name} (file): {} unused of {total} sequences",
+                        files.first().map_or(0, unused)
+                    ));
+                    if let Some(next) = files.get(1) {
+                        out.push_str(&format!("; incoming file: {} unused (rotation pending)", unused(next)));
+                    }
+                    out.push('\n');
+                    if left < warn_below {
+                        warnings += 1;
+                        out.push_str(&format!(
+                            "  warning: only {left} unused sequences left; run `knockd sequences rotate --door {name}`\n"
+                        ));
+                    }
+                }
+                DoorKind::Static => out.push_str(&format!("door {name} (static, replayable)\n")),
+                DoorKind::KnockdOneTime(f) => {
+                    let left = f.entries().iter().filter(|e| !e.used).count();
+                    out.push_str(&format!("door {name} (knockd one_time_sequences): {left} unused lines\n"));
+                    if left < warn_below {
+                        warnings += 1;
+                        out.push_str(&format!("  warning: only {left} unused lines left in {}\n", f.path().display()));
+                    }
+                }
+            }
+        }
+        for r in &self.refused {
+            warnings += 1;
+            out.push_str(&format!("refused: {r}\n"));
+        }
+        (out, warnings)
+    }
+
     /// (door, client) names of every loaded keyed client.
     pub fn client_names(&self) -> Vec<(String, String)> {
         self.doors

@@ -80,6 +80,13 @@ enum Command {
     /// Manage the sequence files of file doors.
     #[command(subcommand)]
     Sequences(SequencesCommand),
+    /// Show the server's clock, each door's clients and counters, and how many sequences file
+    /// doors have left.
+    Status {
+        /// Warn (and exit 1) when a file door has fewer unused sequences than this.
+        #[arg(long, default_value_t = 10)]
+        warn_below: usize,
+    },
     /// Print a knockd.toml equivalent to a knockd.conf, each door moved to a one-time mode.
     Migrate {
         /// Write it here (never over an existing file) instead of standard output.
@@ -195,6 +202,10 @@ enum SequencesCommand {
         /// Where to write the bundle (default: ./<door>.knock).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print an emergency sheet instead of writing a bundle: a plain page for a safe, each
+        /// sequence a numbered `knock` command line to type and cross out.
+        #[arg(long, conflicts_with = "out")]
+        emergency: bool,
     },
 }
 
@@ -323,13 +334,14 @@ fn run(mut cli: Cli) -> Result<String, String> {
         }
         Command::Client(ClientCommand::Revoke { door, name }) => admin::client_revoke(&config, &door, &name),
         Command::Client(ClientCommand::List { door }) => admin::client_list(&config, &door),
-        Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out }) => {
+        Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out, emergency }) => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
-            admin::sequences_generate(&config, &door, count, server_addr, &out, false)
+            let out = if emergency { admin::SequencesOut::Sheet } else { admin::SequencesOut::Bundle(&out) };
+            admin::sequences_generate(&config, &door, count, server_addr, out, false)
         }
         Command::Sequences(SequencesCommand::Rotate { door, count, server_addr, out }) => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
-            admin::sequences_generate(&config, &door, count, server_addr, &out, true)
+            admin::sequences_generate(&config, &door, count, server_addr, admin::SequencesOut::Bundle(&out), true)
         }
         Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
         Command::Ledger(LedgerCommand::Recover { door, client, next, line, skip }) => {
@@ -338,6 +350,7 @@ fn run(mut cli: Cli) -> Result<String, String> {
             knockd::console::ledger_recover(&config, &door, client.as_deref(), from)
         }
         Command::Audit(args) => admin::audit(&config, &args),
+        Command::Status { warn_below } => admin::status(&config, warn_below),
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }
 }

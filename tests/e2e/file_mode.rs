@@ -55,6 +55,13 @@ fn file_door_uses_lines_in_order_and_never_twice() {
     assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(1), "{o:?}");
     let grants = lab.audit_events("grant");
     assert_eq!(grants.len(), 2, "{grants:?}");
+    // Three of five left: `knockd status` warns below four (and exits 1), not below three.
+    let status =
+        |below: &str| lab.exec(Host::Server, bin("knockd"), &["-c", "knockd.toml", "status", "--warn-below", below]);
+    let o = status("4");
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success() && text.contains("only 3 unused sequences left"), "{text}");
+    assert!(status("3").status.success());
     // Two comment lines head the file, so sequences 0 and 1 are lines 3 and 4.
     assert!(
         grants[0].contains("\"sequence\":\"line 3\"") && grants[1].contains("\"sequence\":\"line 4\""),

@@ -272,3 +272,262 @@ fn a_full_state_directory_fails_knocks_closed_and_keeps_always_allow() {
     lab.start_daemon();
     assert!(!lab.log().contains("refused: ledger"), "{}", lab.log());
 }
+
+/// A "container": a namespace behind the server (198.18.1.2, the server's side 198.18.1.1)
+/// serving `port`, published on the server's addresses by a DNAT rule as Docker does. Its
+/// namespace and service go when dropped, also when the test fails: declare it after the lab.
+struct Container {
+    ns: String,
+    service: Option<std::process::Child>,
+}
+
+impl Container {
+    const ADDR: &'static str = "198.18.1.2";
+
+    fn start(lab: &Lab, port: u16) -> Container {
+        let server = lab.ns(Host::Server);
+        let tag = server.trim_start_matches("ke-s");
+        let mut c = Container { ns: format!("ke-d{tag}"), service: None };
+        let veth = format!("vd-{tag}");
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap();
+            assert!(o.status.success(), "ip {args:?}: {}", out(&o));
+        };
+        ip(&["netns", "add", &c.ns]);
+        ip(&["-n", &c.ns, "link", "set", "lo", "up"]);
+        ip(&["link", "add", &veth, "netns", &server, "type", "veth", "peer", "name", "eth0", "netns", &c.ns]);
+        ip(&["-n", &server, "addr", "add", "198.18.1.1/24", "dev", &veth]);
+        ip(&["-n", &server, "link", "set", &veth, "up"]);
+        ip(&["-n", &c.ns, "addr", "add", "198.18.1.2/24", "dev", "eth0"]);
+        ip(&["-n", &c.ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &c.ns, "route", "add", "default", "via", "198.18.1.1"]);
+        let o = lab.exec(Host::Server, "sysctl", &["-w", "net.ipv4.ip_forward=1"]);
+        assert!(o.status.success(), "{}", out(&o));
+        let dnat = format!(
+            "add table ip dockerlike; \
+             add chain ip dockerlike pre {{ type nat hook prerouting priority -100; }}; \
+             add rule ip dockerlike pre tcp dport {port} dnat to {}:{port}",
+            Container::ADDR
+        );
+        let o = lab.exec(Host::Server, "nft", &[&dnat]);
+        assert!(o.status.success(), "{}", out(&o));
+        let service = Command::new("ip")
+            .args(["netns", "exec", &c.ns])
+            .arg(bin("knock-lab"))
+            .args(["serve", "--port", &port.to_string(), "--max-seconds", "300"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the container's service");
+        c.service = Some(service);
+        let start = Instant::now();
+        while !lab.can_connect(Host::Server, Container::ADDR, port, 300) {
+            assert!(start.elapsed() < Duration::from_secs(5), "the container's service did not come up");
+            sleep(Duration::from_millis(50));
+        }
+        c
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.service.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn a_port_published_by_dnat_to_a_container_is_protected_before_the_dnat() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("app", "2222/tcp", ""));
+    let alice = lab.add_client("app", "alice", SERVER, Host::Client);
+    let _container = Container::start(&lab, 2222);
+    assert!(
+        lab.can_connect(Host::Outsider, SERVER, 2222, 1000),
+        "without knockd, the DNAT rule publishes the container's port to anyone"
+    );
+    lab.start_daemon();
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 2222, 500), "our chain (-150) drops before the DNAT (-100)");
+    assert!(!lab.can_connect(Host::Client, SERVER, 2222, 500), "no knock, no entry");
+    let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "2", "--attempts", "1"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(lab.can_connect(Host::Client, SERVER, 2222, 500), "the knock opens the published port");
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 2222, 500), "for the client only");
+    let o = lab.exec(Host::Server, "nft", &["list", "table", "ip", "dockerlike"]);
+    assert!(out(&o).contains("dnat to 198.18.1.2:2222"), "the admin's DNAT rule is untouched: {}", out(&o));
+}
+
+/// The interfaces enslaved to the server's br0.
+fn bridge_ports(lab: &Lab) -> Vec<String> {
+    let o = lab.exec(Host::Server, "ip", &["-o", "link", "show", "master", "br0"]);
+    assert!(o.status.success(), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .collect()
+}
+
+/// Runs a shell script in the server's namespace.
+fn server_sh(lab: &Lab, script: &str) {
+    let o = lab.exec(Host::Server, "sh", &["-ec", script]);
+    assert!(o.status.success(), "{script}: {}", out(&o));
+}
+
+/// Waits until the client reaches the server's unprotected port 8080 (the network is back).
+fn wait_network(lab: &Lab) {
+    let start = Instant::now();
+    while !lab.can_connect(Host::Client, SERVER, 8080, 300) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the network did not come back");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn capture_comes_back_after_a_link_flap_and_a_recreated_interface() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let knock =
+        |lab: &Lab| lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "2", "--attempts", "1"]);
+
+    // A flap of the capture interface.
+    server_sh(&lab, "ip link set br0 down; sleep 1; ip link set br0 up");
+    wait_network(&lab);
+    let o = knock(&lab);
+    assert!(o.status.success(), "a knock after the flap opens: {}\n{}", out(&o), lab.log());
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(0), "{}", out(&o));
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+
+    // The capture interface deleted and made again with the same name, addresses and ports.
+    let ports = bridge_ports(&lab);
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    server_sh(&lab, "ip link del br0; sleep 1");
+    let mut script = String::from(
+        "ip link add br0 type bridge; ip addr add 198.18.0.1/24 dev br0; \
+         ip addr add 2001:db8::1/64 dev br0 nodad; ",
+    );
+    for port in &ports {
+        script.push_str(&format!("ip link set {port} master br0 up; "));
+    }
+    script.push_str("ip link set br0 up");
+    server_sh(&lab, &script);
+    let recreated = Instant::now();
+    wait_network(&lab);
+    // Knocks sent while the capture waits to reopen (backoff up to 5 s) are not seen.
+    lab.wait_log("capture reopened", Duration::from_secs(6));
+    assert!(lab.log().contains("capture failed, reopening"), "the loss is logged:\n{}", lab.log());
+    eprintln!("capture back {:?} after the re-creation", recreated.elapsed());
+    let o = knock(&lab);
+    assert!(o.status.success(), "a knock after the re-creation opens: {}\n{}", out(&o), lab.log());
+    assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(1), "{}", out(&o));
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+    assert_eq!(lab.audit_events("grant").len(), 2);
+}
+
+#[test]
+fn a_key_file_others_can_read_refuses_its_door_loudly_and_the_other_door_works() {
+    require_root();
+    let ssh = hotp_door("ssh", "22/tcp", "");
+    let web = hotp_door("web", "8080/tcp", "knock_ports = \"43000-43999\"");
+    let mut lab = Lab::new(&format!("{ssh}\n{web}"));
+    let ssh_alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let web_alice = lab.add_client("web", "alice", SERVER, Host::Client);
+    let key = lab.dir.join("keys/ssh/alice.key");
+    let o = Command::new("chmod").arg("0644").arg(&key).output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    lab.start_daemon();
+
+    lab.wait_log("door ssh client alice refused: key file", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door ssh client alice refused")).unwrap();
+    assert!(line.contains("keys/ssh/alice.key") && line.contains("0644"), "names the file: {line}");
+    assert!(line.contains("chmod 600") && line.contains("ERROR"), "loudly, with the fix: {line}");
+    let check = lab.exec(Host::Server, bin("knockd"), &["-c", "knockd.toml", "check"]);
+    assert!(!check.status.success() && out(&check).contains("chmod 600"), "{}", out(&check));
+
+    let knock = |lab: &Lab, profile: &str| {
+        lab.knock(Host::Client, &["--profile", profile, "--wait", "--wait-timeout", "1", "--attempts", "1"])
+    };
+    let o = knock(&lab, &web_alice);
+    assert!(o.status.success(), "the other door keeps working: {}", out(&o));
+    assert!(lab.can_connect(Host::Client, SERVER, 8080, 500));
+    let o = knock(&lab, &ssh_alice);
+    assert!(!o.status.success(), "the refused door opens nothing: {}", out(&o));
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    assert_eq!(lab.audit_events("grant").len(), 1, "{:?}", lab.audit_lines());
+}
+
+const PAPER_DOOR: &str = "[[door]]\nname = \"paper\"\nmode = \"file\"\nopen = [\"22/tcp\"]\n\
+                          sequence_file = \"sequences/paper.seq\"\nknock_ports = \"43000-43999\"\n\
+                          open_for = \"3s\"\nseq_timeout = \"2s\"\n";
+
+/// Types the sheet's line `n` as printed, on the client.
+fn type_sheet_line(lab: &Lab, sheet: &str, n: usize) {
+    let prefix = format!("{n}.  knock ");
+    let line = sheet.lines().find_map(|l| l.trim_start().strip_prefix(&prefix));
+    let line = line.unwrap_or_else(|| panic!("no line {n} in the sheet:\n{sheet}"));
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let o = lab.exec(Host::Client, bin("knock"), &args);
+    assert!(o.status.success(), "knock {line}: {}", out(&o));
+}
+
+/// Waits until the client can reach port 22, or `timeout` passes; true if it could.
+fn opens_within(lab: &Lab, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if lab.can_connect(Host::Client, SERVER, 22, 300) {
+            return true;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
+    require_root();
+    let mut lab = Lab::new(PAPER_DOOR);
+    let sheet = lab.knockd(&[
+        "sequences",
+        "generate",
+        "--door",
+        "paper",
+        "--count",
+        "5",
+        "--server-addr",
+        SERVER,
+        "--emergency",
+    ]);
+    let first = sheet.lines().next().unwrap_or_default();
+    assert!(first.contains("EMERGENCY") && first.contains("door paper") && first.contains(SERVER), "{sheet}");
+    let today = Command::new("date").args(["-u", "+%F"]).output().unwrap();
+    assert!(sheet.contains(String::from_utf8_lossy(&today.stdout).trim()), "dated: {sheet}");
+    assert!(sheet.contains("CROSS OUT"), "{sheet}");
+    assert_eq!(sheet.lines().filter(|l| l.contains(&format!("knock -d 50 {SERVER} "))).count(), 5, "{sheet}");
+    assert!(!lab.dir.join("paper.knock").exists(), "no bundle with --emergency");
+    let seq = lab.dir.join("sequences/paper.seq");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&seq).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(ledgers(&lab).len(), 1, "the file's ledger is created");
+    lab.start_daemon();
+
+    assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 1 typed as printed opens:\n{}", lab.log());
+    assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+
+    // Line 1 again (not crossed out): refused as a replay.
+    type_sheet_line(&lab, &sheet, 1);
+    lab.wait_log("replayed knock sequence", Duration::from_secs(3));
+    assert!(!opens_within(&lab, Duration::from_millis(800)), "a used line never opens again");
+    // The next line does.
+    type_sheet_line(&lab, &sheet, 2);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens");
+    let grants = lab.audit_events("grant");
+    assert_eq!(grants.len(), 2, "{grants:?}");
+}
