@@ -312,15 +312,7 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
         entries.push(entry);
     }
 
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let resolve = |p: &str| super::resolve_path(path, p);
     let mut legacy_options = LegacyOptions::default();
     let mut interfaces = vec![KNOCKD_INTERFACE.to_string()];
     for e in &options {

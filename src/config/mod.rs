@@ -254,15 +254,31 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A path from a config file: absolute as written, or relative to the file's directory.
+pub(crate) fn resolve_path(config: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+/// `file[:line[:column]]`, the place an error or warning points at.
+fn write_place(f: &mut fmt::Formatter<'_>, path: &Path, line: Option<usize>, column: Option<usize>) -> fmt::Result {
+    write!(f, "{}", path.display())?;
+    if let Some(line) = line {
+        write!(f, ":{line}")?;
+        if let Some(col) = column {
+            write!(f, ":{col}")?;
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.column {
-                write!(f, ":{col}")?;
-            }
-        }
+        write_place(f, &self.path, self.line, self.column)?;
         write!(f, ": {}", self.message)
     }
 }
@@ -284,13 +300,7 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.column {
-                write!(f, ":{col}")?;
-            }
-        }
+        write_place(f, &self.path, self.line, self.column)?;
         write!(f, ": warning: {}", self.message)
     }
 }
@@ -387,15 +397,7 @@ impl Config {
             let offset = e.span().map_or(0, |s| s.start);
             loc.at(offset, e.message().trim().to_string())
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &str| resolve_path(path, p);
         let server = ServerConfig {
             state_dir: raw
                 .server
