@@ -22,35 +22,35 @@ struct Cli {
     #[arg(short = 'c', long, global = true, default_value = "/etc/knockd/knockd.toml")]
     config: PathBuf,
     /// Log format: text for journald, json for collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Debug logging.
-    #[arg(short = 'D', long, global = true)]
+    #[arg(short = 'D', long)]
     debug: bool,
     /// Capture on these interfaces instead of the configured ones (knockd's -i; repeat or use commas).
-    #[arg(short = 'i', long, global = true, value_delimiter = ',', value_name = "IFACE")]
+    #[arg(short = 'i', long, value_delimiter = ',', value_name = "IFACE")]
     interface: Vec<String>,
     /// Detach and run in the background (knockd's -d). Under systemd, leave it off.
-    #[arg(short = 'd', long = "daemon", global = true)]
+    #[arg(short = 'd', long = "daemon")]
     daemonize: bool,
     /// Write the daemon's process id here (knockd's -p; default: a knockd.conf's PidFile).
-    #[arg(short = 'p', long, global = true, value_name = "FILE")]
+    #[arg(short = 'p', long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
     /// Append logs to this file instead of standard error (knockd's -g; default: a knockd.conf's LogFile).
-    #[arg(short = 'g', long, global = true, value_name = "FILE")]
+    #[arg(short = 'g', long, value_name = "FILE")]
     logfile: Option<PathBuf>,
     /// Accepted for knockd compatibility (-l), but no DNS lookups are made: they would tell the DNS who knocked.
-    #[arg(short = 'l', long, global = true)]
+    #[arg(short = 'l', long)]
     lookup: bool,
     /// Log every decision, including ignored knocks (knockd's -v).
-    #[arg(short = 'v', long, global = true)]
+    #[arg(short = 'v', long)]
     verbose: bool,
     /// Keep the server id, ledgers, audit log and pending stop commands here instead of the
     /// configured state_dir (a knockd.conf has none: /var/lib/knockd).
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Handle IPv4 knocks only; IPv6 packets are ignored (knockd's -4).
-    #[arg(short = '4', long = "only-ip-v4", global = true)]
+    #[arg(short = '4', long = "only-ip-v4")]
     only_ipv4: bool,
     #[command(subcommand)]
     command: Option<Command>,
@@ -174,39 +174,33 @@ enum LedgerCommand {
 enum SequencesCommand {
     /// Write the next sequence file beside the current one and the client's twin; both files
     /// are accepted until the first knock from the new one, so there is no gap.
-    Rotate {
-        /// The door.
-        #[arg(long)]
-        door: String,
-        /// How many sequences.
-        #[arg(long, default_value_t = 100)]
-        count: usize,
-        /// The address clients knock (goes into the profile).
-        #[arg(long)]
-        server_addr: IpAddr,
-        /// Where to write the bundle (default: ./<door>.knock).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Rotate(SequencesArgs),
     /// Write a fresh sequence file for a file door and the client's twin as a bundle.
     Generate {
-        /// The door.
-        #[arg(long)]
-        door: String,
-        /// How many sequences.
-        #[arg(long, default_value_t = 100)]
-        count: usize,
-        /// The address clients knock (goes into the profile).
-        #[arg(long)]
-        server_addr: IpAddr,
-        /// Where to write the bundle (default: ./<door>.knock).
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        args: SequencesArgs,
         /// Print an emergency sheet instead of writing a bundle: a plain page for a safe, each
         /// sequence a numbered `knock` command line to type and cross out.
         #[arg(long, conflicts_with = "out")]
         emergency: bool,
     },
+}
+
+/// What `sequences generate` and `sequences rotate` take.
+#[derive(clap::Args)]
+struct SequencesArgs {
+    /// The door.
+    #[arg(long)]
+    door: String,
+    /// How many sequences.
+    #[arg(long, default_value_t = 100)]
+    count: usize,
+    /// The address clients knock (goes into the profile).
+    #[arg(long)]
+    server_addr: IpAddr,
+    /// Where to write the bundle (default: ./<door>.knock).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Sets up logging to standard error, or appended to `file`.
@@ -334,14 +328,15 @@ fn run(mut cli: Cli) -> Result<String, String> {
         }
         Command::Client(ClientCommand::Revoke { door, name }) => admin::client_revoke(&config, &door, &name),
         Command::Client(ClientCommand::List { door }) => admin::client_list(&config, &door),
-        Command::Sequences(SequencesCommand::Generate { door, count, server_addr, out, emergency }) => {
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
+        Command::Sequences(SequencesCommand::Generate { args, emergency }) => {
+            let out = args.out.unwrap_or_else(|| PathBuf::from(format!("{}.knock", args.door)));
             let out = if emergency { admin::SequencesOut::Sheet } else { admin::SequencesOut::Bundle(&out) };
-            admin::sequences_generate(&config, &door, count, server_addr, out, false)
+            admin::sequences_generate(&config, &args.door, args.count, args.server_addr, out, false)
         }
-        Command::Sequences(SequencesCommand::Rotate { door, count, server_addr, out }) => {
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{door}.knock")));
-            admin::sequences_generate(&config, &door, count, server_addr, admin::SequencesOut::Bundle(&out), true)
+        Command::Sequences(SequencesCommand::Rotate(args)) => {
+            let out = args.out.unwrap_or_else(|| PathBuf::from(format!("{}.knock", args.door)));
+            let out = admin::SequencesOut::Bundle(&out);
+            admin::sequences_generate(&config, &args.door, args.count, args.server_addr, out, true)
         }
         Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
         Command::Ledger(LedgerCommand::Recover { door, client, next, line, skip }) => {

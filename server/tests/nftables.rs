@@ -1,5 +1,5 @@
-//! The nftables backend against a real kernel, in network namespaces (needs root; skipped
-//! with a message otherwise).
+//! The nftables backend against a real kernel, in network namespaces (needs root; fails
+//! otherwise).
 //!
 //! The test creates a server and a peer namespace joined by a veth pair (addresses only in
 //! 198.18.0.0/15 and 2001:db8::/32), then re-executes this binary inside the server namespace
@@ -9,100 +9,55 @@
 //! connection held open and driven over stdin (`KNFT_ROLE=hold`). Guards delete the namespaces
 //! even when the test fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::IpAddr;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
 use knockd::firewall::{Firewall, FirewallError, Nftables, OpenPort};
 
+mod support;
+use support::{is_root, Lab, Listeners, Outcome, Reexec};
+
 /// This test's name, for re-executing only it.
 const TEST: &str = "nftables_backend_in_namespaces";
-const ROLE: &str = "KNFT_ROLE";
-const PEER_NS: &str = "KNFT_PEER_NS";
-const TARGET: &str = "KNFT_TARGET";
 
 const SRV4: &str = "198.18.66.1";
 const PEER4: &str = "198.18.66.2";
 const SRV6: &str = "2001:db8:66::1";
 const PEER6: &str = "2001:db8:66::2";
-/// How long a probe waits for a connection before calling it dropped.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Whole test, as seen from the outer process.
-const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
-static NEXT_NS: AtomicU32 = AtomicU32::new(0);
+static LAB: Lab = Lab {
+    reexec: Reexec { test: TEST, role_env: "KNFT_ROLE" },
+    peer_ns_env: "KNFT_PEER_NS",
+    target_env: "KNFT_TARGET",
+    ns_prefix: "knft",
+    server4: SRV4,
+    peer4: PEER4,
+    server6: SRV6,
+    peer6: PEER6,
+};
 
 #[test]
 fn nftables_backend_in_namespaces() {
-    match std::env::var(ROLE).as_deref() {
-        Ok("firewall") => return firewall_side(),
-        Ok("connect") => connect_probe(),
-        Ok("hold") => hold_probe(),
+    match LAB.reexec.role().as_deref() {
+        Some("firewall") => return firewall_side(),
+        Some("connect") => LAB.connect_probe(),
+        Some("hold") => LAB.hold_probe(),
         _ => {}
     }
     assert!(is_root(), "{TEST} needs root (network namespaces, nftables): run the README's test command as root");
-    let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
-    let server = Netns::create(format!("knft-{}-{n}", std::process::id()));
-    let peer = Netns::create(format!("knft-{}-{n}p", std::process::id()));
-    for ns in [&server.0, &peer.0] {
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-    ip(&["-n", &server.0, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &peer.0]);
-    for (ns, dev, v4, v6) in [(&server.0, "veth0", SRV4, SRV6), (&peer.0, "veth1", PEER4, PEER6)] {
-        ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
-        ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
-
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &server.0])
-        .arg(&exe)
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(ROLE, "firewall")
-        .env(PEER_NS, &peer.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the firewall side under `ip netns exec`");
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the firewall side") {
-            break Some(status);
-        }
-        if started.elapsed() > CHILD_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    println!("{}", out.join().unwrap_or_default());
-    eprintln!("{}", err.join().unwrap_or_default());
-    match status {
-        Some(status) => assert!(status.success(), "firewall side failed: {status}"),
-        None => panic!("firewall side did not finish within {CHILD_DEADLINE:?}"),
-    }
+    LAB.run_in_namespaces();
 }
 
 /// Runs inside the server namespace: the firewall, the listeners, and the checks.
 fn firewall_side() {
-    let peer_ns = std::env::var(PEER_NS).expect("peer namespace name");
-    let probes = Probes { exe: std::env::current_exe().expect("test binary"), peer_ns };
+    let probes = LAB.probes();
     let ssh = [OpenPort { port: 22, proto: Proto::Tcp }];
     let peer4: IpAddr = PEER4.parse().unwrap();
     let peer6: IpAddr = PEER6.parse().unwrap();
-    let (ssh4, open4) = (sock(SRV4, 22), sock(SRV4, 23));
-    let (ssh6, open6) = (sock(SRV6, 22), sock(SRV6, 23));
-    for addr in [ssh4, open4, ssh6, open6] {
-        echo_listener(addr);
-    }
+    let Listeners { ssh4, open4, ssh6, open6 } = LAB.listen();
 
     let mut fw = Nftables::new("knockd").expect("open the netlink socket");
 
@@ -194,211 +149,8 @@ fn firewall_side() {
     );
 }
 
-fn sock(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
-
-/// Accepts connections on `addr` and echoes each line back.
-fn echo_listener(addr: SocketAddr) {
-    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("listen on {addr}: {e}"));
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let Ok(mut writer) = stream.try_clone() else { return };
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if writeln!(writer, "{line}").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Connected,
-    TimedOut,
-    Refused,
-    Other(i32),
-}
-
-/// Runs probes in the peer namespace.
-struct Probes {
-    exe: std::path::PathBuf,
-    peer_ns: String,
-}
-
-impl Probes {
-    fn command(&self, role: &str, target: SocketAddr) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.peer_ns])
-            .arg(&self.exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(TARGET, target.to_string());
-        cmd
-    }
-
-    /// One TCP connect from the peer namespace to `target`.
-    fn connect(&self, target: SocketAddr) -> Outcome {
-        let out = self.command("connect", target).output().expect("run the connect probe");
-        match out.status.code() {
-            Some(0) => Outcome::Connected,
-            Some(3) => Outcome::TimedOut,
-            Some(4) => Outcome::Refused,
-            code => {
-                eprintln!("probe: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-                Outcome::Other(code.unwrap_or(-1))
-            }
-        }
-    }
-
-    /// A connection from the peer namespace to `target`, held open.
-    fn hold(&self, target: SocketAddr) -> Held {
-        let mut child = self
-            .command("hold", target)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run the hold probe");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("probe stdout"));
-        let mut held = Held { child, stdin, stdout };
-        assert_eq!(held.line_with("CONNECTED").as_deref(), Some(""), "hold probe could not connect");
-        held
-    }
-}
-
-/// A held connection in the peer namespace.
-struct Held {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Held {
-    /// Sends `text` over the held connection; returns what came back.
-    fn echo(&mut self, text: &str) -> Option<String> {
-        writeln!(self.stdin.as_mut()?, "{text}").ok()?;
-        self.line_with("ECHO ")
-    }
-
-    /// The rest of the probe's next line after `prefix` (None if it failed or exited).
-    fn line_with(&mut self, prefix: &str) -> Option<String> {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self.stdout.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            // libtest's "test ... " header may precede the probe's first line.
-            if let Some((_, rest)) = line.trim_end().split_once(prefix) {
-                return Some(rest.to_owned());
-            }
-            if line.contains("FAILED") {
-                eprintln!("hold probe: {line}");
-                return None;
-            }
-        }
-    }
-
-    fn close(mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn target() -> SocketAddr {
-    std::env::var(TARGET).ok().and_then(|t| t.parse().ok()).expect("KNFT_TARGET")
-}
-
-/// Probe role: connect once; the exit code says how it went.
-fn connect_probe() -> ! {
-    let code = match TcpStream::connect_timeout(&target(), CONNECT_TIMEOUT) {
-        Ok(_) => 0,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => 3,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => 4,
-        Err(e) => {
-            println!("connect failed: {e}");
-            5
-        }
-    };
-    std::process::exit(code)
-}
-
-/// Probe role: connect, then echo each stdin line over the connection.
-fn hold_probe() -> ! {
-    let mut stream = match TcpStream::connect_timeout(&target(), CONNECT_TIMEOUT) {
-        Ok(s) => s,
-        Err(e) => {
-            println!("FAILED connect: {e}");
-            std::process::exit(1)
-        }
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    println!("CONNECTED");
-    let mut replies = BufReader::new(stream.try_clone().expect("clone stream"));
-    for line in std::io::stdin().lines().map_while(Result::ok) {
-        let mut reply = String::new();
-        match writeln!(stream, "{line}").and_then(|_| replies.read_line(&mut reply)) {
-            Ok(n) if n > 0 => println!("ECHO {}", reply.trim_end()),
-            other => println!("FAILED echo: {other:?}"),
-        }
-    }
-    std::process::exit(0)
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (install iproute2)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
 fn nft(args: &[&str]) -> String {
     let out = Command::new("nft").args(args).output().expect("run nft (install nftables)");
     assert!(out.status.success(), "nft {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
