@@ -218,17 +218,17 @@ impl Daemon {
                 Event::Burned { id, source, progress, reason } => self.burned(id, source, progress, reason),
                 Event::PrefixFromSecondSource { id, first, second } => {
                     let door = self.door_name(&id);
-                    warn!(door, client = self.doors.client_name(&id), %first, %second,
-                        "ALERT: the same knock prefix came from two sources; the sequence is burned for both");
                     self.audit_write(
                         Record::new("alert")
-                            .with("door", door)
+                            .with("door", door.clone())
                             .with("client", self.doors.client_name(&id))
                             .with("sequence", self.doors.sequence_label(&id))
                             .with("source", first.to_string())
                             .with("second_source", second.to_string()),
                         false,
                     );
+                    warn!(door, client = self.doors.client_name(&id), %first, %second,
+                        "ALERT: the same knock prefix came from two sources; the sequence is burned for both");
                 }
             }
         }
@@ -264,8 +264,8 @@ impl Daemon {
         }
         match self.doors.promote_incoming(&id) {
             Ok(true) => {
-                info!(door, "the door's incoming sequence file is now its sequence file (rotation done)");
                 self.audit_write(Record::new("rotate").with("door", door.clone()), true);
+                info!(door, "the door's incoming sequence file is now its sequence file (rotation done)");
                 self.matcher.clear_door(id.door);
                 self.doors.install_door(&mut self.matcher, id.door, unix_now());
             }
@@ -343,15 +343,15 @@ impl Daemon {
         match first {
             Some(pos) => {
                 self.resyncs.remove(pos);
-                info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
                 self.audit_write(
                     Record::new("resync")
-                        .with("door", door)
-                        .with("client", client)
+                        .with("door", door.clone())
+                        .with("client", client.clone())
                         .with("source", source.to_string())
                         .with("sequence", self.doors.sequence_label(id)),
                     true,
                 );
+                info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
                 true
             }
             None => {
@@ -367,15 +367,16 @@ impl Daemon {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
-        warn!(door, client, %source, sequence = %seq, "replayed knock sequence ({why}); nothing opened");
+        // Audit records go before the log lines that announce them, here and below.
         self.audit_write(
             Record::new("replay")
-                .with("door", door)
-                .with("client", client)
+                .with("door", door.clone())
+                .with("client", client.clone())
                 .with("source", source.to_string())
-                .with("sequence", seq),
+                .with("sequence", seq.clone()),
             false,
         );
+        warn!(door, client, %source, sequence = %seq, "replayed knock sequence ({why}); nothing opened");
     }
 
     fn burned(&mut self, id: CandidateId, source: IpAddr, progress: usize, reason: BurnReason) {
@@ -397,17 +398,17 @@ impl Daemon {
             BurnReason::Evicted => "evicted under load",
             BurnReason::SecondSource => "prefix from a second source",
         };
-        info!(door, client, %source, sequence = %seq, progress, reason, "incomplete knock: sequence burned");
         self.audit_write(
             Record::new("burn")
-                .with("door", door)
-                .with("client", client)
+                .with("door", door.clone())
+                .with("client", client.clone())
                 .with("source", source.to_string())
-                .with("sequence", seq)
+                .with("sequence", seq.clone())
                 .with("progress", progress as u64)
                 .with("reason", reason),
             false,
         );
+        info!(door, client, %source, sequence = %seq, progress, reason, "incomplete knock: sequence burned");
     }
 
     /// Writes an audit record; false (after logging why) when it could not be written.

@@ -19,10 +19,14 @@ use std::time::{Duration, Instant};
 use knock_core::config::Config;
 use knockd::capture::{bpf_filter, spawn_live};
 
-/// The test function the children run as.
-const CHILD_TEST: &str = "child_role";
-/// The role of a re-executed child: `capture` or `send`.
-const CHILD_ENV: &str = "KCAP_CHILD";
+// Only the namespace guard, the root check and re-execution are used here.
+#[allow(dead_code)]
+mod support;
+use support::{is_root, Netns, Reexec};
+
+/// The children: this binary re-executed as test `child_role`, with its role (`capture` or
+/// `send`) in `KCAP_CHILD`.
+const CHILD: Reexec = Reexec { test: "child_role", role_env: "KCAP_CHILD" };
 /// What the sender sends: `;`-separated `tcp ADDR` / `udp ADDR`.
 const SEND_ENV: &str = "KCAP_SEND";
 /// Prefix of the lines a child reports on.
@@ -35,39 +39,11 @@ const INTERFACES: [&str; 2] = ["kc0", "any"];
 const SENTINEL: &str = "198.18.77.1:40999";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A network namespace, deleted on drop (also when the test fails).
-struct Netns(String);
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let name = format!("kcap-{}-{n}-{role}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]));
-        Netns(name)
-    }
-
-    /// `ip -n NS ARGS...`
-    fn ip(&self, args: &[&str]) {
-        run(Command::new("ip").args(["-n", &self.0]).args(args));
-    }
-
-    /// This test binary, re-executed inside the namespace in child role `role`.
-    fn child(&self, role: &str) -> Command {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.0])
-            .arg(exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, role);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// A network namespace for `role` (`s` or `p`), deleted on drop (also when the test fails).
+fn netns(role: &str) -> Netns {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    Netns::create(format!("kcap-{}-{n}-{role}", std::process::id()))
 }
 
 /// A child process, killed on drop if still running.
@@ -87,20 +63,14 @@ fn run(cmd: &mut Command) {
 }
 
 fn assert_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .is_some_and(|euid| euid == "0");
-    assert!(root, "this test creates network namespaces: run it as root");
+    assert!(is_root(), "this test creates network namespaces: run it as root");
 }
 
 /// A server namespace and a peer namespace joined by a veth pair (kc0 in the server, kc1 in
 /// the peer): 198.18.77.1/24 and 2001:db8:77::1/64 on the server, .2 and ::2 on the peer.
 fn topology() -> (Netns, Netns) {
-    let server = Netns::new("s");
-    let peer = Netns::new("p");
+    let server = netns("s");
+    let peer = netns("p");
     veth(&server, &peer);
     (server, peer)
 }
@@ -175,9 +145,9 @@ fn send_child() {
 /// Not a test of its own: the entry point of the re-executed children (a no-op otherwise).
 #[test]
 fn child_role() {
-    match std::env::var(CHILD_ENV).as_deref() {
-        Ok("capture") => capture_child(),
-        Ok("send") => send_child(),
+    match CHILD.role().as_deref() {
+        Some("capture") => capture_child(),
+        Some("send") => send_child(),
         _ => {}
     }
 }
@@ -217,7 +187,7 @@ fn collect(rx: &Receiver<String>) -> Vec<String> {
 fn live_capture_in_a_namespace_sees_only_knocks() {
     assert_root();
     let (server, peer) = topology();
-    let mut capture = server.child("capture");
+    let mut capture = CHILD.command(Some(&server.0), "capture");
     capture.env(IFACES_ENV, INTERFACES.join(",")).stdout(Stdio::piped());
     let mut capture = Reaped(capture.spawn().expect("start the capture child"));
     let rx = reports(&mut capture.0);
@@ -235,7 +205,7 @@ fn live_capture_in_a_namespace_sees_only_knocks() {
         "tcp 198.18.77.1:22",
     ];
     let list = format!("{};udp {SENTINEL}", sends.join(";"));
-    run(peer.child("send").env(SEND_ENV, list));
+    run(CHILD.command(Some(&peer.0), "send").env(SEND_ENV, list));
 
     let lines = collect(&rx);
     let stopped = lines.iter().find_map(|l| l.strip_prefix("STOPPED "));
@@ -263,7 +233,7 @@ fn live_capture_in_a_namespace_sees_only_knocks() {
 fn live_capture_reopens_an_interface_that_went_away() {
     assert_root();
     let (server, peer) = topology();
-    let mut capture = server.child("capture");
+    let mut capture = CHILD.command(Some(&server.0), "capture");
     capture.env(IFACES_ENV, "kc0").stdout(Stdio::piped());
     let mut capture = Reaped(capture.spawn().expect("start the capture child"));
     let rx = reports(&mut capture.0);
@@ -276,7 +246,7 @@ fn live_capture_reopens_an_interface_that_went_away() {
     let mut lines = Vec::new();
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline && !lines.iter().any(|l: &String| l.starts_with("STOPPED")) {
-        run(peer.child("send").env(SEND_ENV, format!("udp {SENTINEL}")));
+        run(CHILD.command(Some(&peer.0), "send").env(SEND_ENV, format!("udp {SENTINEL}")));
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(line);
         }

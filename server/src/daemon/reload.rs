@@ -76,14 +76,18 @@ impl Daemon {
         let hash = config_hash(&new);
         self.config = new;
         self.doors = doors;
+        // The audit record first: whoever reads the log line finds the record written.
+        self.audit_write(
+            Record::new("reload").with("config_sha256", hash.clone()).with("doors", new_names.join(",")),
+            true,
+        );
         info!(config = %self.config.path.display(), sha256 = %hash, "configuration reloaded");
-        self.audit_write(Record::new("reload").with("config_sha256", hash).with("doors", new_names.join(",")), true);
         recapture
     }
 
     fn refuse_reload(&mut self, why: &str) -> bool {
-        error!("reload refused, the running configuration stays: {why}");
         self.audit_write(Record::new("reload-refused").with("reason", why.to_string()), true);
+        error!("reload refused, the running configuration stays: {why}");
         false
     }
 
@@ -93,12 +97,19 @@ impl Daemon {
         let before: HashSet<(String, String)> = self.doors.client_names().into_iter().collect();
         let gone: HashSet<&(String, String)> = before.difference(&after).collect();
         for (door, client) in &gone {
-            warn!(door, client, "client revoked");
             self.audit_write(Record::new("revoke").with("door", door.clone()).with("client", client.clone()), true);
+            warn!(door, client, "client revoked");
         }
         let taken = self.grants.take_where(|g| gone.contains(&(g.door.clone(), g.client.clone())));
         for g in taken {
             let result = self.firewall.as_mut().map_or(Ok(()), |fw| fw.revoke(g.addr, &g.ports));
+            self.audit_write(
+                Record::new("revoke-grant")
+                    .with("door", g.door.clone())
+                    .with("client", g.client.clone())
+                    .with("source", g.addr.to_string()),
+                true,
+            );
             match result {
                 Ok(()) => {
                     info!(door = %g.door, client = %g.client, source = %g.addr, "live grant of a revoked client removed")
@@ -107,13 +118,6 @@ impl Daemon {
                     error!(door = %g.door, client = %g.client, source = %g.addr, "cannot remove a revoked client's grant: {e}")
                 }
             }
-            self.audit_write(
-                Record::new("revoke-grant")
-                    .with("door", g.door.clone())
-                    .with("client", g.client.clone())
-                    .with("source", g.addr.to_string()),
-                true,
-            );
         }
     }
 }

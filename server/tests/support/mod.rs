@@ -77,7 +77,8 @@ impl Lab {
             ns.ip(&["link", "set", "lo", "up"]);
         }
         server.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &peer.0]);
-        for (ns, dev, v4, v6) in [(&server, "veth0", self.server4, self.server6), (&peer, "veth1", self.peer4, self.peer6)]
+        for (ns, dev, v4, v6) in
+            [(&server, "veth0", self.server4, self.server6), (&peer, "veth1", self.peer4, self.peer6)]
         {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
