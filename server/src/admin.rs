@@ -429,7 +429,8 @@ pub fn status(config: &Config, warn_below: usize) -> Result<String, String> {
     let state = StateDir::new(&config.server.state_dir);
     let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
     let server_id = if derives { state.server_id().map_err(|e| e.to_string())? } else { [0; 16] };
-    let doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir());
+    let mut doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir());
+    doors.refuse_rolled_back(&state.audit_log());
     let now = knock_core::time::unix_now_ms();
     let mut out = format!(
         "server clock: {} UTC (day {}); clients more than a day off cannot knock hotp doors\n",

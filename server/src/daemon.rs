@@ -77,7 +77,8 @@ impl Daemon {
             warn!(door = %d.name, "static sequence: anyone who sees it once can replay it; \
                 `knockd migrate` writes a one-time equivalent");
         }
-        let doors = Doors::load(&config, server_id, &state.ledger_dir());
+        let mut doors = Doors::load(&config, server_id, &state.ledger_dir());
+        doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
         }

@@ -506,6 +506,46 @@ impl Doors {
         (out, warnings)
     }
 
+    /// Refuses every `hotp` client whose ledger lacks a counter the audit log records as used
+    /// (a ledger rolled back by a restored backup or snapshot), as DESIGN "Recovery" asks: the
+    /// client stays refused until `knockd ledger recover`. Call right after `load`. Only the
+    /// current audit file is read; a ledger and audit log restored together go unnoticed (the
+    /// epoch still limits that to two days).
+    pub fn refuse_rolled_back(&mut self, audit_log: &Path) {
+        let Ok(records) = crate::audit::read_records(audit_log) else { return };
+        let mut used: std::collections::HashMap<(String, String), u64> = Default::default();
+        for r in &records {
+            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            if !matches!(text("event").as_str(), "grant" | "close" | "burn" | "resync") {
+                continue;
+            }
+            if let Some(n) = text("sequence").strip_prefix("counter ").and_then(|n| n.parse::<u64>().ok()) {
+                let e = used.entry((text("door"), text("client"))).or_insert(n);
+                *e = (*e).max(n);
+            }
+        }
+        for d in &mut self.doors {
+            let (DoorKind::Keyed(clients), Mode::Hotp) = (&mut d.kind, d.config.mode) else { continue };
+            let door = d.config.name.clone();
+            clients.retain(|c| match used.get(&(door.clone(), c.name.clone())) {
+                Some(&n) if !c.ledger.is_used(n) => {
+                    self.refused.push(format!(
+                        "door {door} client {} refused: ledger {} was rolled back (the audit log records counter {n} \
+                         as used, the ledger does not); knocks for this key stay refused until \
+                         `knockd ledger recover --door {door} --client {} --next {}`",
+                        c.name,
+                        c.ledger.path().display(),
+                        c.name,
+                        n + 1
+                    ));
+                    false
+                }
+                _ => true,
+            });
+        }
+        self.doors.retain(|d| !matches!(&d.kind, DoorKind::Keyed(c) if c.is_empty()));
+    }
+
     /// (door, client) names of every loaded keyed client.
     pub fn client_names(&self) -> Vec<(String, String)> {
         self.doors

@@ -204,6 +204,40 @@ fn a_missing_ledger_refuses_its_client_only_until_ledger_recover() {
     assert!(o.status.success() && out(&o).contains("nothing to do"), "{}", out(&o));
 }
 
+/// A ledger restored from an older backup (rolled back) is caught against the audit log: its
+/// client stays refused until `knockd ledger recover`, while the other client works.
+#[test]
+fn a_rolled_back_ledger_refuses_its_client_until_ledger_recover() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let alice_ledger = ledgers(&lab).pop().expect("alice's ledger");
+    let backup = std::fs::read(&alice_ledger).unwrap(); // before any knock
+    let bob = lab.add_client("ssh", "bob", SERVER, Host::Outsider);
+    let knock = |lab: &Lab, host, profile: &str| {
+        lab.knock(host, &["--profile", profile, "--wait", "--wait-timeout", "1", "--attempts", "1"])
+    };
+    lab.start_daemon();
+    assert!(knock(&lab, Host::Client, &alice).status.success());
+    lab.stop_daemon("TERM");
+    std::fs::write(&alice_ledger, backup).unwrap(); // the restored backup
+    lab.start_daemon();
+    lab.wait_log("was rolled back", Duration::from_secs(2));
+    assert!(lab.log().contains("knockd ledger recover --door ssh --client alice --next 1"), "{}", lab.log());
+    assert!(knock(&lab, Host::Outsider, &bob).status.success(), "bob keeps working");
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+    assert!(!knock(&lab, Host::Client, &alice).status.success(), "alice stays refused");
+    let o = lab.exec(
+        Host::Server,
+        bin("knockd"),
+        &["-c", "knockd.toml", "ledger", "recover", "--door", "ssh", "--client", "alice", "--next", "2"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert!(knock(&lab, Host::Client, &alice).status.success(), "alice is back");
+}
+
 /// A tiny tmpfs mounted over the lab's state directory (its files copied in); unmounted when
 /// dropped, also when the test fails. Declare it after the lab, so it is dropped first.
 struct TinyStateDir {
