@@ -42,7 +42,7 @@ struct Cli {
     /// Accepted for knockd compatibility (-l), but no DNS lookups are made: they would tell the DNS who knocked.
     #[arg(short = 'l', long)]
     lookup: bool,
-    /// Log every decision, including ignored knocks (knockd's -v).
+    /// More detail in the log (knockd's -v); knocks themselves are never logged.
     #[arg(short = 'v', long)]
     verbose: bool,
     /// Keep the server id, ledgers, audit log and pending stop commands here instead of the
