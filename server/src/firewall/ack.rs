@@ -87,12 +87,14 @@ fn parse_error(payload: &[u8], flags: u16) -> Result<Reply, &'static str> {
     Ok(Reply::Refused { errno, message, offset })
 }
 
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+/// A native-endian u16 at `at`, if the bytes are there.
+pub(super) fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
     let b = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_ne_bytes([b[0], b[1]]))
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+/// A native-endian u32 at `at`, if the bytes are there.
+pub(super) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -13,6 +13,7 @@
 //! nfgenmsg` (`<linux/netfilter/nfnetlink.h>`), `enum nf_tables_msg_types` and the table, chain
 //! and set attributes (`<linux/netfilter/nf_tables.h>`).
 
+use super::ack::{read_u16, read_u32};
 use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
@@ -111,16 +112,6 @@ fn removal(kind: u16, attrs: &[u8], table: &str, chain: &str) -> Option<Removed>
         DELSET | DESTROYSET => Some(Removed::Set(name)),
         _ => None,
     }
-}
-
-fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    let b = bytes.get(at..at.checked_add(2)?)?;
-    Some(u16::from_ne_bytes([b[0], b[1]]))
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// A non-blocking socket subscribed to `NFNLGRP_NFTABLES` in the calling thread's namespace.
