@@ -13,11 +13,11 @@
 //! nfgenmsg` (`<linux/netfilter/nfnetlink.h>`), `enum nf_tables_msg_types` and the table, chain
 //! and set attributes (`<linux/netfilter/nf_tables.h>`).
 
-use super::ack::{read_u16, read_u32};
 use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
+use super::ack::{read_u16, read_u32};
 use super::nfnl::{align4, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NLA_HDRLEN, NLMSG_HDRLEN};
 
 /// `NFNLGRP_NFTABLES` (`enum nfnetlink_groups`): nf_tables change notifications.
