@@ -183,7 +183,7 @@ impl Door {
             DoorRules {
                 knocks: KnockSet::Range(self.alphabet.clone()),
                 tcp_flags: TcpFlagRule::SYN_ONLY,
-                burn_on_sight: true,
+                burn_at: Some(knock_core::matcher::burn_threshold(self.alphabet.size(), LENGTH)),
                 addresses: vec![],
                 seq_timeout_ms: SEQ_TIMEOUT_MS,
                 misses: MISSES,

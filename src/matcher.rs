@@ -6,8 +6,8 @@
 //! attempt (a *track*: one source following one candidate), the next knock advances it, a
 //! repeat of an already matched knock is ignored, and anything else in the door's range is a
 //! miss. Tracks end on completion, on more than `misses` misses, on `seq_timeout`, or when
-//! evicted; a fresh candidate whose track had matched two knocks and then ended incomplete is
-//! burned (DESIGN §3 "Burn on sight"). State is bounded in total, per source and per IPv6 /64.
+//! evicted; a fresh candidate whose track had matched enough knocks (see [`burn_threshold`])
+//! and then ended incomplete is burned (DESIGN §3 "Burn on sight"). State is bounded in total, per source and per IPv6 /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -142,9 +142,10 @@ pub struct DoorRules {
     pub knocks: KnockSet,
     /// Which TCP packets count (UDP always does); others are ignored by this door.
     pub tcp_flags: TcpFlagRule,
-    /// Burn a fresh candidate whose attempt ended after two knocks, and on a second source's
-    /// prefix (DESIGN "Burn on sight"). Off for knockd's doors, which keep knockd's rules.
-    pub burn_on_sight: bool,
+    /// Burn on sight (DESIGN §3): a fresh candidate whose attempt ended incomplete after at
+    /// least this many matched knocks is burned, and so is one whose prefix of that length comes
+    /// from a second source. `None` for knockd's doors, which keep knockd's rules.
+    pub burn_at: Option<usize>,
     /// Destination addresses (empty: any).
     pub addresses: Vec<IpAddr>,
     /// Milliseconds from first knock to last.
@@ -182,13 +183,22 @@ struct DoorState {
 pub struct Matcher {
     doors: Vec<DoorState>,
     tracks: HashMap<(IpAddr, usize), Vec<Track>>,
-    /// Sources holding a track at progress >= 2, per candidate.
+    /// Sources holding a track at or past the door's burn threshold, per candidate.
     prefixes: HashMap<CandidateId, Vec<IpAddr>>,
     per_64: HashMap<u64, usize>,
     track_count: usize,
     /// Tracks created so far (their `order`).
     created: u64,
     limits: Limits,
+}
+
+/// The least number of matched knocks, two at least, after which the knocks left to guess
+/// carry fewer than 64 bits ((K − b)·log2(N − 1) < 64): an attempt that ends incomplete past it
+/// burns its candidate (docs/PROTOCOL.md §7). Below it, finishing the sequence is still a
+/// 64-bit guess, and burning would only hand a spoofed flood a way to burn candidates at random.
+pub fn burn_threshold(alphabet_size: u32, length: usize) -> usize {
+    let per_knock = f64::from(alphabet_size.saturating_sub(1).max(1)).log2();
+    (2..length).find(|b| (length - b) as f64 * per_knock < 64.0).unwrap_or(length).max(2)
 }
 
 /// Whether `knock` repeats a matched knock (a retransmission or duplicate, ignored).
@@ -291,6 +301,7 @@ impl Matcher {
         let Some(mut list) = self.tracks.remove(&(source, door)) else { return };
         let mut kept = Vec::with_capacity(list.len());
         let mut reached_two = Vec::new();
+        let prefix_len = self.prefix_len(door);
         for mut t in list.drain(..) {
             if now_ms.saturating_sub(t.started_ms) > timeout_ms {
                 self.end(source, t, BurnReason::Timeout, events);
@@ -303,7 +314,7 @@ impl Matcher {
                     self.forget(source, &t);
                     continue;
                 }
-                if t.progress == 2 {
+                if t.progress == prefix_len {
                     reached_two.push(t.id);
                 }
             } else if !is_repeat(&t.expected[..t.progress], knock, strict) {
@@ -450,15 +461,22 @@ impl Matcher {
 
     /// Ends an incomplete track: burns a fresh candidate that had matched two knocks.
     fn end(&mut self, source: IpAddr, t: Track, reason: BurnReason, events: &mut Vec<Event>) {
-        if t.progress >= 2 && !t.used && self.burns(t.id.door) {
+        let burn_at = self.doors.get(t.id.door).and_then(|d| d.rules.as_ref()).and_then(|r| r.burn_at);
+        if !t.used && burn_at.is_some_and(|b| t.progress >= b) {
             events.push(Event::Burned { id: t.id, source, progress: t.progress, reason });
         }
         self.forget(source, &t);
     }
 
-    /// Whether a door burns on sight.
+    /// How many matched knocks make a prefix that burns when a second source shows it too: the
+    /// door's burn threshold (never matched when the door does not burn).
+    fn prefix_len(&self, door: usize) -> usize {
+        self.doors.get(door).and_then(|d| d.rules.as_ref()).and_then(|r| r.burn_at).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a door burns on sight (also on a second source's prefix).
     fn burns(&self, door: usize) -> bool {
-        self.doors.get(door).and_then(|d| d.rules.as_ref()).is_some_and(|r| r.burn_on_sight)
+        self.doors.get(door).and_then(|d| d.rules.as_ref()).is_some_and(|r| r.burn_at.is_some())
     }
 
     /// Drops the bookkeeping of a track that has left `tracks`.
@@ -472,7 +490,7 @@ impl Matcher {
                 }
             }
         }
-        if t.progress >= 2 {
+        if t.progress >= self.prefix_len(t.id.door) {
             if let Some(owners) = self.prefixes.get_mut(&t.id) {
                 owners.retain(|s| *s != source);
                 if owners.is_empty() {

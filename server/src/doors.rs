@@ -12,7 +12,7 @@ use std::sync::Arc;
 use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
 use knock_core::keys::{read_key_file, Secret};
 use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
-use knock_core::matcher::{Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
+use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
 use knock_core::time::utc_day;
@@ -325,7 +325,7 @@ impl Doors {
         Some(DoorRules {
             knocks,
             tcp_flags,
-            burn_on_sight: !legacy,
+            burn_at: (!legacy).then(|| burn_threshold(d.alphabet.size(), d.length)),
             strict_order: legacy,
             addresses: d.addresses.clone(),
             seq_timeout_ms: d.seq_timeout.as_millis() as u64,

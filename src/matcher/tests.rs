@@ -50,7 +50,7 @@ fn rules(alphabet: Alphabet, seq_timeout_ms: u64, misses: u8) -> DoorRules {
     DoorRules {
         knocks: KnockSet::Range(alphabet),
         tcp_flags: TcpFlagRule::SYN_ONLY,
-        burn_on_sight: true,
+        burn_at: Some(2),
         addresses: vec![],
         seq_timeout_ms,
         misses,
@@ -270,7 +270,7 @@ fn legacy_rules_reset_on_a_wrong_knock_and_never_burn() {
         DoorRules {
             knocks: KnockSet::Exact(seq.clone()),
             tcp_flags: TcpFlagRule::ANY,
-            burn_on_sight: false,
+            burn_at: None,
             addresses: vec![],
             seq_timeout_ms: 5_000,
             misses: 0,
@@ -322,6 +322,24 @@ fn a_spoofed_packet_from_the_clients_address_does_not_evict_its_attempt() {
     send(&mut m, &keys, CLIENT, &others, 10);
     let ev = send(&mut m, &keys, CLIENT, &seq[1..], 20);
     assert_eq!(completed(&ev), vec![(cid(3), false)]);
+}
+
+#[test]
+fn the_burn_threshold_keeps_64_bits_to_guess() {
+    // Defaults: 2048 knocks, K = 8: after 2 matched, 6 x 11 = 66 bits are left; after 3, 55.
+    assert_eq!(burn_threshold(2048, 8), 3);
+    // A small door burns at two already; a huge one later.
+    assert_eq!(burn_threshold(256, 4), 2);
+    assert_eq!(burn_threshold(65535 * 2, 16), 13);
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let alphabet = keys.alphabet.clone();
+    m.set_door(0, DoorRules { burn_at: Some(burn_threshold(2048, 8)), ..rules(alphabet, 5_000, 2) });
+    let a = keys.sequence(&cid(0), CLIENT);
+    let b = keys.sequence(&cid(1), "198.18.0.3");
+    send(&mut m, &keys, CLIENT, &a[..2], 0);
+    send(&mut m, &keys, "198.18.0.3", &b[..3], 0);
+    let ev = m.tick(6_000);
+    assert_eq!(burned(&ev), vec![cid(1)], "two knocks leave 66 bits: no burn; three do");
 }
 
 mod fuzz {

@@ -26,7 +26,7 @@ pub fn bpf_filter(doors: &[Door]) -> String {
         .map(|d| DoorRules {
             knocks: KnockSet::Range(d.alphabet.clone()),
             tcp_flags: TcpFlagRule::SYN_ONLY,
-            burn_on_sight: true,
+            burn_at: Some(2),
             strict_order: false,
             addresses: d.addresses.clone(),
             seq_timeout_ms: 0,
@@ -288,7 +288,7 @@ mod tests {
         let rules = DoorRules {
             knocks: KnockSet::Exact(vec![Knock::tcp(7000), Knock::udp(8000), Knock::tcp(9000)]),
             tcp_flags: TcpFlagRule { set: 0x01, clear: 0x10 }, // knockd's `tcpflags = fin,!ack`
-            burn_on_sight: false,
+            burn_at: None,
             strict_order: true,
             addresses: vec![],
             seq_timeout_ms: 0,
@@ -312,7 +312,7 @@ mod tests {
         let any = DoorRules {
             knocks: KnockSet::Exact(vec![Knock::tcp(7000)]),
             tcp_flags: TcpFlagRule::ANY,
-            burn_on_sight: false,
+            burn_at: None,
             strict_order: true,
             addresses: vec![],
             seq_timeout_ms: 0,
