@@ -343,9 +343,10 @@ impl Matcher {
         rest: &dyn RestOfSequence,
         events: &mut Vec<Event>,
     ) {
-        let Some(cands) = self.doors[door].table.get(&knock) else { return };
-        let cands = cands.clone();
-        for c in cands {
+        // Borrow the list out of the table while tracks change (no copy on this hot path);
+        // nothing below touches the table, and the list goes back afterwards.
+        let Some(cands) = self.doors[door].table.get_mut(&knock).map(std::mem::take) else { return };
+        for c in &cands {
             let known = self.tracks.get(&(source, door)).is_some_and(|l| l.iter().any(|t| t.id == c.id));
             if known {
                 continue;
@@ -376,6 +377,9 @@ impl Matcher {
             if let Some(n) = ipv6_64(source) {
                 *self.per_64.entry(n).or_default() += 1;
             }
+        }
+        if let Some(slot) = self.doors[door].table.get_mut(&knock) {
+            *slot = cands;
         }
     }
 
