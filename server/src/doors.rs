@@ -338,10 +338,10 @@ impl Doors {
     pub fn filter_rules(&self, now: u64) -> Vec<DoorRules> {
         (0..self.doors.len())
             .filter_map(|i| {
-                let mut cands: Vec<Candidate> =
-                    (0..self.client_count(i)).take(1).flat_map(|c| self.candidates(i, c, now)).collect();
-                if let DoorKind::KnockdOneTime(f) = &self.doors[i].kind {
-                    cands = f
+                // Only knockd's doors watch exact knocks taken from their candidates; ours
+                // watch their whole range, so deriving candidates here would be wasted work.
+                let cands: Vec<Candidate> = match &self.doors[i].kind {
+                    DoorKind::KnockdOneTime(f) => f
                         .entries()
                         .iter()
                         .filter(|e| !e.knocks.is_empty())
@@ -351,8 +351,10 @@ impl Doors {
                             used: e.used,
                             rest: Some(Arc::from(&e.knocks[1..])),
                         })
-                        .collect();
-                }
+                        .collect(),
+                    _ if self.doors[i].config.legacy.is_some() => self.candidates(i, 0, now),
+                    _ => Vec::new(),
+                };
                 self.rules(i, &cands)
             })
             .collect()
