@@ -23,6 +23,9 @@ pub const TCP_ACK: u8 = 0x10;
 pub struct KnockPacket {
     /// Source address (IPv4-mapped IPv6 addresses are normalised to IPv4).
     pub src: IpAddr,
+    /// Source port: a client sends every knock of one attempt from one port, so attempts are
+    /// told apart by (address, port) and a neighbour behind the same address cannot spoil them.
+    pub src_port: u16,
     /// Destination address.
     pub dst: IpAddr,
     /// Destination port and protocol.
@@ -283,15 +286,17 @@ fn skip_extensions(mut next: u8, mut data: &[u8], mut declared: usize) -> Result
 }
 
 fn parse_transport(ip: IpPayload<'_>) -> Result<KnockPacket, PacketError> {
-    let (port, proto, tcp_flags) = match ip.proto {
+    let (ports, proto, tcp_flags) = match ip.proto {
         6 => parse_tcp(ip.data, ip.declared)?,
         17 => parse_udp(ip.data, ip.declared)?,
         other => return Err(PacketError::NotTcpOrUdp(other)),
     };
-    Ok(KnockPacket { src: ip.src, dst: ip.dst, knock: Knock { port, proto }, tcp_flags })
+    let (src_port, port) = ports;
+    Ok(KnockPacket { src: ip.src, src_port, dst: ip.dst, knock: Knock { port, proto }, tcp_flags })
 }
 
-fn parse_tcp(data: &[u8], declared: usize) -> Result<(u16, Proto, Option<u8>), PacketError> {
+/// (source port, destination port), protocol and flags of a TCP header.
+fn parse_tcp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<u8>), PacketError> {
     if declared < 20 {
         return Err(PacketError::BadLength("TCP length"));
     }
@@ -300,10 +305,11 @@ fn parse_tcp(data: &[u8], declared: usize) -> Result<(u16, Proto, Option<u8>), P
     if header_len < 20 || header_len > declared {
         return Err(PacketError::BadLength("TCP header length"));
     }
-    Ok((be16([h[2], h[3]]), Proto::Tcp, Some(h[13])))
+    Ok(((be16([h[0], h[1]]), be16([h[2], h[3]])), Proto::Tcp, Some(h[13])))
 }
 
-fn parse_udp(data: &[u8], declared: usize) -> Result<(u16, Proto, Option<u8>), PacketError> {
+/// (source port, destination port) and protocol of a UDP header.
+fn parse_udp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<u8>), PacketError> {
     if declared < 8 {
         return Err(PacketError::BadLength("UDP length"));
     }
@@ -312,7 +318,7 @@ fn parse_udp(data: &[u8], declared: usize) -> Result<(u16, Proto, Option<u8>), P
     if udp_len < 8 || udp_len > declared {
         return Err(PacketError::BadLength("UDP length"));
     }
-    Ok((be16([h[2], h[3]]), Proto::Udp, None))
+    Ok(((be16([h[0], h[1]]), be16([h[2], h[3]])), Proto::Udp, None))
 }
 
 #[cfg(test)]
@@ -421,7 +427,7 @@ mod tests {
     fn expected(v4: bool, knock: Knock, tcp_flags: Option<u8>) -> KnockPacket {
         let (src, dst) =
             if v4 { (IpAddr::V4(V4_SRC), IpAddr::V4(V4_DST)) } else { (IpAddr::V6(V6_SRC), IpAddr::V6(V6_DST)) };
-        KnockPacket { src, dst, knock, tcp_flags }
+        KnockPacket { src, src_port: 54321, dst, knock, tcp_flags }
     }
 
     /// Every link type × {IPv4, IPv6} × {TCP SYN, UDP}, with the packet each must parse to.
