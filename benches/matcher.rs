@@ -32,6 +32,7 @@ use knock_core::config::TcpFlagRule;
 use knock_core::keys::Secret;
 use knock_core::knock::{Knock, PortRange, Proto};
 use knock_core::matcher::{Candidate, CandidateId, DoorRules, Event, KnockSet, Limits, Matcher, RestOfSequence};
+use knock_core::packet::KnockPacket;
 use knock_core::sequence::{derive, first_knock, rest_knocks, Alphabet, Mode, Purpose, SequenceId};
 
 const FIRST_PORT: u16 = 40000;
@@ -50,6 +51,8 @@ const CLIENT_DELAY_MS: u64 = 20;
 const SYN: Option<u8> = Some(0x02);
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The source port the client sends every knock of its attempt from.
+const CLIENT_PORT: u16 = 50_505;
 /// 198.18.0.0/15.
 const FLOOD_BASE: u32 = 0xC612_0000;
 const FLOOD_MASK: u32 = 0x0001_FFFF;
@@ -188,6 +191,7 @@ impl Door {
                 seq_timeout_ms: SEQ_TIMEOUT_MS,
                 misses: MISSES,
                 strict_order: false,
+                per_port: true,
             },
         );
         let mut firsts = HashSet::new();
@@ -319,7 +323,8 @@ fn flood(door: &Door, ports: Ports, budget: Budget, who: Client) -> Outcome {
                     first_knock_at = Some(el);
                     first_knock_ms = now_ms;
                 }
-                let ev = m.on_packet(me, server, seq[sent], SYN, now_ms, door);
+                let p = KnockPacket { src: me, src_port: CLIENT_PORT, dst: server, knock: seq[sent], tcp_flags: SYN };
+                let ev = m.on_packet(&p, now_ms, door);
                 out.tally(&ev, &mut done);
                 sent += 1;
                 next_knock_ms = now_ms + CLIENT_DELAY_MS;
@@ -353,7 +358,10 @@ fn flood(door: &Door, ports: Ports, budget: Budget, who: Client) -> Outcome {
         } else {
             rng.flood_source((who != Client::SpoofedAtRandom).then_some(me))
         };
-        let ev = m.on_packet(src, server, knock, SYN, now_ms, door);
+        // A flood packet comes from a random port; the one spoofed from the client hits its port.
+        let src_port = if spoof_now { CLIENT_PORT } else { 1024 + (i % 60_000) as u16 };
+        let p = KnockPacket { src, src_port, dst: server, knock, tcp_flags: SYN };
+        let ev = m.on_packet(&p, now_ms, door);
         out.tally(&ev, &mut done);
         out.max_tracks = out.max_tracks.max(m.track_count());
         i += 1;

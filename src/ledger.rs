@@ -274,6 +274,17 @@ impl Ledger {
         Ok(Consumed::Fresh)
     }
 
+    /// Burns `counter` in this process only, writing nothing: for burns past a client's budget,
+    /// which only a holder of its key can cause (the daemon bounds what a key holder can make
+    /// the ledger grow by). A restart forgets it. Returns false when it was already used.
+    pub fn burn_in_memory(&mut self, counter: u64) -> bool {
+        if self.is_used(counter) {
+            return false;
+        }
+        self.apply_burn(counter);
+        true
+    }
+
     /// Skips ahead: consumes everything below `next` (recovery after a lost ledger).
     pub fn skip_to(&mut self, next: u64) -> Result<(), LedgerError> {
         if next > self.next {

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod matcher;
 pub mod packet;
 pub mod profile;
+pub mod ratelimit;
 pub mod seqfile;
 pub mod sequence;
 pub mod time;

@@ -1,4 +1,4 @@
-//! The matcher: per-(source, door) progress through candidate sequences.
+//! The matcher: per-source progress through candidate sequences.
 //!
 //! Pure state machine, driven by the caller with packets and a millisecond clock. State is
 //! created only when a packet is the first knock of a candidate in a door's precomputed
@@ -7,7 +7,15 @@
 //! repeat of an already matched knock is ignored, and anything else in the door's range is a
 //! miss. Tracks end on completion, on more than `misses` misses, on `seq_timeout`, or when
 //! evicted; a fresh candidate whose track had matched enough knocks (see [`burn_threshold`])
-//! and then ended incomplete is burned (DESIGN §3 "Burn on sight"). State is bounded in total, per source and per IPv6 /64.
+//! and then ended incomplete is burned ("burn on sight", docs/PROTOCOL.md section 7).
+//!
+//! A first-knock hit starts two tracks on our doors (docs/PROTOCOL.md section 7, "Attempts"):
+//! one that sees only packets from the same source *port* (a client sends every knock of an
+//! attempt from one port, so a neighbour behind the same address, knocking at random, cannot
+//! spoil it with misses), and one that sees every packet of the source *address* (for NATs that
+//! give each connection a new port). They are siblings: the first to complete wins, and the
+//! candidate burns only when the last of them ends incomplete. knockd's doors keep knockd's
+//! one track per address. State is bounded in total, per attempt, per address and per IPv6 /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,6 +23,7 @@ use std::sync::Arc;
 
 use crate::config::TcpFlagRule;
 use crate::knock::{Knock, Proto};
+use crate::packet::KnockPacket;
 use crate::sequence::{Alphabet, Purpose};
 
 /// Identifies one candidate sequence of one door.
@@ -104,15 +113,18 @@ pub enum Event {
 pub struct Limits {
     /// Tracks in all.
     pub max_tracks: usize,
-    /// Tracks per (source, door).
-    pub per_source: usize,
+    /// Tracks per attempt slot: (address, source port, door), or (address, door) for the tracks
+    /// that follow the whole address.
+    pub per_slot: usize,
+    /// Tracks per source address, over all its ports and doors.
+    pub per_address: usize,
     /// Tracks per IPv6 /64 (all doors).
     pub per_ipv6_64: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_tracks: 100_000, per_source: 16, per_ipv6_64: 256 }
+        Limits { max_tracks: 100_000, per_slot: 16, per_address: 1024, per_ipv6_64: 1024 }
     }
 }
 
@@ -155,6 +167,9 @@ pub struct DoorRules {
     /// knockd's order: only a repeat of the last matched knock is a retransmission; a repeat of
     /// an earlier one is a wrong knock. Off for our doors, which ignore any matched knock again.
     pub strict_order: bool,
+    /// Whether attempts are also followed per source port (our doors). Off for knockd's doors,
+    /// whose clients send each knock from a new port.
+    pub per_port: bool,
 }
 
 #[derive(Debug)]
@@ -163,10 +178,27 @@ struct Track {
     used: bool,
     expected: Vec<Knock>,
     progress: usize,
+    /// The most any ended sibling of this track had matched (see [`Matcher::end`]).
+    peak: usize,
     misses: u8,
     started_ms: u64,
     /// Creation order, to tell apart tracks started in the same millisecond.
     order: u64,
+}
+
+/// Where a track lives within its source address: the door, and the source port for a track
+/// that follows one port (`None`: it follows every port of the address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Slot {
+    door: usize,
+    port: Option<u16>,
+}
+
+/// Every track of one source address.
+#[derive(Debug, Default)]
+struct AddressTracks {
+    slots: HashMap<Slot, Vec<Track>>,
+    count: usize,
 }
 
 #[derive(Debug, Default)]
@@ -182,8 +214,8 @@ struct DoorState {
 #[derive(Debug, Default)]
 pub struct Matcher {
     doors: Vec<DoorState>,
-    tracks: HashMap<(IpAddr, usize), Vec<Track>>,
-    /// Sources holding a track at or past the door's burn threshold, per candidate.
+    tracks: HashMap<IpAddr, AddressTracks>,
+    /// Addresses holding a track at or past the door's burn threshold, per fresh candidate.
     prefixes: HashMap<CandidateId, Vec<IpAddr>>,
     per_64: HashMap<u64, usize>,
     track_count: usize,
@@ -215,6 +247,22 @@ fn ipv6_64(addr: IpAddr) -> Option<u64> {
         IpAddr::V6(v6) => Some((u128::from(v6) >> 64) as u64),
         IpAddr::V4(_) => None,
     }
+}
+
+/// Which tracks an eviction chooses from.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    Address(IpAddr),
+    Ipv6Net(u64),
+    All,
+}
+
+/// A door's timing and miss rules, as one packet needs them.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    timeout_ms: u64,
+    misses: u8,
+    strict: bool,
 }
 
 impl Matcher {
@@ -260,83 +308,93 @@ impl Matcher {
         self.doors.get(door).map_or(0, |d| d.table.values().map(Vec::len).sum())
     }
 
-    /// Feeds one packet seen at `now_ms` (monotonic): `tcp_flags` is the TCP flags byte, `None`
-    /// for UDP. Returns what was decided.
-    pub fn on_packet(
-        &mut self,
-        source: IpAddr,
-        dst: IpAddr,
-        knock: Knock,
-        tcp_flags: Option<u8>,
-        now_ms: u64,
-        rest: &dyn RestOfSequence,
-    ) -> Vec<Event> {
+    /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
+    pub fn on_packet(&mut self, packet: &KnockPacket, now_ms: u64, rest: &dyn RestOfSequence) -> Vec<Event> {
         let mut events = Vec::new();
+        let (source, knock) = (packet.src, packet.knock);
         for door in 0..self.doors.len() {
             let Some(rules) = &self.doors[door].rules else { continue };
-            if !rules.knocks.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&dst)) {
+            if !rules.knocks.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&packet.dst)) {
                 continue;
             }
-            if knock.proto == Proto::Tcp && !rules.tcp_flags.matches(tcp_flags.unwrap_or(0)) {
+            if knock.proto == Proto::Tcp && !rules.tcp_flags.matches(packet.tcp_flags.unwrap_or(0)) {
                 continue;
             }
-            let (timeout, misses, strict) = (rules.seq_timeout_ms, rules.misses, rules.strict_order);
-            self.advance_tracks(source, door, knock, now_ms, (timeout, misses, strict), &mut events);
-            self.start_tracks(source, door, knock, now_ms, rest, &mut events);
+            let pace = Pace { timeout_ms: rules.seq_timeout_ms, misses: rules.misses, strict: rules.strict_order };
+            let port_slot = rules.per_port.then_some(Slot { door, port: Some(packet.src_port) });
+            let address_slot = Slot { door, port: None };
+            // Candidates this packet completed: a sibling completing on the same packet is the
+            // same attempt, not a replay.
+            let mut done = Vec::new();
+            for slot in port_slot.into_iter().chain([address_slot]) {
+                self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);
+            }
+            self.start_tracks(source, port_slot, door, knock, now_ms, rest, &mut events);
         }
         events
     }
 
-    /// Moves every live track of (source, door) on by one packet. `rules` is (seq_timeout_ms,
-    /// misses, strict_order) of the door.
+    /// Moves every live track of (source, slot) on by one packet.
+    #[allow(clippy::too_many_arguments)]
     fn advance_tracks(
         &mut self,
         source: IpAddr,
-        door: usize,
+        slot: Slot,
         knock: Knock,
         now_ms: u64,
-        (timeout_ms, max_misses, strict): (u64, u8, bool),
+        pace: Pace,
+        done: &mut Vec<CandidateId>,
         events: &mut Vec<Event>,
     ) {
-        let Some(mut list) = self.tracks.remove(&(source, door)) else { return };
+        let Some(mut list) = self.tracks.get_mut(&source).and_then(|a| a.slots.remove(&slot)) else { return };
         let mut kept = Vec::with_capacity(list.len());
-        let mut reached_two = Vec::new();
-        let prefix_len = self.prefix_len(door);
+        let mut ended = Vec::new();
+        let mut reached_prefix = Vec::new();
+        let prefix_len = self.prefix_len(slot.door);
         for mut t in list.drain(..) {
-            if now_ms.saturating_sub(t.started_ms) > timeout_ms {
-                self.end(source, t, BurnReason::Timeout, events);
+            if now_ms.saturating_sub(t.started_ms) > pace.timeout_ms {
+                ended.push((t, BurnReason::Timeout));
                 continue;
             }
             if t.expected.get(t.progress) == Some(&knock) {
                 t.progress += 1;
                 if t.progress == t.expected.len() {
-                    events.push(Event::Completed { id: t.id, source, used: t.used });
+                    if !done.contains(&t.id) {
+                        events.push(Event::Completed { id: t.id, source, used: t.used });
+                        done.push(t.id);
+                    }
                     self.forget(source, &t);
                     continue;
                 }
-                if t.progress == prefix_len {
-                    reached_two.push(t.id);
+                if t.progress == prefix_len && !t.used {
+                    reached_prefix.push(t.id);
                 }
-            } else if !is_repeat(&t.expected[..t.progress], knock, strict) {
+            } else if !is_repeat(&t.expected[..t.progress], knock, pace.strict) {
                 t.misses = t.misses.saturating_add(1);
-                if t.misses > max_misses {
-                    self.end(source, t, BurnReason::Misses, events);
+                if t.misses > pace.misses {
+                    ended.push((t, BurnReason::Misses));
                     continue;
                 }
             }
             kept.push(t);
         }
         if !kept.is_empty() {
-            self.tracks.insert((source, door), kept);
+            self.tracks.entry(source).or_default().slots.insert(slot, kept);
         }
-        for id in reached_two {
-            self.note_prefix(source, door, id, events);
+        // Ended tracks are judged with their list back in place, so siblings are seen.
+        for (t, reason) in ended {
+            self.end(source, t, reason, events);
+        }
+        for id in reached_prefix {
+            self.note_prefix(source, id, events);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_tracks(
         &mut self,
         source: IpAddr,
+        port_slot: Option<Slot>,
         door: usize,
         knock: Knock,
         now_ms: u64,
@@ -346,102 +404,152 @@ impl Matcher {
         // Borrow the list out of the table while tracks change (no copy on this hot path);
         // nothing below touches the table, and the list goes back afterwards.
         let Some(cands) = self.doors[door].table.get_mut(&knock).map(std::mem::take) else { return };
+        let slots: Vec<Slot> = port_slot.into_iter().chain([Slot { door, port: None }]).collect();
         for c in &cands {
-            let known = self.tracks.get(&(source, door)).is_some_and(|l| l.iter().any(|t| t.id == c.id));
-            if known {
-                continue;
-            }
-            self.make_room(source, door, events);
-            let mut expected = Vec::with_capacity(8);
-            expected.push(c.first);
-            match &c.rest {
-                Some(known) => expected.extend_from_slice(known),
-                None => expected.extend(rest.rest(&c.id, c.first, source)),
-            }
-            self.created += 1;
-            let track = Track {
-                id: c.id,
-                used: c.used,
-                expected,
-                progress: 1,
-                misses: 0,
-                started_ms: now_ms,
-                order: self.created,
-            };
-            if track.expected.len() == 1 {
-                events.push(Event::Completed { id: c.id, source, used: c.used });
-                continue;
-            }
-            self.tracks.entry((source, door)).or_default().push(track);
-            self.track_count += 1;
-            if let Some(n) = ipv6_64(source) {
-                *self.per_64.entry(n).or_default() += 1;
+            let mut expected: Option<Vec<Knock>> = None;
+            for &slot in &slots {
+                let known = self
+                    .tracks
+                    .get(&source)
+                    .and_then(|a| a.slots.get(&slot))
+                    .is_some_and(|l| l.iter().any(|t| t.id == c.id));
+                if known {
+                    continue;
+                }
+                let expected = expected
+                    .get_or_insert_with(|| {
+                        let mut e = Vec::with_capacity(8);
+                        e.push(c.first);
+                        match &c.rest {
+                            Some(known) => e.extend_from_slice(known),
+                            None => e.extend(rest.rest(&c.id, c.first, source)),
+                        }
+                        e
+                    })
+                    .clone();
+                if expected.len() == 1 {
+                    // A one-knock sequence (knockd allows it) completes here, once.
+                    events.push(Event::Completed { id: c.id, source, used: c.used });
+                    break;
+                }
+                self.make_room(source, slot, events);
+                self.created += 1;
+                let track = Track {
+                    id: c.id,
+                    used: c.used,
+                    expected,
+                    progress: 1,
+                    peak: 0,
+                    misses: 0,
+                    started_ms: now_ms,
+                    order: self.created,
+                };
+                let at = self.tracks.entry(source).or_default();
+                at.slots.entry(slot).or_default().push(track);
+                at.count += 1;
+                self.track_count += 1;
+                if let Some(n) = ipv6_64(source) {
+                    *self.per_64.entry(n).or_default() += 1;
+                }
             }
         }
-        if let Some(slot) = self.doors[door].table.get_mut(&knock) {
-            *slot = cands;
+        if let Some(entry) = self.doors[door].table.get_mut(&knock) {
+            *entry = cands;
         }
     }
 
-    /// Ensures a new track for (source, door) fits the limits, evicting lowest progress first.
-    fn make_room(&mut self, source: IpAddr, door: usize, events: &mut Vec<Event>) {
-        let here = self.tracks.get(&(source, door)).map_or(0, Vec::len);
-        if here >= self.limits.per_source {
-            // Within one source, the newest of the least advanced goes: a packet spoofed from a
-            // client's address must not push out the client's own older attempt.
+    /// Ensures a new track in (source, slot) fits the limits, evicting lowest progress first.
+    fn make_room(&mut self, source: IpAddr, slot: Slot, events: &mut Vec<Event>) {
+        let (here, at_address) =
+            self.tracks.get(&source).map_or((0, 0), |a| (a.slots.get(&slot).map_or(0, Vec::len), a.count));
+        if here >= self.limits.per_slot {
+            // Within one slot, the newest of the least advanced goes: a packet spoofed from a
+            // client's address and port must not push out the client's own older attempt.
             let victim = self
                 .tracks
-                .get(&(source, door))
+                .get(&source)
+                .and_then(|a| a.slots.get(&slot))
                 .and_then(|l| l.iter().min_by_key(|t| (t.progress, std::cmp::Reverse(t.order))).map(|t| t.id));
-            if let Some(t) = victim.and_then(|id| self.take_track(source, door, id)) {
+            if let Some(t) = victim.and_then(|id| self.take_track(source, slot, id)) {
                 self.end(source, t, BurnReason::Evicted, events);
             }
         }
+        if at_address >= self.limits.per_address {
+            // Over the address's quota (a neighbour knocking at random from many ports): the
+            // oldest of the least advanced goes, never the attempt that is moving.
+            self.evict(events, 1, Scope::Address(source));
+        }
         if let Some(n) = ipv6_64(source) {
             if self.per_64.get(&n).copied().unwrap_or(0) >= self.limits.per_ipv6_64 {
-                self.evict_where(events, 1, |s, _| ipv6_64(s) == Some(n));
+                self.evict(events, 1, Scope::Ipv6Net(n));
             }
         }
         if self.track_count >= self.limits.max_tracks {
             // Evict an eighth at once so a flood pays the scan rarely.
             let batch = (self.limits.max_tracks / 8).max(1);
-            self.evict_where(events, batch, |_, _| true);
+            self.evict(events, batch, Scope::All);
         }
     }
 
-    /// Evicts up to `n` tracks among those whose key matches, lowest progress and oldest first.
-    fn evict_where(&mut self, events: &mut Vec<Event>, n: usize, pick: impl Fn(IpAddr, usize) -> bool) {
-        let mut victims: Vec<(usize, u64, IpAddr, usize, CandidateId)> = self
-            .tracks
-            .iter()
-            .filter(|((s, d), _)| pick(*s, *d))
-            .flat_map(|((s, d), l)| l.iter().map(move |t| (t.progress, t.started_ms, *s, *d, t.id)))
-            .collect();
+    /// Evicts up to `n` tracks of `scope`, lowest progress and oldest first.
+    fn evict(&mut self, events: &mut Vec<Event>, n: usize, scope: Scope) {
+        let mut victims: Vec<(usize, u64, IpAddr, Slot, CandidateId)> = Vec::new();
+        let mut add = |s: IpAddr, a: &AddressTracks| {
+            for (slot, l) in &a.slots {
+                victims.extend(l.iter().map(|t| (t.progress, t.order, s, *slot, t.id)));
+            }
+        };
+        match scope {
+            // One address: look at its own tracks only (this runs under a same-address flood).
+            Scope::Address(addr) => {
+                if let Some(a) = self.tracks.get(&addr) {
+                    add(addr, a);
+                }
+            }
+            Scope::Ipv6Net(n) => {
+                self.tracks.iter().filter(|(s, _)| ipv6_64(**s) == Some(n)).for_each(|(s, a)| add(*s, a))
+            }
+            Scope::All => self.tracks.iter().for_each(|(s, a)| add(*s, a)),
+        }
         let n = n.min(victims.len());
         if n == 0 {
             return;
         }
         victims.select_nth_unstable_by_key(n - 1, |v| (v.0, v.1));
-        for (_, _, s, d, id) in victims.into_iter().take(n) {
-            if let Some(t) = self.take_track(s, d, id) {
+        for (_, _, s, slot, id) in victims.into_iter().take(n) {
+            if let Some(t) = self.take_track(s, slot, id) {
                 self.end(s, t, BurnReason::Evicted, events);
             }
         }
     }
 
-    fn take_track(&mut self, source: IpAddr, door: usize, id: CandidateId) -> Option<Track> {
-        let list = self.tracks.get_mut(&(source, door))?;
+    /// Takes a track out of the state; the caller ends or forgets it.
+    fn take_track(&mut self, source: IpAddr, slot: Slot, id: CandidateId) -> Option<Track> {
+        let at = self.tracks.get_mut(&source)?;
+        let list = at.slots.get_mut(&slot)?;
         let pos = list.iter().position(|t| t.id == id)?;
         let t = list.swap_remove(pos);
         if list.is_empty() {
-            self.tracks.remove(&(source, door));
+            at.slots.remove(&slot);
         }
         Some(t)
     }
 
-    /// Records that `source` matched two knocks of `id`; a second live source burns both.
-    fn note_prefix(&mut self, source: IpAddr, door: usize, id: CandidateId, events: &mut Vec<Event>) {
-        if !self.burns(door) {
+    /// The slots of `source` holding a track of `id`.
+    fn slots_holding(&self, source: IpAddr, id: CandidateId) -> Vec<Slot> {
+        self.tracks.get(&source).map_or_else(Vec::new, |a| {
+            a.slots
+                .iter()
+                .filter(|(slot, l)| slot.door == id.door && l.iter().any(|t| t.id == id))
+                .map(|(slot, _)| *slot)
+                .collect()
+        })
+    }
+
+    /// Records that `source` matched the burn-threshold prefix of fresh `id`; a second address
+    /// burns it for both. A used candidate has nothing left to burn and raises nothing.
+    fn note_prefix(&mut self, source: IpAddr, id: CandidateId, events: &mut Vec<Event>) {
+        if !self.burns(id.door) {
             return;
         }
         let owners = self.prefixes.entry(id).or_default();
@@ -454,20 +562,38 @@ impl Matcher {
         }
         for other in others {
             events.push(Event::PrefixFromSecondSource { id, first: other, second: source });
-            if let Some(t) = self.take_track(other, door, id) {
-                self.end(other, t, BurnReason::SecondSource, events);
-            }
+            self.end_all(other, id, BurnReason::SecondSource, events);
         }
-        if let Some(t) = self.take_track(source, door, id) {
-            self.end(source, t, BurnReason::SecondSource, events);
+        self.end_all(source, id, BurnReason::SecondSource, events);
+    }
+
+    /// Ends every track of `id` from `source` (its siblings too).
+    fn end_all(&mut self, source: IpAddr, id: CandidateId, reason: BurnReason, events: &mut Vec<Event>) {
+        for slot in self.slots_holding(source, id) {
+            if let Some(t) = self.take_track(source, slot, id) {
+                self.end(source, t, reason, events);
+            }
         }
     }
 
-    /// Ends an incomplete track: burns a fresh candidate that had matched two knocks.
+    /// Ends an incomplete track (already taken out of the state). While a sibling (the same
+    /// candidate from the same address, in another slot) lives on, the sibling inherits how far
+    /// this one got; the last of them burns a fresh candidate if any of them had matched
+    /// the door's burn threshold.
     fn end(&mut self, source: IpAddr, t: Track, reason: BurnReason, events: &mut Vec<Event>) {
+        let reached = t.progress.max(t.peak);
+        let mut sibling_lives = false;
+        for slot in self.slots_holding(source, t.id) {
+            if let Some(list) = self.tracks.get_mut(&source).and_then(|a| a.slots.get_mut(&slot)) {
+                for s in list.iter_mut().filter(|s| s.id == t.id) {
+                    s.peak = s.peak.max(reached);
+                    sibling_lives = true;
+                }
+            }
+        }
         let burn_at = self.doors.get(t.id.door).and_then(|d| d.rules.as_ref()).and_then(|r| r.burn_at);
-        if !t.used && burn_at.is_some_and(|b| t.progress >= b) {
-            events.push(Event::Burned { id: t.id, source, progress: t.progress, reason });
+        if !sibling_lives && !t.used && burn_at.is_some_and(|b| reached >= b) {
+            events.push(Event::Burned { id: t.id, source, progress: reached, reason });
         }
         self.forget(source, &t);
     }
@@ -483,9 +609,15 @@ impl Matcher {
         self.doors.get(door).and_then(|d| d.rules.as_ref()).is_some_and(|r| r.burn_at.is_some())
     }
 
-    /// Drops the bookkeeping of a track that has left `tracks`.
+    /// Drops the bookkeeping of a track that has left its slot.
     fn forget(&mut self, source: IpAddr, t: &Track) {
         self.track_count = self.track_count.saturating_sub(1);
+        if let Some(at) = self.tracks.get_mut(&source) {
+            at.count = at.count.saturating_sub(1);
+            if at.count == 0 && at.slots.is_empty() {
+                self.tracks.remove(&source);
+            }
+        }
         if let Some(n) = ipv6_64(source) {
             if let Some(c) = self.per_64.get_mut(&n) {
                 *c = c.saturating_sub(1);
@@ -494,11 +626,18 @@ impl Matcher {
                 }
             }
         }
-        if t.progress >= self.prefix_len(t.id.door) {
-            if let Some(owners) = self.prefixes.get_mut(&t.id) {
-                owners.retain(|s| *s != source);
-                if owners.is_empty() {
-                    self.prefixes.remove(&t.id);
+        let prefix_len = self.prefix_len(t.id.door);
+        if t.progress >= prefix_len {
+            let still_held = self
+                .tracks
+                .get(&source)
+                .is_some_and(|a| a.slots.values().flatten().any(|s| s.id == t.id && s.progress >= prefix_len));
+            if !still_held {
+                if let Some(owners) = self.prefixes.get_mut(&t.id) {
+                    owners.retain(|s| *s != source);
+                    if owners.is_empty() {
+                        self.prefixes.remove(&t.id);
+                    }
                 }
             }
         }
@@ -507,16 +646,17 @@ impl Matcher {
     /// Ends every track older than its door's `seq_timeout`. Call a few times a second.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
-        let expired: Vec<(IpAddr, usize, CandidateId)> = self
+        let expired: Vec<(IpAddr, Slot, CandidateId)> = self
             .tracks
             .iter()
-            .flat_map(|((s, d), l)| {
-                let timeout = self.doors[*d].rules.as_ref().map_or(0, |r| r.seq_timeout_ms);
-                l.iter().filter(move |t| now_ms.saturating_sub(t.started_ms) > timeout).map(move |t| (*s, *d, t.id))
+            .flat_map(|(s, a)| a.slots.iter().map(move |(slot, l)| (*s, *slot, l)))
+            .flat_map(|(s, slot, l)| {
+                let timeout = self.doors[slot.door].rules.as_ref().map_or(0, |r| r.seq_timeout_ms);
+                l.iter().filter(move |t| now_ms.saturating_sub(t.started_ms) > timeout).map(move |t| (s, slot, t.id))
             })
             .collect();
-        for (s, d, id) in expired {
-            if let Some(t) = self.take_track(s, d, id) {
+        for (s, slot, id) in expired {
+            if let Some(t) = self.take_track(s, slot, id) {
                 self.end(s, t, BurnReason::Timeout, &mut events);
             }
         }
@@ -529,20 +669,24 @@ impl Matcher {
         if let Some(ds) = self.doors.get_mut(door) {
             *ds = DoorState::default();
         }
-        let keys: Vec<(IpAddr, usize)> = self.tracks.keys().filter(|(_, d)| *d == door).copied().collect();
-        for key in keys {
-            for t in self.tracks.remove(&key).unwrap_or_default() {
-                self.forget(key.0, &t);
-            }
-        }
+        self.drop_tracks_where(|slot, _| slot.door == door);
     }
 
     /// Drops every live track of a candidate (it was consumed or burned elsewhere), quietly.
     pub fn drop_candidate(&mut self, id: CandidateId) {
-        let keys: Vec<(IpAddr, usize)> =
-            self.tracks.iter().filter(|(_, l)| l.iter().any(|t| t.id == id)).map(|(k, _)| *k).collect();
-        for (s, d) in keys {
-            if let Some(t) = self.take_track(s, d, id) {
+        self.drop_tracks_where(|_, t| t.id == id);
+    }
+
+    /// Drops, quietly, every track for which `pick` holds.
+    fn drop_tracks_where(&mut self, pick: impl Fn(Slot, &Track) -> bool) {
+        let mut doomed: Vec<(IpAddr, Slot, CandidateId)> = Vec::new();
+        for (s, a) in &self.tracks {
+            for (slot, l) in &a.slots {
+                doomed.extend(l.iter().filter(|t| pick(*slot, t)).map(|t| (*s, *slot, t.id)));
+            }
+        }
+        for (s, slot, id) in doomed {
+            if let Some(t) = self.take_track(s, slot, id) {
                 self.forget(s, &t);
             }
         }

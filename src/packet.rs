@@ -286,17 +286,24 @@ fn skip_extensions(mut next: u8, mut data: &[u8], mut declared: usize) -> Result
 }
 
 fn parse_transport(ip: IpPayload<'_>) -> Result<KnockPacket, PacketError> {
-    let (ports, proto, tcp_flags) = match ip.proto {
+    let t = match ip.proto {
         6 => parse_tcp(ip.data, ip.declared)?,
         17 => parse_udp(ip.data, ip.declared)?,
         other => return Err(PacketError::NotTcpOrUdp(other)),
     };
-    let (src_port, port) = ports;
-    Ok(KnockPacket { src: ip.src, src_port, dst: ip.dst, knock: Knock { port, proto }, tcp_flags })
+    let knock = Knock { port: t.dst_port, proto: t.proto };
+    Ok(KnockPacket { src: ip.src, src_port: t.src_port, dst: ip.dst, knock, tcp_flags: t.tcp_flags })
 }
 
-/// (source port, destination port), protocol and flags of a TCP header.
-fn parse_tcp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<u8>), PacketError> {
+/// What a TCP or UDP header tells a knock.
+struct Transport {
+    src_port: u16,
+    dst_port: u16,
+    proto: Proto,
+    tcp_flags: Option<u8>,
+}
+
+fn parse_tcp(data: &[u8], declared: usize) -> Result<Transport, PacketError> {
     if declared < 20 {
         return Err(PacketError::BadLength("TCP length"));
     }
@@ -305,11 +312,15 @@ fn parse_tcp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<
     if header_len < 20 || header_len > declared {
         return Err(PacketError::BadLength("TCP header length"));
     }
-    Ok(((be16([h[0], h[1]]), be16([h[2], h[3]])), Proto::Tcp, Some(h[13])))
+    Ok(Transport {
+        src_port: be16([h[0], h[1]]),
+        dst_port: be16([h[2], h[3]]),
+        proto: Proto::Tcp,
+        tcp_flags: Some(h[13]),
+    })
 }
 
-/// (source port, destination port) and protocol of a UDP header.
-fn parse_udp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<u8>), PacketError> {
+fn parse_udp(data: &[u8], declared: usize) -> Result<Transport, PacketError> {
     if declared < 8 {
         return Err(PacketError::BadLength("UDP length"));
     }
@@ -318,7 +329,7 @@ fn parse_udp(data: &[u8], declared: usize) -> Result<((u16, u16), Proto, Option<
     if udp_len < 8 || udp_len > declared {
         return Err(PacketError::BadLength("UDP length"));
     }
-    Ok(((be16([h[0], h[1]]), be16([h[2], h[3]])), Proto::Udp, None))
+    Ok(Transport { src_port: be16([h[0], h[1]]), dst_port: be16([h[2], h[3]]), proto: Proto::Udp, tcp_flags: None })
 }
 
 #[cfg(test)]

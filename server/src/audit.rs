@@ -13,9 +13,10 @@
 //! - `audit.lock`: held while a process writes the log (one writer per chain).
 //!
 //! Durability: a `durable` record (grants) is fdatasync'd before [`AuditLog::write`] returns.
-//! Replays and burns are written at once and synced on the next tick. Identical replays from
-//! one source within a second are folded into one record with a `count`, and past a budget of
-//! individual records per second the rest are only counted, so a flood cannot fill the disk.
+//! Replays, burns and alerts are written at once and synced on the next tick. Identical ones
+//! within a second are folded into one record with a `count`, and past a budget of individual
+//! records the rest are only counted, so a flood cannot fill the disk (`aggregate.rs` states
+//! the bound).
 //! Never key material, never a sequence: only door, client, source, counter labels and reasons.
 
 mod aggregate;
@@ -46,6 +47,9 @@ pub const ROTATE_ENV: &str = "KNOCKD_AUDIT_ROTATE_BYTES";
 pub const ANCHOR_EVERY_RECORDS: u64 = 1000;
 /// ...or this long after the last anchor, whichever comes first (and only when records were written).
 pub const ANCHOR_EVERY_MS: u64 = 60_000;
+
+/// Summaries kept for [`AuditLog::take_summaries`] at most.
+const SUMMARIES_KEPT: usize = 1024;
 
 /// Field names the chain itself uses; a record's own field of that name is stored as `<name>_field`.
 const RESERVED: [&str; 3] = ["seq", "prev", "mac"];
@@ -89,6 +93,8 @@ pub struct AuditLog {
     key_saved: bool,
     options: AuditOptions,
     aggregate: Aggregator,
+    /// Summaries of folded records written since the daemon last took them (to log them).
+    summaries: Vec<Record>,
     /// Records written and the time at the last anchor.
     anchored: (u64, u64),
     /// `audit.lock`, locked for each operation.
@@ -137,6 +143,16 @@ impl Record {
     /// The record's time stamp in unix milliseconds.
     pub fn ts_ms(&self) -> u64 {
         self.0.get("ts_ms").and_then(Value::as_u64).unwrap_or(0)
+    }
+
+    /// A numeric field.
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.0.get(key).and_then(Value::as_u64)
+    }
+
+    /// A boolean field (false when absent).
+    pub fn get_bool(&self, key: &str) -> bool {
+        self.0.get(key).and_then(Value::as_bool).unwrap_or(false)
     }
 
     /// The record's event name.
@@ -295,6 +311,7 @@ impl AuditLog {
             key_saved: !a.advanced,
             options,
             aggregate: Aggregator::default(),
+            summaries: Vec::new(),
             anchored: (0, 0),
             lock,
         };
@@ -356,23 +373,35 @@ impl AuditLog {
     }
 
     /// Appends a record; with `durable`, it is on disk when this returns (and any replays
-    /// still being counted are written first). Replays and near-misses that are not durable
-    /// may be folded into a later record with a `count` (see the module doc).
-    pub fn write(&mut self, record: Record, durable: bool) -> std::io::Result<()> {
+    /// still being counted are written first). Replays, near misses, burns and alerts that are
+    /// not durable may be folded into a later record with a `count` (see the module doc).
+    /// Returns whether the record was written now: a caller logs a line only then, so its log
+    /// lines are bounded as the records are.
+    pub fn write(&mut self, record: Record, durable: bool) -> std::io::Result<bool> {
         let _held = self.hold()?;
         let now = record.ts_ms();
         self.flush_locked(if durable { u64::MAX } else { now })?;
-        if !durable && aggregate::aggregated(&record) {
-            if let Some(r) = self.aggregate.admit(record, now) {
-                self.append(r)?;
+        let written = if !durable && aggregate::aggregated(&record) {
+            match self.aggregate.admit(record, now) {
+                Some(r) => {
+                    self.append(r)?;
+                    true
+                }
+                None => false,
             }
         } else {
             self.append(record)?;
-        }
+            true
+        };
         if durable {
             self.sync_log()?;
         }
-        Ok(())
+        Ok(written)
+    }
+
+    /// The summaries of folded records written since the last call (for one log line each).
+    pub fn take_summaries(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.summaries)
     }
 
     /// Writes the counts of folded replays whose second is over at `now_ms` (`u64::MAX`: all).
@@ -383,7 +412,12 @@ impl AuditLog {
 
     fn flush_locked(&mut self, now_ms: u64) -> std::io::Result<()> {
         for r in self.aggregate.due(now_ms) {
-            self.append(r)?;
+            self.append(r.clone())?;
+            // Kept for the daemon's log; bounded like the records, and capped for writers that
+            // never take them.
+            if self.summaries.len() < SUMMARIES_KEPT {
+                self.summaries.push(r);
+            }
         }
         Ok(())
     }

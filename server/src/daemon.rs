@@ -2,6 +2,7 @@
 //! sequences are consumed durably (ledger, then audit) before the firewall opens; replays,
 //! burns and alerts are audited and logged. SIGTERM/SIGINT stop it cleanly.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
@@ -12,6 +13,7 @@ use knock_core::config::Action;
 use knock_core::config::{Config, FirewallKind};
 use knock_core::ledger::Consumed;
 use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher};
+use knock_core::ratelimit::TokenBucket;
 use knock_core::sequence::{Mode, Purpose};
 use knock_core::time::unix_now;
 use tracing::{error, info, warn};
@@ -34,6 +36,19 @@ const RESYNC_WITHIN: Duration = Duration::from_secs(30);
 /// How often timeouts are checked and lazy audit records synced.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Burns a client may make durable at once, and then one per [`BURN_REFILL_MS`]: its own knocks
+/// burn rarely (a lost packet), so only a holder of its key goes past this.
+const BURN_BURST: u32 = 16;
+const BURN_REFILL_MS: u64 = 4_000;
+
+/// Other log lines packets can cause (errors on the knock path): at once, then one a second.
+const CHATTER_BURST: u32 = 20;
+const CHATTER_REFILL_MS: u64 = 1_000;
+
+fn burn_bucket(now_ms: u64) -> TokenBucket {
+    TokenBucket::new(BURN_BURST, BURN_REFILL_MS, now_ms)
+}
+
 /// Everything the loop needs.
 pub struct Daemon {
     config: Config,
@@ -45,6 +60,10 @@ pub struct Daemon {
     grants: LiveGrants,
     /// First halves of resyncs: (door, client, source, counter, when) within the last seconds.
     resyncs: Vec<(usize, usize, IpAddr, u64, Instant)>,
+    /// Each (door, client)'s budget of durable burns.
+    burn_budget: HashMap<(usize, usize), TokenBucket>,
+    /// The budget of log lines on the knock path that no audit record bounds.
+    chatter: TokenBucket,
     server_id: [u8; knock_core::sequence::SERVER_ID_LEN],
     started: Instant,
     /// Each door's time bucket its candidates were built for (day, or totp step).
@@ -106,6 +125,8 @@ impl Daemon {
             commands,
             grants: LiveGrants::default(),
             resyncs: Vec::new(),
+            burn_budget: HashMap::new(),
+            chatter: TokenBucket::new(CHATTER_BURST, CHATTER_REFILL_MS, 0),
             server_id,
             started: Instant::now(),
             buckets,
@@ -185,7 +206,7 @@ impl Daemon {
         }
         let now = self.now_ms(k.at);
         let p = &k.packet;
-        let events = self.matcher.on_packet(p.src, p.dst, p.knock, p.tcp_flags, now, &self.doors);
+        let events = self.matcher.on_packet(p, now, &self.doors);
         self.handle(events, k.at);
     }
 
@@ -207,6 +228,7 @@ impl Daemon {
         if let Err(e) = self.audit.sync() {
             error!("audit log {}: {e}", self.audit.path().display());
         }
+        self.log_summaries();
         self.audit.anchor_if_due(knock_core::time::unix_now_ms());
     }
 
@@ -219,17 +241,16 @@ impl Daemon {
                 Event::Burned { id, source, progress, reason } => self.burned(id, source, progress, reason),
                 Event::PrefixFromSecondSource { id, first, second } => {
                     let door = self.door_name(&id);
-                    self.audit_write(
-                        Record::new("alert")
-                            .with("door", door.clone())
-                            .with("client", self.doors.client_name(&id))
-                            .with("sequence", self.doors.sequence_label(&id))
-                            .with("source", first.to_string())
-                            .with("second_source", second.to_string()),
-                        false,
-                    );
-                    warn!(door, client = self.doors.client_name(&id), %first, %second,
-                        "ALERT: the same knock prefix came from two sources; the sequence is burned for both");
+                    let rec = Record::new("alert")
+                        .with("door", door.clone())
+                        .with("client", self.doors.client_name(&id))
+                        .with("sequence", self.doors.sequence_label(&id))
+                        .with("source", first.to_string())
+                        .with("second_source", second.to_string());
+                    if self.audit_flood(rec) {
+                        warn!(door, client = self.doors.client_name(&id), %first, %second,
+                            "ALERT: the same knock prefix came from two sources; the sequence is burned for both");
+                    }
                 }
             }
         }
@@ -251,15 +272,20 @@ impl Daemon {
         if self.doors.beyond_window(&id) && !self.resync_completes(&id, source) {
             return;
         }
+        let now_ms = self.now_ms(Instant::now());
         if let Err(why) = recovery::state_room(&self.config.server.state_dir) {
-            error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
+            if self.chatter.take(now_ms) {
+                error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
+            }
             return;
         }
         match self.doors.consume(&id) {
             Ok(Consumed::Fresh) => {}
             Ok(Consumed::AlreadyUsed) => return self.replay(id, source, "already used"),
             Err(e) => {
-                error!(door, client, %source, "knock refused, nothing can be consumed durably: {e}");
+                if self.chatter.take(now_ms) {
+                    error!(door, client, %source, "knock refused, nothing can be consumed durably: {e}");
+                }
                 return;
             }
         }
@@ -368,27 +394,33 @@ impl Daemon {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
-        // Audit records go before the log lines that announce them, here and below.
-        self.audit_write(
-            Record::new("replay")
-                .with("door", door.clone())
-                .with("client", client.clone())
-                .with("source", source.to_string())
-                .with("sequence", seq.clone()),
-            false,
-        );
-        warn!(door, client, %source, sequence = %seq, "replayed knock sequence ({why}); nothing opened");
+        // Audit records go before the log lines that announce them, here and below; a record
+        // folded into a summary gets no line of its own (the summary gets one).
+        let rec = Record::new("replay")
+            .with("door", door.clone())
+            .with("client", client.clone())
+            .with("source", source.to_string())
+            .with("sequence", seq.clone());
+        if self.audit_flood(rec) {
+            warn!(door, client, %source, sequence = %seq, "replayed knock sequence ({why}); nothing opened");
+        }
     }
 
     fn burned(&mut self, id: CandidateId, source: IpAddr, progress: usize, reason: BurnReason) {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
-        match self.doors.burn(&id) {
+        // Within the client's budget a burn is made durable; past it (only a holder of the key
+        // burns that fast) it is kept in memory, so a key holder cannot make the ledger grow.
+        let now_ms = self.now_ms(Instant::now());
+        let durable = self.burn_budget.entry((id.door, id.client)).or_insert_with(|| burn_bucket(now_ms)).take(now_ms);
+        match self.doors.burn(&id, durable) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                error!(door, client, "cannot record a burned sequence: {e}");
+                if self.chatter.take(now_ms) {
+                    error!(door, client, "cannot record a burned sequence: {e}");
+                }
                 return;
             }
         }
@@ -399,27 +431,52 @@ impl Daemon {
             BurnReason::Evicted => "evicted under load",
             BurnReason::SecondSource => "prefix from a second source",
         };
-        self.audit_write(
-            Record::new("burn")
-                .with("door", door.clone())
-                .with("client", client.clone())
-                .with("source", source.to_string())
-                .with("sequence", seq.clone())
-                .with("progress", progress as u64)
-                .with("reason", reason),
-            false,
-        );
-        info!(door, client, %source, sequence = %seq, progress, reason, "incomplete knock: sequence burned");
+        let mut rec = Record::new("burn")
+            .with("door", door.clone())
+            .with("client", client.clone())
+            .with("source", source.to_string())
+            .with("sequence", seq.clone())
+            .with("progress", progress as u64)
+            .with("reason", reason);
+        if !durable {
+            rec = rec.with("in_memory", true);
+        }
+        if self.audit_flood(rec) {
+            info!(door, client, %source, sequence = %seq, progress, reason, durable, "incomplete knock: sequence burned");
+        }
     }
 
     /// Writes an audit record; false (after logging why) when it could not be written.
     fn audit_write(&mut self, rec: Record, durable: bool) -> bool {
         match self.audit.write(rec, durable) {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(e) => {
                 error!("audit log {}: {e}", self.audit.path().display());
                 false
             }
+        }
+    }
+
+    /// Writes a record that packets cause (replay, burn, alert), folded under a flood. True when
+    /// it was written now: only then does the caller log a line of its own.
+    fn audit_flood(&mut self, rec: Record) -> bool {
+        match self.audit.write(rec, false) {
+            Ok(written) => written,
+            Err(e) => {
+                if self.chatter.take(self.now_ms(Instant::now())) {
+                    error!("audit log {}: {e}", self.audit.path().display());
+                }
+                false
+            }
+        }
+    }
+
+    /// One log line for each summary of folded records the audit log wrote.
+    fn log_summaries(&mut self) {
+        for s in self.audit.take_summaries() {
+            let count = s.get_u64("count").unwrap_or(0);
+            let (event, rate_limited) = (s.event().to_string(), s.get_bool("rate_limited"));
+            warn!(event, count, rate_limited, "{count} more {event} record(s) folded into one audit record (flood)");
         }
     }
 }

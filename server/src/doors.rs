@@ -330,6 +330,7 @@ impl Doors {
             addresses: d.addresses.clone(),
             seq_timeout_ms: d.seq_timeout.as_millis() as u64,
             misses: if legacy { 0 } else { d.misses },
+            per_port: !legacy,
         })
     }
 
@@ -559,10 +560,12 @@ impl Doors {
             .collect()
     }
 
-    /// Burns a candidate durably; false when it was already used.
-    pub fn burn(&mut self, id: &CandidateId) -> Result<bool, LedgerError> {
+    /// Burns a candidate, durably or (past the client's budget) in memory only; false when it
+    /// was already used.
+    pub fn burn(&mut self, id: &CandidateId, durable: bool) -> Result<bool, LedgerError> {
         match self.ledger_mut(id) {
-            Some(l) => l.burn(id.counter),
+            Some(l) if durable => l.burn(id.counter),
+            Some(l) => Ok(l.burn_in_memory(id.counter)),
             None => Ok(false),
         }
     }

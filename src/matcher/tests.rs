@@ -55,7 +55,16 @@ fn rules(alphabet: Alphabet, seq_timeout_ms: u64, misses: u8) -> DoorRules {
         seq_timeout_ms,
         misses,
         strict_order: false,
+        per_port: true,
     }
+}
+
+/// The source port the tests' clients knock from.
+const PORT: u16 = 50505;
+
+/// A packet from `src`:`src_port` to the server.
+fn packet(src: &str, src_port: u16, knock: Knock, flags: Option<u8>) -> KnockPacket {
+    KnockPacket { src: src.parse().unwrap(), src_port, dst: SERVER.parse().unwrap(), knock, tcp_flags: flags }
 }
 
 fn cid(counter: u64) -> CandidateId {
@@ -75,7 +84,7 @@ fn setup(ports: (u16, u16), length: usize, bind_source: bool, window: u64) -> (M
 fn send(m: &mut Matcher, keys: &Keys, src: &str, knocks: &[Knock], t: u64) -> Vec<Event> {
     let mut out = Vec::new();
     for k in knocks {
-        out.extend(m.on_packet(src.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x02), t, keys));
+        out.extend(m.on_packet(&packet(src, PORT, *k, Some(0x02)), t, keys));
     }
     out
 }
@@ -211,7 +220,7 @@ fn sweeping_every_port_in_order_k_times_opens_nothing() {
 #[test]
 fn state_is_bounded_and_evicts_lowest_progress_first() {
     let (_, keys) = setup((40000, 42047), 8, false, 10);
-    let mut m = Matcher::new(Limits { max_tracks: 64, per_source: 4, per_ipv6_64: 8 });
+    let mut m = Matcher::new(Limits { max_tracks: 64, per_slot: 4, per_address: 16, per_ipv6_64: 8 });
     m.set_door(0, rules(keys.alphabet.clone(), 60_000, 2));
     let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
     m.set_client_candidates(0, 0, &cands);
@@ -252,9 +261,9 @@ fn tcp_packets_with_the_wrong_flags_are_not_knocks() {
     for k in &seq {
         // A SYN-ACK (reflection) and a bare ACK on every port first: ignored, not misses.
         for flags in [0x12, 0x10] {
-            ev.extend(m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(flags), 0, &keys));
+            ev.extend(m.on_packet(&packet(CLIENT, PORT, *k, Some(flags)), 0, &keys));
         }
-        ev.extend(m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x02), 0, &keys));
+        ev.extend(m.on_packet(&packet(CLIENT, PORT, *k, Some(0x02)), 0, &keys));
     }
     assert_eq!(completed(&ev), vec![(cid(0), false)]);
 }
@@ -275,6 +284,7 @@ fn legacy_rules_reset_on_a_wrong_knock_and_never_burn() {
             seq_timeout_ms: 5_000,
             misses: 0,
             strict_order: true,
+            per_port: false,
         },
     );
     let id = cid(0);
@@ -289,7 +299,8 @@ fn legacy_rules_reset_on_a_wrong_knock_and_never_burn() {
     let send = |m: &mut Matcher, ks: &[Knock]| -> Vec<Event> {
         ks.iter()
             .flat_map(|k| {
-                m.on_packet(CLIENT.parse().unwrap(), SERVER.parse().unwrap(), *k, Some(0x10), 0, &NoDerivation)
+                // knockd's clients knock from a new port each time.
+                m.on_packet(&packet(CLIENT, 40000 + k.port % 7, *k, Some(0x10)), 0, &NoDerivation)
             })
             .collect()
     };
@@ -309,7 +320,7 @@ fn legacy_rules_reset_on_a_wrong_knock_and_never_burn() {
 #[test]
 fn a_spoofed_packet_from_the_clients_address_does_not_evict_its_attempt() {
     let (_, keys) = setup((40000, 42047), 8, false, 10);
-    let mut m = Matcher::new(Limits { max_tracks: 1000, per_source: 2, per_ipv6_64: 8 });
+    let mut m = Matcher::new(Limits { max_tracks: 1000, per_slot: 2, per_address: 16, per_ipv6_64: 8 });
     m.set_door(0, rules(keys.alphabet.clone(), 60_000, 2));
     let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
     m.set_client_candidates(0, 0, &cands);
@@ -342,6 +353,116 @@ fn the_burn_threshold_keeps_64_bits_to_guess() {
     assert_eq!(burned(&ev), vec![cid(1)], "two knocks leave 66 bits: no burn; three do");
 }
 
+/// Sends `knocks` from `src`, each from the port `port_of` gives its index.
+fn send_ports(
+    m: &mut Matcher,
+    keys: &Keys,
+    src: &str,
+    knocks: &[Knock],
+    port_of: impl Fn(usize) -> u16,
+    t: u64,
+) -> Vec<Event> {
+    knocks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, k)| m.on_packet(&packet(src, port_of(i), *k, Some(0x02)), t, keys))
+        .collect()
+}
+
+/// Knocks of the door's range that are in none of the first `window` candidates' sequences.
+fn strays(keys: &Keys, window: u64) -> Vec<Knock> {
+    let used: Vec<Knock> = (0..window).flat_map(|c| keys.sequence(&cid(c), CLIENT)).collect();
+    (40000..42048).map(Knock::tcp).filter(|k| !used.contains(k)).collect()
+}
+
+/// Issue 9, lockout 2: a neighbour behind the client's address knocks at random from other
+/// ports between every knock of the client; the client's attempt, from one port, still opens,
+/// once.
+#[test]
+fn regression_9_a_neighbour_on_the_same_address_cannot_spoil_the_attempt() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(2), CLIENT);
+    let noise = strays(&keys, 10);
+    let mut ev = Vec::new();
+    for (i, k) in seq.iter().enumerate() {
+        // Five wrong knocks from five other ports of the same address before each of the
+        // client's: far over the miss budget of 2 for anything that follows the whole address.
+        for j in 0..5 {
+            ev.extend(m.on_packet(&packet(CLIENT, 30000 + (i * 5 + j) as u16, noise[i * 5 + j], Some(0x02)), 1, &keys));
+        }
+        ev.extend(m.on_packet(&packet(CLIENT, PORT, *k, Some(0x02)), 1, &keys));
+    }
+    assert_eq!(completed(&ev), vec![(cid(2), false)], "{ev:?}");
+    assert!(burned(&ev).is_empty(), "the address's own attempt died of misses, but its sibling lived: {ev:?}");
+}
+
+/// A NAT that gives every knock a new source port: the attempt that follows the address opens.
+#[test]
+fn a_nat_that_changes_ports_on_every_knock_still_opens_once() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(4), CLIENT);
+    let ev = send_ports(&mut m, &keys, CLIENT, &seq, |i| 20000 + i as u16 * 7, 1);
+    assert_eq!(completed(&ev), vec![(cid(4), false)], "{ev:?}");
+    assert!(burned(&m.tick(60_000)).is_empty(), "the other ports' one-knock attempts burn nothing");
+    assert_eq!(m.track_count(), 0);
+}
+
+/// The address's attempt dies of misses after 3 knocks while the port attempts (a NAT that
+/// changes ports) never got past one: the candidate still burns when the last sibling ends,
+/// since three of its knocks were seen.
+#[test]
+fn a_prefix_seen_by_any_sibling_burns_when_the_last_one_ends() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(1), CLIENT);
+    let noise = strays(&keys, 10);
+    let mut ev = send_ports(&mut m, &keys, CLIENT, &seq[..3], |i| 20000 + i as u16, 1);
+    ev.extend(send_ports(&mut m, &keys, CLIENT, &noise[..3], |i| 31000 + i as u16, 2));
+    assert!(burned(&ev).is_empty(), "a sibling still lives: {ev:?}");
+    let ev = m.tick(60_000);
+    assert_eq!(burned(&ev), vec![cid(1)], "{ev:?}");
+    assert_eq!(m.track_count(), 0);
+}
+
+/// Issue 9, lockout 1: an eavesdropper who replays the prefix of a used sequence from two
+/// addresses raises nothing: there is nothing left to burn, and nothing to write.
+#[test]
+fn regression_9_a_used_prefix_from_two_sources_raises_no_alert() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 0);
+    m.set_client_candidates(0, 0, &[keys.candidate(7, true)]);
+    let seq = keys.sequence(&cid(7), CLIENT);
+    let mut ev = Vec::new();
+    for round in 0..50 {
+        ev.extend(send(&mut m, &keys, "198.18.0.66", &seq[..3], round));
+        ev.extend(send(&mut m, &keys, "198.18.0.67", &seq[..3], round));
+    }
+    ev.extend(m.tick(60_000));
+    assert!(ev.is_empty(), "{ev:?}");
+}
+
+/// A neighbour filling the address's quota with attempts from many ports evicts its own
+/// attempts, oldest first, never the client's, which is moving: as long as the neighbour starts
+/// fewer attempts than the quota between two of the client's knocks.
+#[test]
+fn the_address_quota_evicts_the_flood_not_the_moving_attempt() {
+    let (_, keys) = setup((40000, 42047), 8, false, 10);
+    let mut m = Matcher::new(Limits { max_tracks: 10_000, per_slot: 4, per_address: 32, per_ipv6_64: 64 });
+    m.set_door(0, rules(keys.alphabet.clone(), 60_000, 2));
+    let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, false)).collect();
+    m.set_client_candidates(0, 0, &cands);
+    let seq = keys.sequence(&cid(5), CLIENT);
+    let mut ev = Vec::new();
+    for (i, k) in seq.iter().enumerate() {
+        // 24 first knocks from 24 other ports of the address before each knock of the client.
+        for j in 0..24u16 {
+            let first = cands[usize::from(j) % 10].first;
+            ev.extend(m.on_packet(&packet(CLIENT, 1000 + i as u16 * 24 + j, first, Some(0x02)), 1, &keys));
+            assert!(m.tracks.get(&CLIENT.parse().unwrap()).map_or(0, |a| a.count) <= 32);
+        }
+        ev.extend(m.on_packet(&packet(CLIENT, PORT, *k, Some(0x02)), 1, &keys));
+    }
+    assert_eq!(completed(&ev), vec![(cid(5), false)], "{ev:?}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -353,22 +474,23 @@ mod fuzz {
         /// exceed its limits, and never complete a sequence that was not sent in full.
         #[test]
         fn arbitrary_traffic_is_bounded_and_completes_nothing_unsent(
-            packets in proptest::collection::vec((0u8..8, 39990u16..40100, any::<bool>(), 0u64..50), 0..400)
+            packets in proptest::collection::vec((0u8..8, 0u16..3, 39990u16..40100, any::<bool>(), 0u64..50), 0..400)
         ) {
             let alphabet = Alphabet::new(PortRange::new(40000, 40063).unwrap(), &[Proto::Tcp, Proto::Udp]).unwrap();
             let keys = Keys { key: Secret::from_bytes([6; 32]), alphabet: alphabet.clone(), length: 4, bind_source: true };
-            let mut m = Matcher::new(Limits { max_tracks: 32, per_source: 4, per_ipv6_64: 8 });
+            let mut m = Matcher::new(Limits { max_tracks: 32, per_slot: 4, per_address: 8, per_ipv6_64: 8 });
             m.set_door(0, rules(alphabet, 200, 1));
             let cands: Vec<Candidate> = (0..10).map(|c| keys.candidate(c, c % 3 == 0)).collect();
             m.set_client_candidates(0, 0, &cands);
             let mut now = 0;
             let mut sent: std::collections::HashMap<IpAddr, Vec<Knock>> = Default::default();
-            for (src, port, udp, dt) in packets {
+            for (src, sport, port, udp, dt) in packets {
                 now += dt;
                 let source: IpAddr = if src < 4 { format!("198.18.1.{src}") } else { format!("2001:db8::{src}") }.parse().unwrap();
                 let k = Knock { port, proto: if udp { Proto::Udp } else { Proto::Tcp } };
                 sent.entry(source).or_default().push(k);
-                for e in m.on_packet(source, SERVER.parse().unwrap(), k, Some(0x02), now, &keys) {
+                let p = KnockPacket { src: source, src_port: 50000 + sport, dst: SERVER.parse().unwrap(), knock: k, tcp_flags: Some(0x02) };
+                for e in m.on_packet(&p, now, &keys) {
                     if let Event::Completed { id, source, .. } = e {
                         let seq = keys.sequence(&id, &source.to_string());
                         let from = &sent[&source];

@@ -25,6 +25,8 @@ pub enum Host {
     Server,
     Client,
     Outsider,
+    /// A host behind the client, which masquerades it (see [`Lab::nat_behind_client`]).
+    Behind,
 }
 
 /// Where the workspace's binaries are: next to the test binary's `deps/` directory.
@@ -115,6 +117,7 @@ impl Lab {
             Host::Server => format!("ke-s{}", self.tag),
             Host::Client => format!("ke-c{}", self.tag),
             Host::Outsider => format!("ke-o{}", self.tag),
+            Host::Behind => format!("ke-b{}", self.tag),
         }
     }
 
@@ -140,6 +143,35 @@ impl Lab {
             self.ip(&["-n", ns, "addr", "add", &format!("198.18.0.{i}/24"), "dev", "eth0"]);
             self.ip(&["-n", ns, "addr", "add", &format!("2001:db8::{i}/64"), "dev", "eth0", "nodad"]);
         }
+    }
+
+    /// Puts a fourth host, [`Host::Behind`] (198.19.9.2), behind the client, which forwards and
+    /// masquerades it, so the server sees its knocks from the client's 198.18.0.2. Linux's
+    /// masquerade keeps a connection's source port when it is free (endpoint-independent
+    /// mapping); with `every_port_new` it draws a new port for every connection, as symmetric
+    /// NATs do.
+    pub fn nat_behind_client(&self, every_port_new: bool) {
+        let (c, b) = (self.ns(Host::Client), self.ns(Host::Behind));
+        self.ip(&["netns", "add", &b]);
+        self.ip(&["-n", &b, "link", "set", "lo", "up"]);
+        let port = format!("vb-{}", self.tag);
+        self.ip(&["link", "add", &port, "netns", &c, "type", "veth", "peer", "name", "eth0", "netns", &b]);
+        self.ip(&["-n", &c, "link", "set", &port, "up"]);
+        self.ip(&["-n", &c, "addr", "add", "198.19.9.1/24", "dev", &port]);
+        self.ip(&["-n", &b, "link", "set", "eth0", "up"]);
+        self.ip(&["-n", &b, "addr", "add", "198.19.9.2/24", "dev", "eth0"]);
+        self.ip(&["-n", &b, "route", "add", "default", "via", "198.19.9.1"]);
+        ok(Command::new("ip").args(["netns", "exec", &c, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]));
+        let how = if every_port_new { " random,fully-random" } else { "" };
+        let rules = format!(
+            "table ip lab_nat {{\n chain post {{\n type nat hook postrouting priority srcnat;\n \
+             oifname \"eth0\" ip saddr 198.19.9.0/24 masquerade{how}\n }}\n}}\n"
+        );
+        let mut nft = Command::new("ip");
+        nft.args(["netns", "exec", &c, "nft", "-f", "-"]).stdin(Stdio::piped());
+        let mut child = nft.spawn().expect("nft");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "the NAT ruleset did not load: {rules}");
     }
 
     /// A command to run inside `host`'s namespace, with that host's own client store.
@@ -414,7 +446,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for host in [Host::Server, Host::Client, Host::Outsider] {
+        for host in [Host::Server, Host::Client, Host::Outsider, Host::Behind] {
             let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).status();
         }
         if std::thread::panicking() {

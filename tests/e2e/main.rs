@@ -9,6 +9,7 @@ mod file_mode;
 mod keys;
 mod knockd_compat;
 mod lab;
+mod lockout;
 mod lossy;
 mod one_time;
 mod recovery;

@@ -1,15 +1,19 @@
-//! Flood safety for replay (and near-miss) records.
+//! Flood safety for every record that packets from the network can cause: replays, near
+//! misses, burns and second-source alerts (grants and consumption are never folded).
 //!
 //! - The first record of its kind (same fields but the time) opens a one-second window and is
 //!   written at once; identical ones inside the window are only counted, and when the window
 //!   is over one record with `count` (how many were folded), `first_ms` and the last time stamp
 //!   is written.
-//! - At most [`INDIVIDUAL_PER_WINDOW`] records open a window per second; past that, records
-//!   are only counted per event and summed up once a second in a record with `count`,
-//!   `sources` (distinct sources, up to a cap) and `rate_limited: true`.
+//! - Opening a window takes a token from one budget: [`BURST`] at once, then one per
+//!   [`REFILL_MS`]. Past it, records are only counted per event and summed up once a second in
+//!   a record with `count`, `sources` (distinct sources, up to a cap) and `rate_limited: true`.
 //!
-//! So a flood costs at most about 2 × [`INDIVIDUAL_PER_WINDOW`] + 1 records a second, whatever
-//! its rate and however many sources it spoofs. Time is the records' own `ts_ms`.
+//! So in any minute a flood costs at most 2 × (BURST + 60 000 / REFILL_MS) records plus one
+//! summary per event kind and second ([`records_per_minute_bound`]: 1 020 records, about
+//! 6 KB/s at 350 bytes a record), whatever its rate and however many sources it spoofs. The
+//! daemon logs a line only for what is written here, so its log lines obey the same bound.
+//! Time is the records' own `ts_ms`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,13 +21,25 @@ use serde_json::Value;
 
 use super::Record;
 
+use knock_core::ratelimit::TokenBucket;
+
 /// Length of a folding window.
 pub(crate) const WINDOW_MS: u64 = 1000;
-/// Records that may open a window within one second.
-pub(crate) const INDIVIDUAL_PER_WINDOW: u32 = 100;
+/// Records that may open a window at once...
+pub(crate) const BURST: u32 = 60;
+/// ...and one more per this many milliseconds.
+pub(crate) const REFILL_MS: u64 = 200;
 /// Distinct sources counted in a rate-limited summary.
 const SOURCES_CAP: usize = 4096;
-const AGGREGATED: [&str; 3] = ["replay", "near-miss", "near_miss"];
+/// The events folded here: all of them per packet, none of them a grant or a consumption.
+const AGGREGATED: [&str; 5] = ["replay", "near-miss", "near_miss", "burn", "alert"];
+
+/// The most records [`Aggregator`] lets through in any minute: each window's first record and
+/// its summary, and one overflow summary per event kind and second.
+#[cfg(test)]
+pub(crate) const fn records_per_minute_bound() -> u64 {
+    2 * (BURST as u64 + 60_000 / REFILL_MS) + AGGREGATED.len() as u64 * 60
+}
 
 /// Whether records of this event may be folded.
 pub(crate) fn aggregated(r: &Record) -> bool {
@@ -48,12 +64,17 @@ struct Overflow {
     sources: HashSet<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Aggregator {
     windows: HashMap<String, Window>,
-    budget_opened: u64,
-    budget_used: u32,
+    budget: TokenBucket,
     overflow: BTreeMap<String, Overflow>,
+}
+
+impl Default for Aggregator {
+    fn default() -> Self {
+        Aggregator { windows: HashMap::new(), budget: TokenBucket::new(BURST, REFILL_MS, 0), overflow: BTreeMap::new() }
+    }
 }
 
 fn over(opened: u64, now: u64) -> bool {
@@ -79,11 +100,7 @@ impl Aggregator {
             w.last = now;
             return None;
         }
-        if over(self.budget_opened, now) {
-            self.budget_opened = now;
-            self.budget_used = 0;
-        }
-        if self.budget_used >= INDIVIDUAL_PER_WINDOW {
+        if !self.budget.take(now) {
             let o = self.overflow.entry(record.event().to_string()).or_insert_with(|| Overflow {
                 opened: now,
                 count: 0,
@@ -100,7 +117,6 @@ impl Aggregator {
             }
             return None;
         }
-        self.budget_used += 1;
         self.windows.insert(id, Window { record: record.clone(), opened: now, folded: 0, first: now, last: now });
         Some(record)
     }
@@ -181,11 +197,31 @@ mod tests {
                 written += 1;
             }
         }
-        assert_eq!(written, INDIVIDUAL_PER_WINDOW);
+        assert_eq!(written, u64::from(BURST) + 999 / REFILL_MS, "the burst, then one per {REFILL_MS} ms");
         let out = a.due(u64::MAX);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0["count"], 10_000 - u64::from(INDIVIDUAL_PER_WINDOW));
+        assert_eq!(out[0].0["count"], 10_000 - written);
         assert_eq!(out[0].0["rate_limited"], true);
         assert_eq!(out[0].0["sources"], 4096);
+    }
+
+    /// Issue 9, lockout 1: a minute of every foldable kind, each record different (fresh
+    /// sources and counters), at 1 000 a second: what is written stays within the bound.
+    #[test]
+    fn regression_9_a_minute_of_mixed_flood_stays_within_the_bound() {
+        let mut a = Aggregator::default();
+        let mut written = 0u64;
+        for i in 0..60_000u64 {
+            let t = 1_000 + i;
+            let event = AGGREGATED[(i % AGGREGATED.len() as u64) as usize];
+            let r = Record::new(event).with("source", format!("198.18.{}.{}", (i >> 8) & 255, i & 255)).with("n", i);
+            written += u64::from(a.admit(r.with("ts_ms", t), t).is_some());
+            if i % 100 == 0 {
+                written += a.due(t).len() as u64;
+            }
+        }
+        written += a.due(u64::MAX).len() as u64;
+        assert!(written <= records_per_minute_bound(), "{written} > {}", records_per_minute_bound());
+        assert!(written > 300, "the budget lets some through individually: {written}");
     }
 }

@@ -31,6 +31,7 @@ pub fn bpf_filter(doors: &[Door]) -> String {
             addresses: d.addresses.clone(),
             seq_timeout_ms: 0,
             misses: 0,
+            per_port: true,
         })
         .collect();
     bpf_filter_rules(&rules)
@@ -293,6 +294,7 @@ mod tests {
             addresses: vec![],
             seq_timeout_ms: 0,
             misses: 0,
+            per_port: false,
         };
         let expr = bpf_filter_rules(&[rules]);
         check(
@@ -317,6 +319,7 @@ mod tests {
             addresses: vec![],
             seq_timeout_ms: 0,
             misses: 0,
+            per_port: false,
         };
         check(&bpf_filter_rules(&[any]), &[("v4 ACK to 7000", v4_tcp(7000, 0x10), true)]);
     }

@@ -171,8 +171,13 @@ pub struct FloodArgs {
     #[arg(long, value_name = "MAC")]
     pub src_mac: Mac,
     /// Destination ports: random in A-B (inclusive).
-    #[arg(long, value_name = "A-B")]
-    pub ports: PortRange,
+    #[arg(long, value_name = "A-B", required_unless_present = "knocks", conflicts_with = "knocks")]
+    pub ports: Option<PortRange>,
+    /// Instead of random ports: send these knocks (PORT[:tcp|:udp], comma-separated) in order,
+    /// round after round, each round from one random source address and port of --sources
+    /// (a replayed prefix, for instance).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1..)]
+    pub knocks: Option<Vec<Knock>>,
     /// Protocol of every packet.
     #[arg(long, value_name = "PROTO", default_value = "tcp")]
     pub proto: Proto,
@@ -189,6 +194,9 @@ pub struct FloodArgs {
     /// Seed for a reproducible flood (default: random).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
+    /// Pace the flood to about N packets per second (default: as fast as it goes).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pps: Option<u64>,
 }
 
 #[cfg(test)]
@@ -250,6 +258,18 @@ mod tests {
         ];
         let cli = Cli::try_parse_from(base).unwrap();
         let Command::Flood(a) = cli.command else { panic!("not flood") };
+        assert!(a.knocks.is_none());
+        // --knocks instead of --ports; not both, and one of them.
+        let mut rounds = base.to_vec();
+        rounds.splice(10..12, ["--knocks", "40001,40002:udp"]);
+        let Command::Flood(r) = Cli::try_parse_from(&rounds).unwrap().command else { panic!("not flood") };
+        assert_eq!(r.knocks.map(|k| k.len()), Some(2));
+        let mut both = base.to_vec();
+        both.extend(["--knocks", "40001"]);
+        assert!(Cli::try_parse_from(both).is_err());
+        let mut neither = base.to_vec();
+        neither.drain(10..12);
+        assert!(Cli::try_parse_from(neither).is_err());
         assert_eq!(a.sources.to_string(), "198.18.0.0/15");
         assert_eq!(a.proto, Proto::Tcp);
         let mut bad = base.to_vec();

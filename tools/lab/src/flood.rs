@@ -1,8 +1,10 @@
 //! `flood`: a bounded benchmark load — TCP SYNs or UDP datagrams to random
-//! ports of a range from random source addresses of an allowed prefix,
-//! stopping at a packet count or a time limit, whichever comes first.
+//! ports of a range from random source addresses (and ports) of an allowed
+//! prefix, optionally paced, stopping at a packet count or a time limit,
+//! whichever comes first.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -44,10 +46,8 @@ pub fn run(args: &FloodArgs) -> Result<(), String> {
         Some(s) => SmallRng::seed_from_u64(s),
         None => SmallRng::from_os_rng(),
     };
-    let payload: &[u8] = match args.proto {
-        Proto::Tcp => b"",
-        Proto::Udp => b"flood",
-    };
+    let mut round = (args.dst, 0u16);
+    let knocks = args.knocks.as_deref().unwrap_or_default();
     let mut inj = Injector::open(&args.iface)?;
     let mut buf = Vec::with_capacity(128);
     let mut sent = 0u64;
@@ -56,17 +56,45 @@ pub fn run(args: &FloodArgs) -> Result<(), String> {
     let mut last_error = None;
     let deadline = Deadline::after_seconds(args.max_seconds);
     for i in 0..args.count {
-        if i % CLOCK_EVERY == 0 && deadline.expired() {
-            break;
+        if i % CLOCK_EVERY == 0 {
+            if deadline.expired() {
+                break;
+            }
+            if let Some(pps) = args.pps {
+                // Ahead of the pace: sleep until the clock catches up with the packets sent.
+                let due = Duration::from_secs_f64(i as f64 / pps as f64);
+                if let Some(ahead) = due.checked_sub(deadline.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+            }
         }
+        // Random ports, or the next knock of the round (a round keeps one source and port).
+        let (proto, dst_port) = match (knocks.is_empty(), &args.ports) {
+            (false, _) => {
+                let k = knocks[(i % knocks.len() as u64) as usize];
+                if i % knocks.len() as u64 == 0 {
+                    round = (args.sources.random_addr(&mut rng), rng.random_range(EPHEMERAL));
+                }
+                (k.proto, k.port)
+            }
+            (true, Some(ports)) => {
+                round = (args.sources.random_addr(&mut rng), rng.random_range(EPHEMERAL));
+                (args.proto, rng.random_range(ports.first..=ports.last))
+            }
+            (true, None) => return Err("give --ports or --knocks".into()),
+        };
+        let payload = match proto {
+            Proto::Tcp => b"".as_slice(),
+            Proto::Udp => b"flood".as_slice(),
+        };
         let spec = FrameSpec {
             src_mac: args.src_mac,
             dst_mac: args.dst_mac,
-            src: args.sources.random_addr(&mut rng),
+            src: round.0,
             dst: args.dst,
-            proto: args.proto,
-            src_port: rng.random_range(EPHEMERAL),
-            dst_port: rng.random_range(args.ports.first..=args.ports.last),
+            proto,
+            src_port: round.1,
+            dst_port,
             seq: rng.random(),
             ip_id: rng.random(),
             payload,
