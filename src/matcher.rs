@@ -407,7 +407,10 @@ impl Matcher {
         let slots: Vec<Slot> = port_slot.into_iter().chain([Slot { door, port: None }]).collect();
         for c in &cands {
             let mut expected: Option<Vec<Knock>> = None;
-            for &slot in &slots {
+            // A used candidate can only be replayed: one track per address is enough to tell
+            // the audit so, and a replayer sending from ever new ports creates no more state.
+            let slots = if c.used { &slots[slots.len() - 1..] } else { &slots[..] };
+            for &slot in slots {
                 let known = self
                     .tracks
                     .get(&source)
@@ -476,12 +479,13 @@ impl Matcher {
         }
         if at_address >= self.limits.per_address {
             // Over the address's quota (a neighbour knocking at random from many ports): the
-            // oldest of the least advanced goes, never the attempt that is moving.
-            self.evict(events, 1, Scope::Address(source));
+            // oldest of the least advanced go, never the attempt that is moving; an eighth at
+            // once, so a flood pays the scan rarely.
+            self.evict(events, (self.limits.per_address / 8).max(1), Scope::Address(source));
         }
         if let Some(n) = ipv6_64(source) {
             if self.per_64.get(&n).copied().unwrap_or(0) >= self.limits.per_ipv6_64 {
-                self.evict(events, 1, Scope::Ipv6Net(n));
+                self.evict(events, (self.limits.per_ipv6_64 / 8).max(1), Scope::Ipv6Net(n));
             }
         }
         if self.track_count >= self.limits.max_tracks {

@@ -412,6 +412,9 @@ impl Daemon {
         let seq = self.doors.sequence_label(&id);
         // Within the client's budget a burn is made durable; past it (only a holder of the key
         // burns that fast) it is kept in memory, so a key holder cannot make the ledger grow.
+        if self.doors.is_used(&id) {
+            return; // burned already (the second source of an alert, for one)
+        }
         let now_ms = self.now_ms(Instant::now());
         let durable = self.burn_budget.entry((id.door, id.client)).or_insert_with(|| burn_bucket(now_ms)).take(now_ms);
         match self.doors.burn(&id, durable) {

@@ -560,6 +560,15 @@ impl Doors {
             .collect()
     }
 
+    /// Whether a candidate is consumed or burned already (false where nothing is kept).
+    pub fn is_used(&self, id: &CandidateId) -> bool {
+        match self.doors.get(id.door).map(|d| &d.kind) {
+            Some(DoorKind::Keyed(clients)) => clients.get(id.client).is_some_and(|c| c.ledger.is_used(id.counter)),
+            Some(DoorKind::File(files)) => files.get(id.client).is_some_and(|f| f.1.is_used(id.counter)),
+            _ => false,
+        }
+    }
+
     /// Burns a candidate, durably or (past the client's budget) in memory only; false when it
     /// was already used.
     pub fn burn(&mut self, id: &CandidateId, durable: bool) -> Result<bool, LedgerError> {

@@ -80,3 +80,82 @@ fn a_client_behind_a_nat_that_changes_ports_still_opens() {
     assert_eq!(lab.audit_events("grant").len(), 1);
     assert!(lab.audit_events("replay").is_empty(), "one attempt, one grant: {:?}", lab.audit_lines());
 }
+
+/// Bytes of every file under `dir`.
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => tree_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The state directory may grow by at most this much a second under any flood (grants aside):
+/// the audit log's budget of about 1 000 records a minute (server/src/audit/aggregate.rs),
+/// rounded up; docs/THREAT-MODEL.md states it.
+const STATE_GROWTH_BOUND: u64 = 8 * 1024;
+
+/// Issue 9, lockout 1: an eavesdropper replays the first three knocks of a sequence he saw
+/// complete, from two addresses of his own, round after round for a minute. Before, every round
+/// wrote an unfolded `alert` record and a WARN line (megabytes a minute, until the free-space
+/// check closed every door); now the state directory stays within its bound, the log is quiet,
+/// and the client's next knock opens during the flood.
+#[test]
+fn regression_9_a_replayed_prefix_from_two_addresses_cannot_fill_the_disk() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let profile = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let seen = lab.dry_run(Host::Client, &profile);
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "{o:?}");
+    let state = lab.dir.join("state");
+    let (bytes_before, lines_before) = (tree_bytes(&state), lab.log().lines().count());
+    let (src_mac, dst_mac) = (lab.mac(Host::Outsider), lab.mac(Host::Server));
+    let prefix = seen[..3].join(",");
+    let seconds = 60;
+    let flood = lab.background(
+        Host::Outsider,
+        bin("knock-lab"),
+        &[
+            "flood",
+            "--iface",
+            "eth0",
+            "--dst",
+            SERVER,
+            "--src-mac",
+            &src_mac,
+            "--dst-mac",
+            &dst_mac,
+            "--knocks",
+            &prefix,
+            "--sources",
+            "198.18.0.4/31",
+            "--pps",
+            "10000",
+            "--count",
+            "600000",
+            "--max-seconds",
+            "60",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(seconds - 10));
+    let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "3"]);
+    let rate = flood_rate(&lab.wait_background(flood, Duration::from_secs(30)));
+    assert!(o.status.success(), "the client's knock during the flood: {o:?}\n{}", lab.log());
+    assert!(rate > 8_000.0, "the flood ran at {rate:.0} pps");
+    std::thread::sleep(Duration::from_secs(2)); // the last attempts time out, summaries are due
+    let grew = tree_bytes(&state).saturating_sub(bytes_before);
+    let lines = lab.log().lines().count() - lines_before;
+    eprintln!("state directory grew {grew} bytes and the log {lines} lines in {seconds} s of {rate:.0} pps");
+    assert!(grew <= STATE_GROWTH_BOUND * seconds, "the state directory grew {grew} bytes in {seconds} s");
+    assert!(lines <= 200, "the flood wrote {lines} log lines:\n{}", lab.log());
+    assert!(lab.audit_events("alert").is_empty(), "a used prefix has nothing to alert about");
+}
