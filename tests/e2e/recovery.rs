@@ -130,6 +130,14 @@ fn a_flushed_ruleset_is_reinstalled_within_a_second_with_its_live_grants() {
     assert!(o.status.success(), "{}", out(&o));
     lab.wait_log_count("the ruleset is reinstalled", 2, Duration::from_secs(1));
     assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
+
+    // So is either base chain: input, which judges what is delivered after NAT, comes back too.
+    let o = lab.exec(Host::Server, "nft", &["delete", "chain", "inet", "knockd", "input"]);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.wait_log_count("the ruleset is reinstalled", 3, Duration::from_secs(1));
+    assert!(lab.log().contains("chain input of table inet knockd was deleted"), "{}", lab.log());
+    let o = lab.exec(Host::Server, "nft", &["list", "chain", "inet", "knockd", "input"]);
+    assert!(o.status.success() && out(&o).contains("drop"), "chain input not reinstalled: {}", out(&o));
 }
 
 /// The next sequence number a profile would send (`knock --dry-run` prints "next sequence N").

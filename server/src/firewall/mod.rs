@@ -1,9 +1,9 @@
 //! Firewall backends of the daemon: what opens a door for one address and closes it again.
 //!
 //! The daemon loop sees only the [`Firewall`] trait. [`Nftables`] is the default backend: it owns
-//! one table (`inet knockd`) whose chain only ever drops new connections to the protected ports of
-//! local addresses, unless the source holds a grant; grants are set elements with kernel
-//! timeouts, so they expire even if the daemon dies.
+//! one table (`inet knockd`) whose two chains (before DNAT, and at local delivery) only ever drop
+//! new connections to the protected ports of this host, unless the source holds a grant; grants
+//! are set elements with kernel timeouts, so they expire even if the daemon dies.
 //!
 //! Modules, one job each: [`nftables`] (the backend), `ruleset` (the nft script that installs the
 //! table), [`nfnl`] (pure encoder of set-element batches), `ack` (parser of the kernel's

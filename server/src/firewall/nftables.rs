@@ -26,8 +26,12 @@ pub const GRANTS6_SET: &str = "grants6";
 pub const ALLOW4_SET: &str = "allow4";
 /// The IPv6 `always_allow` ranges: `ipv6_addr . inet_proto . inet_service`, intervals.
 pub const ALLOW6_SET: &str = "allow6";
-/// The base chain (hook prerouting, priority -150).
-pub const CHAIN: &str = "prerouting";
+/// The base chain that judges connections before DNAT (hook prerouting, priority -150).
+pub const PREROUTING_CHAIN: &str = "prerouting";
+/// The base chain that judges what is delivered to this host, after NAT (hook input).
+pub const INPUT_CHAIN: &str = "input";
+/// The base chains of the table.
+pub const CHAINS: [&str; 2] = [PREROUTING_CHAIN, INPUT_CHAIN];
 /// The longest grant accepted: the kernel's own limit is far beyond any sane `open_for`.
 pub const MAX_GRANT: Duration = Duration::from_secs(365 * 86_400);
 
@@ -179,7 +183,7 @@ impl Firewall for Nftables {
         }
         let table = self.table.clone();
         let seen = match &mut self.watch {
-            Some(w) => w.poll(&table, CHAIN),
+            Some(w) => w.poll(&table, &CHAINS),
             // A watch that failed: reopened, and the gap treated as an overrun.
             None => match TableWatch::open() {
                 Ok(w) => {

@@ -1,18 +1,27 @@
 //! The ruleset of table `inet <table>` as an nft script, and its installation with `nft -f -`.
 //!
-//! The script is idempotent and applied as one transaction: it creates the table, sets and chain
-//! if they are missing (an existing grant set keeps its elements), re-populates `protected` and
-//! the `always_allow` sets (`allow4`, `allow6`: `prefix . l4proto . port` intervals) and replaces
-//! the chain's rules. The chain hooks prerouting at priority -150 (after conntrack,
-//! before DNAT at -100) and only ever drops: whatever it lets through still meets the admin's
-//! own rules.
-
+//! The script is idempotent and applied as one transaction: it creates the table, sets and
+//! chains if they are missing (an existing grant set keeps its elements), re-populates
+//! `protected` and the `always_allow` sets (`allow4`, `allow6`: `prefix . l4proto . port`
+//! intervals) and replaces the chains' rules. Both chains only ever drop: whatever they let
+//! through still meets the admin's own rules.
+//!
+//! Two chains, because no single hook sees every way to a protected port (docs/THREAT-MODEL.md,
+//! "Ways past the door"):
+//! - `input` (hook input, priority filter) judges what is delivered to this host, after NAT:
+//!   unicast, broadcast, multicast and anycast alike, in any routing table or VRF, with the port
+//!   it is delivered to (an admin's `redirect` from 443 to 22 is judged as 22).
+//! - `prerouting` (priority -150: after conntrack, before DNAT at -100) judges connections
+//!   addressed to a local address before an admin's or Docker's DNAT sends them on to a
+//!   container, with the port they were addressed to. It also sees what `input` sees again; it
+//!   asks the routing tables whether the address is local both as the main tables see it and as
+//!   the tables of the incoming interface see it (a VRF's own table).
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use super::allow::{elements, nft_element, Allowed};
-use super::nftables::{ALLOW4_SET, ALLOW6_SET, CHAIN, GRANTS4_SET, GRANTS6_SET, PROTECTED_SET};
+use super::nftables::{ALLOW4_SET, ALLOW6_SET, GRANTS4_SET, GRANTS6_SET, INPUT_CHAIN, PREROUTING_CHAIN, PROTECTED_SET};
 use super::{FirewallError, OpenPort};
 
 /// The nft script that installs table `inet table` protecting `protected`, letting `allowed`
@@ -27,26 +36,22 @@ pub fn script(table: &str, protected: &[OpenPort], allowed: &[Allowed]) -> Strin
          \tset {GRANTS6_SET} {{\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}}\n\
          \tset {ALLOW4_SET} {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval\n\t}}\n\
          \tset {ALLOW6_SET} {{\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags interval\n\t}}\n\
-         \tchain {CHAIN} {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t}}\n\
+         \tchain {PREROUTING_CHAIN} {{\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t}}\n\
+         \tchain {INPUT_CHAIN} {{\n\t\ttype filter hook input priority filter; policy accept;\n\t}}\n\
          }}\n\
          flush set inet {table} {PROTECTED_SET}\n\
          flush set inet {table} {ALLOW4_SET}\n\
          flush set inet {table} {ALLOW6_SET}\n\
-         flush chain inet {table} {CHAIN}\n"
+         flush chain inet {table} {PREROUTING_CHAIN}\n\
+         flush chain inet {table} {INPUT_CHAIN}\n"
     );
-    let rules = [
-        "ct state established,related return".to_string(),
-        format!("ip saddr . meta l4proto . th dport @{ALLOW4_SET} return"),
-        format!("ip6 saddr . meta l4proto . th dport @{ALLOW6_SET} return"),
-        "iif lo return".to_string(),
-        format!("meta l4proto . th dport != @{PROTECTED_SET} return"),
-        "fib daddr type != local return".to_string(),
-        format!("ip saddr . meta l4proto . th dport @{GRANTS4_SET} return"),
-        format!("ip6 saddr . meta l4proto . th dport @{GRANTS6_SET} return"),
-        "drop".to_string(),
-    ];
-    for rule in rules {
-        let _ = writeln!(s, "add rule inet {table} {CHAIN} {rule}");
+    // Not addressed to this host as either routing view sees it: routed through, or broadcast,
+    // multicast or anycast (those are judged in `input` if they are delivered here).
+    let not_local = "fib daddr type != local fib daddr . iif type != local return";
+    for (chain, local_test) in [(PREROUTING_CHAIN, Some(not_local)), (INPUT_CHAIN, None)] {
+        for rule in rules(local_test) {
+            let _ = writeln!(s, "add rule inet {table} {chain} {rule}");
+        }
     }
     let mut ports: Vec<OpenPort> = protected.to_vec();
     ports.sort_by_key(|p| (p.proto, p.port));
@@ -63,6 +68,25 @@ pub fn script(table: &str, protected: &[OpenPort], allowed: &[Allowed]) -> Strin
         }
     }
     s
+}
+
+/// The rules of one chain: pass what is established, always allowed, from this host, not
+/// protected, (with `local_test`) not for this host, or granted; drop the rest.
+fn rules(local_test: Option<&str>) -> Vec<String> {
+    let mut rules = vec![
+        "ct state established,related return".to_string(),
+        format!("ip saddr . meta l4proto . th dport @{ALLOW4_SET} return"),
+        format!("ip6 saddr . meta l4proto . th dport @{ALLOW6_SET} return"),
+        "iif lo return".to_string(),
+        format!("meta l4proto . th dport != @{PROTECTED_SET} return"),
+    ];
+    rules.extend(local_test.map(str::to_string));
+    rules.extend([
+        format!("ip saddr . meta l4proto . th dport @{GRANTS4_SET} return"),
+        format!("ip6 saddr . meta l4proto . th dport @{GRANTS6_SET} return"),
+        "drop".to_string(),
+    ]);
+    rules
 }
 
 /// Installs the ruleset by piping [`script`] into `nft -f -`.
@@ -102,17 +126,35 @@ mod tests {
         let p = |port, proto| OpenPort { port, proto };
         let s = script("knockd", &[p(22, Proto::Tcp), p(53, Proto::Udp), p(22, Proto::Tcp)], &[]);
         assert!(s.starts_with("table inet knockd {\n"));
-        assert!(s.contains("type filter hook prerouting priority -150; policy accept;"));
+        assert!(s.contains("\tchain prerouting {\n\t\ttype filter hook prerouting priority -150; policy accept;"));
+        assert!(s.contains("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;"));
         assert!(s.contains("flush set inet knockd protected\n"));
-        assert!(s.contains("flush chain inet knockd prerouting\n"));
+        assert!(s.contains("flush chain inet knockd prerouting\nflush chain inet knockd input\n"));
         // The grant sets are declared (created if missing) but never flushed.
         assert!(!s.contains("flush set inet knockd grants"));
         assert!(s.contains("add element inet knockd protected { tcp . 22, udp . 53 }\n"));
         let rules: Vec<&str> = s.lines().filter(|l| l.starts_with("add rule")).collect();
-        assert_eq!(rules.len(), 9);
+        assert_eq!(rules.len(), 9 + 8);
         assert!(rules.iter().all(|r| r.ends_with(" return") || r.ends_with(" drop")));
-        assert!(rules.last().is_some_and(|r| r.ends_with("prerouting drop")));
         assert!(!s.contains("accept\n") && !s.contains(" accept "));
+        for chain in ["prerouting", "input"] {
+            let prefix = format!("add rule inet knockd {chain} ");
+            let mine: Vec<&str> = rules.iter().filter_map(|r| r.strip_prefix(prefix.as_str())).collect();
+            assert_eq!(mine.last(), Some(&"drop"), "{chain}");
+            assert!(mine.contains(&"ip saddr . meta l4proto . th dport @grants4 return"), "{chain}");
+            assert!(mine.contains(&"ip6 saddr . meta l4proto . th dport @grants6 return"), "{chain}");
+        }
+    }
+
+    #[test]
+    fn only_prerouting_asks_whether_the_address_is_local_and_both_routing_views_must_say_no() {
+        let s = script("knockd", &[OpenPort { port: 22, proto: Proto::Tcp }], &[]);
+        let fib: Vec<&str> = s.lines().filter(|l| l.contains("fib")).collect();
+        assert_eq!(
+            fib,
+            ["add rule inet knockd prerouting fib daddr type != local fib daddr . iif type != local return"],
+            "input judges every delivered packet, whatever its address type"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! multicast group, read without blocking from the daemon's tick.
 //!
 //! The kernel announces every committed change to that group. We look only for the deletion of
-//! what our ruleset needs: table `inet <table>`, its base chain, or one of its sets (our own
+//! what our ruleset needs: table `inet <table>`, one of its base chains, or one of its sets (our own
 //! installation never deletes those: it flushes the chain's rules and some sets' elements, which
 //! announce rule and element deletions only). A receive-buffer overrun (`ENOBUFS`: notifications
 //! were lost) counts as a possible deletion, since an idempotent reinstallation is cheap.
@@ -55,16 +55,16 @@ const ENOBUFS: i32 = 105;
 pub enum Removed {
     /// A set of the table.
     Set(String),
-    /// The base chain of the table.
+    /// A base chain of the table.
     Chain(String),
     /// The table.
     Table,
 }
 
-/// Scans one datagram of nf_tables notifications for the deletion of table `inet table`, of its
-/// chain `chain` or of any of its sets, and returns the greatest. Malformed input ends the scan
-/// (nothing after it is trusted).
-pub fn scan(datagram: &[u8], table: &str, chain: &str) -> Option<Removed> {
+/// Scans one datagram of nf_tables notifications for the deletion of table `inet table`, of one
+/// of its chains `chains` or of any of its sets, and returns the greatest. Malformed input ends
+/// the scan (nothing after it is trusted).
+pub fn scan(datagram: &[u8], table: &str, chains: &[&str]) -> Option<Removed> {
     let mut found = None;
     let mut rest = datagram;
     while rest.len() >= NLMSG_HDRLEN {
@@ -73,7 +73,7 @@ pub fn scan(datagram: &[u8], table: &str, chain: &str) -> Option<Removed> {
             break; // a length shorter than the header or past the datagram
         };
         if msg_type >> 8 == NFNL_SUBSYS_NFTABLES && body.first() == Some(&NFPROTO_INET) {
-            let removed = body.get(NFGENMSG_LEN..).and_then(|attrs| removal(msg_type & 0xff, attrs, table, chain));
+            let removed = body.get(NFGENMSG_LEN..).and_then(|attrs| removal(msg_type & 0xff, attrs, table, chains));
             found = found.max(removed);
         }
         rest = rest.get(align4(len)..).unwrap_or(&[]);
@@ -82,7 +82,7 @@ pub fn scan(datagram: &[u8], table: &str, chain: &str) -> Option<Removed> {
 }
 
 /// Whether one deletion message of type `kind` (attributes `attrs`) concerns our ruleset.
-fn removal(kind: u16, attrs: &[u8], table: &str, chain: &str) -> Option<Removed> {
+fn removal(kind: u16, attrs: &[u8], table: &str, chains: &[&str]) -> Option<Removed> {
     if ![DELTABLE, DESTROYTABLE, DELCHAIN, DESTROYCHAIN, DELSET, DESTROYSET].contains(&kind) {
         return None;
     }
@@ -108,7 +108,7 @@ fn removal(kind: u16, attrs: &[u8], table: &str, chain: &str) -> Option<Removed>
     let name = String::from_utf8_lossy(name.unwrap_or(&[])).into_owned();
     match kind {
         DELTABLE | DESTROYTABLE => Some(Removed::Table),
-        DELCHAIN | DESTROYCHAIN if name == chain => Some(Removed::Chain(name)),
+        DELCHAIN | DESTROYCHAIN if chains.contains(&name.as_str()) => Some(Removed::Chain(name)),
         DELSET | DESTROYSET => Some(Removed::Set(name)),
         _ => None,
     }
@@ -143,7 +143,7 @@ impl TableWatch {
 
     /// Reads every pending notification without blocking. An error other than an overrun means
     /// the socket is broken: the caller reopens it and treats the gap as an overrun.
-    pub fn poll(&mut self, table: &str, chain: &str) -> io::Result<Seen> {
+    pub fn poll(&mut self, table: &str, chains: &[&str]) -> io::Result<Seen> {
         let mut seen = Seen::Nothing;
         loop {
             self.buf.clear();
@@ -151,7 +151,7 @@ impl TableWatch {
                 Ok((len, from)) => {
                     // Notifications come from the kernel (port id 0) only.
                     if from.port_number() == 0 {
-                        if let Some(r) = scan(self.buf.get(..len).unwrap_or(&self.buf), table, chain) {
+                        if let Some(r) = scan(self.buf.get(..len).unwrap_or(&self.buf), table, chains) {
                             seen = match seen {
                                 Seen::Removed(before) => Seen::Removed(before.max(r)),
                                 _ => Seen::Removed(r),
@@ -199,11 +199,13 @@ mod tests {
 
     #[test]
     fn finds_the_deletion_of_our_table_chain_or_sets_only() {
-        let scan = |d: &[u8]| scan(d, "knockd", "prerouting");
+        let scan = |d: &[u8]| scan(d, "knockd", &["prerouting", "input"]);
         assert_eq!(scan(&msg(DELTABLE, 1, &[attr(1, "knockd")])), Some(Removed::Table));
         assert_eq!(scan(&msg(DESTROYTABLE, 1, &[attr(1, "knockd")])), Some(Removed::Table));
         let chain = msg(DELCHAIN, 1, &[attr(1, "knockd"), attr(3, "prerouting")]);
         assert_eq!(scan(&chain), Some(Removed::Chain("prerouting".into())));
+        let input = msg(DESTROYCHAIN, 1, &[attr(1, "knockd"), attr(3, "input")]);
+        assert_eq!(scan(&input), Some(Removed::Chain("input".into())));
         let set = msg(DELSET, 1, &[attr(1, "knockd"), attr(2, "grants4")]);
         assert_eq!(scan(&set), Some(Removed::Set("grants4".into())));
         // Other tables, families, chains and kinds of change.
@@ -227,15 +229,15 @@ mod tests {
     fn malformed_datagrams_never_panic() {
         let good = msg(DELSET, 1, &[attr(1, "knockd"), attr(2, "grants4")]);
         for cut in 0..good.len() {
-            let _ = scan(&good[..cut], "knockd", "prerouting");
+            let _ = scan(&good[..cut], "knockd", &["prerouting"]);
         }
         for i in 0..good.len() {
             for v in [0u8, 1, 3, 4, 0x7f, 0x80, 0xff] {
                 let mut bad = good.clone();
                 bad[i] = v;
-                let _ = scan(&bad, "knockd", "prerouting");
+                let _ = scan(&bad, "knockd", &["prerouting"]);
             }
         }
-        assert_eq!(scan(&[], "knockd", "prerouting"), None);
+        assert_eq!(scan(&[], "knockd", &["prerouting"]), None);
     }
 }
