@@ -7,6 +7,11 @@
 //! `burn N` burns N alone. Loading replays the records; a torn last line (a crash mid-append)
 //! is cut off with a warning, a bad line anywhere else is corruption and refuses the ledger.
 //!
+//! Only the holder of the directory's [`WriterLock`] opens ledgers for writing ([`Ledger::open`]
+//! needs it): the running daemon, or `knockd ledger recover` while the daemon is stopped. It
+//! alone may cut a torn tail, since for anyone else a tail that looks torn may be an append in
+//! flight. Everyone else reads with [`Ledger::read`], which never writes.
+//!
 //! The consume-before-grant step sits behind [`ConsumeStore`] so a replicated store can
 //! serve an HA pair later without touching the matcher.
 
@@ -73,6 +78,28 @@ pub enum LedgerError {
         /// Label expected.
         expected: String,
     },
+    /// Another process holds the ledgers' writer lock.
+    #[error(
+        "the ledgers in {dir} are held by another process (a running knockd); stop it first \
+         (`systemctl stop knockd`), run this again, then start it"
+    )]
+    Busy {
+        /// The ledger directory.
+        dir: PathBuf,
+    },
+    /// The ledger was opened to read only.
+    #[error("ledger {0} was opened read-only")]
+    ReadOnly(PathBuf),
+    /// A counter at the very end of the range: nothing can come after it.
+    #[error("ledger {path}:{line}: counter {counter} is at the end of the counter range; refused")]
+    CounterOverflow {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0: not from the file).
+        line: usize,
+        /// The counter.
+        counter: u64,
+    },
     /// An I/O error (a full or read-only disk among them): fail closed.
     #[error("ledger {path}: {source} (knocks fail closed until it can be written)")]
     Io {
@@ -83,18 +110,66 @@ pub enum LedgerError {
     },
 }
 
+/// The lock that makes one process the writer of a directory's ledgers: held for as long as
+/// the value lives (an exclusive `flock` on `writer.lock` in the directory).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: File,
+    dir: PathBuf,
+}
+
+impl WriterLock {
+    /// The name of the lock file in a ledger directory.
+    pub const FILE: &'static str = "writer.lock";
+
+    /// Takes the lock of `dir` (created if missing), or fails with [`LedgerError::Busy`] at once
+    /// when another process holds it.
+    pub fn acquire(dir: &Path) -> Result<WriterLock, LedgerError> {
+        let io = |source| LedgerError::Io { path: dir.join(Self::FILE), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(Self::FILE))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(WriterLock { _file: file, dir: dir.to_path_buf() }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LedgerError::Busy { dir: dir.to_path_buf() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
+    /// The directory it locks.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 /// The ledger of one key or sequence file.
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
     label: String,
     file: File,
+    /// Opened by [`Ledger::read`]: nothing is ever written through it.
+    read_only: bool,
     next: u64,
     burned: BTreeSet<u64>,
     /// Counter of the last `consume` record, if any.
     last_consumed: Option<u64>,
     /// Bytes of a torn last record cut off when opening (0: none).
     torn_bytes: usize,
+}
+
+/// Why a ledger line was not taken.
+enum Bad {
+    /// It never got its checksum: torn when it is the last line.
+    Incomplete(&'static str),
+    /// Its checksum holds, but its content is refused: damage wherever it is.
+    Refused(&'static str),
 }
 
 fn check(label: &str, body: &str) -> String {
@@ -117,6 +192,7 @@ impl Ledger {
             path: path.to_path_buf(),
             label: label.into(),
             file,
+            read_only: false,
             next: 0,
             burned: BTreeSet::new(),
             last_consumed: None,
@@ -140,8 +216,9 @@ impl Ledger {
         Ok(Ledger::empty(path, label, file))
     }
 
-    /// Opens an existing ledger and replays it. A missing file is an error, never a fresh start.
-    pub fn open(path: &Path, label: &str) -> Result<Ledger, LedgerError> {
+    /// Opens an existing ledger to write, and replays it; a torn last record is cut off. A missing
+    /// file is an error, never a fresh start. `_lock` proves the caller is the directory's writer.
+    pub fn open(path: &Path, label: &str, _lock: &WriterLock) -> Result<Ledger, LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
         let mut file = match OpenOptions::new().read(true).append(true).open(path) {
             Ok(f) => f,
@@ -159,6 +236,24 @@ impl Ledger {
             ledger.file.sync_all().map_err(io)?;
             ledger.file.seek(SeekFrom::End(0)).map_err(io)?;
         }
+        Ok(ledger)
+    }
+
+    /// Reads a ledger without writing anything, ever: a torn last record (perhaps an append in
+    /// flight in the daemon) is left alone and counted in [`Ledger::torn_bytes`]. Appends
+    /// through the result fail with [`LedgerError::ReadOnly`].
+    pub fn read(path: &Path, label: &str) -> Result<Ledger, LedgerError> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LedgerError::Missing(path.into())),
+            Err(e) => return Err(LedgerError::Io { path: path.to_path_buf(), source: e }),
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|source| LedgerError::Io { path: path.to_path_buf(), source })?;
+        let mut ledger = Ledger::empty(path, label, file);
+        ledger.read_only = true;
+        let good_len = ledger.replay(&text)?;
+        ledger.torn_bytes = text.len() - good_len;
         Ok(ledger)
     }
 
@@ -187,27 +282,32 @@ impl Ledger {
             let is_last = lines.peek().is_none();
             match self.parse_record(line) {
                 Ok(()) => offset += line.len(),
-                Err(_) if is_last => return Ok(offset),
-                Err(reason) => return Err(corrupt(i + 1, reason)),
+                // Only a record that never got its checksum (a crash mid-append) is torn; one
+                // whose checksum holds but whose content is refused is damage, last or not.
+                Err(Bad::Incomplete(_)) if is_last => return Ok(offset),
+                Err(Bad::Incomplete(reason) | Bad::Refused(reason)) => return Err(corrupt(i + 1, reason)),
             }
         }
         Ok(offset)
     }
 
-    fn parse_record(&mut self, line: &str) -> Result<(), &'static str> {
-        let body = line.strip_suffix('\n').ok_or("unterminated record")?;
-        let (rest, sum) = body.rsplit_once(' ').ok_or("no checksum")?;
+    fn parse_record(&mut self, line: &str) -> Result<(), Bad> {
+        let body = line.strip_suffix('\n').ok_or(Bad::Incomplete("unterminated record"))?;
+        let (rest, sum) = body.rsplit_once(' ').ok_or(Bad::Incomplete("no checksum"))?;
         if check(&self.label, rest) != sum {
-            return Err("checksum mismatch");
+            return Err(Bad::Incomplete("checksum mismatch"));
         }
         let mut words = rest.split(' ');
-        let kind = words.next().ok_or("no kind")?;
-        let counter: u64 = words.next().and_then(|w| w.parse().ok()).ok_or("bad counter")?;
-        let _ms: u64 = words.next().and_then(|w| w.parse().ok()).ok_or("bad time")?;
+        let kind = words.next().ok_or(Bad::Refused("no kind"))?;
+        let counter: u64 = words.next().and_then(|w| w.parse().ok()).ok_or(Bad::Refused("bad counter"))?;
+        let _ms: u64 = words.next().and_then(|w| w.parse().ok()).ok_or(Bad::Refused("bad time"))?;
+        if counter == u64::MAX {
+            return Err(Bad::Refused("counter at the end of the counter range"));
+        }
         match kind {
             "consume" => self.apply_consume(counter),
             "burn" | "use" => self.apply_burn(counter),
-            _ => return Err("unknown record kind"),
+            _ => return Err(Bad::Refused("unknown record kind")),
         }
         Ok(())
     }
@@ -223,13 +323,20 @@ impl Ledger {
             self.burned.insert(counter);
         }
         // A run of burned counters at `next` is as dead as consumed ones: move past it, so
-        // burns never pile up in front of the window.
+        // burns never pile up in front of the window. (u64::MAX is refused before it gets here;
+        // saturating keeps `next` from ever wrapping to 0, which would make everything fresh.)
         while self.burned.remove(&self.next) {
-            self.next += 1;
+            self.next = self.next.saturating_add(1);
         }
     }
 
     fn append(&mut self, kind: &str, counter: u64) -> Result<(), LedgerError> {
+        if self.read_only {
+            return Err(LedgerError::ReadOnly(self.path.clone()));
+        }
+        if counter == u64::MAX {
+            return Err(LedgerError::CounterOverflow { path: self.path.clone(), line: 0, counter });
+        }
         let rest = format!("{kind} {counter} {}", unix_now_ms());
         let line = format!("{rest} {}\n", check(&self.label, &rest));
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
@@ -278,7 +385,7 @@ impl Ledger {
     /// which only a holder of its key can cause (the daemon bounds what a key holder can make
     /// the ledger grow by). A restart forgets it. Returns false when it was already used.
     pub fn burn_in_memory(&mut self, counter: u64) -> bool {
-        if self.is_used(counter) {
+        if self.is_used(counter) || counter == u64::MAX {
             return false;
         }
         self.apply_burn(counter);
@@ -334,14 +441,26 @@ mod tests {
         d.join("k.ledger")
     }
 
+    /// The writer lock of the directory of `p` (tests hold it while they open for writing).
+    fn lock(p: &Path) -> WriterLock {
+        WriterLock::acquire(p.parent().unwrap()).unwrap()
+    }
+
+    /// A record line with a valid checksum, as `append` writes it.
+    fn record(label: &str, kind: &str, counter: u64) -> String {
+        let rest = format!("{kind} {counter} 1795611600000");
+        format!("{rest} {}\n", check(label, &rest))
+    }
+
     #[test]
     fn consumption_survives_reopen_and_replays_are_refused() {
         let p = tmp("reopen");
+        let w = lock(&p);
         let mut l = Ledger::create(&p, "abc").unwrap();
         assert_eq!(l.consume(3).unwrap(), Consumed::Fresh);
         assert!(l.burn(5).unwrap());
         drop(l);
-        let mut l = Ledger::open(&p, "abc").unwrap();
+        let mut l = Ledger::open(&p, "abc", &w).unwrap();
         assert_eq!(l.next(), 4);
         assert!(l.is_used(0) && l.is_used(3) && !l.is_used(4) && l.is_used(5));
         assert_eq!(l.consume(2).unwrap(), Consumed::AlreadyUsed);
@@ -353,63 +472,128 @@ mod tests {
     #[test]
     fn burns_at_the_front_move_next_past_them() {
         let p = tmp("burnfront");
+        let w = lock(&p);
         let mut l = Ledger::create(&p, "abc").unwrap();
         assert!(l.burn(1).unwrap());
         assert_eq!(l.next(), 0);
         assert!(l.burn(0).unwrap());
         assert_eq!(l.next(), 2, "0 and 1 are both dead");
         drop(l);
-        assert_eq!(Ledger::open(&p, "abc").unwrap().next(), 2, "the same after replaying the file");
+        assert_eq!(Ledger::open(&p, "abc", &w).unwrap().next(), 2, "the same after replaying the file");
     }
 
     #[test]
     fn used_steps_are_a_set_not_a_high_water_mark() {
         let p = tmp("steps");
+        let w = lock(&p);
         let mut l = Ledger::create(&p, "abc").unwrap();
         assert_eq!(l.mark_used(59_000_010).unwrap(), Consumed::Fresh);
         assert_eq!(l.mark_used(59_000_010).unwrap(), Consumed::AlreadyUsed);
         // An earlier step (a clock that jumped back) is still free.
         assert_eq!(l.mark_used(59_000_003).unwrap(), Consumed::Fresh);
         drop(l);
-        let l = Ledger::open(&p, "abc").unwrap();
+        let l = Ledger::open(&p, "abc", &w).unwrap();
         assert!(l.is_used(59_000_010) && l.is_used(59_000_003) && !l.is_used(59_000_004));
     }
 
     #[test]
     fn a_missing_ledger_is_refused_not_recreated() {
         let p = tmp("missing");
-        assert!(matches!(Ledger::open(&p, "abc"), Err(LedgerError::Missing(_))));
+        let w = lock(&p);
+        assert!(matches!(Ledger::open(&p, "abc", &w), Err(LedgerError::Missing(_))));
         assert!(!p.exists());
     }
 
     #[test]
     fn a_torn_last_record_is_cut_and_later_appends_work() {
         let p = tmp("torn");
+        let w = lock(&p);
         let mut l = Ledger::create(&p, "abc").unwrap();
         l.consume(1).unwrap();
         drop(l);
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"consume 9 17").unwrap();
         drop(f);
-        let mut l = Ledger::open(&p, "abc").unwrap();
+        let mut l = Ledger::open(&p, "abc", &w).unwrap();
         assert_eq!(l.next(), 2, "the torn record did not count");
         assert_eq!(l.torn_bytes(), 12);
         l.consume(4).unwrap();
         drop(l);
-        assert_eq!(Ledger::open(&p, "abc").unwrap().next(), 5);
+        assert_eq!(Ledger::open(&p, "abc", &w).unwrap().next(), 5);
     }
 
     #[test]
     fn a_damaged_middle_record_or_wrong_label_is_refused() {
         let p = tmp("damaged");
+        let w = lock(&p);
         let mut l = Ledger::create(&p, "abc").unwrap();
         l.consume(1).unwrap();
         l.consume(2).unwrap();
         drop(l);
         let text = std::fs::read_to_string(&p).unwrap().replacen("consume 1 ", "consume 7 ", 1);
         std::fs::write(&p, text).unwrap();
-        let err = Ledger::open(&p, "abc").unwrap_err();
+        let err = Ledger::open(&p, "abc", &w).unwrap_err();
         assert!(matches!(err, LedgerError::Corrupt { line: 2, .. }), "{err}");
-        assert!(matches!(Ledger::open(&p, "other"), Err(LedgerError::WrongLabel { .. })));
+        assert!(matches!(Ledger::open(&p, "other", &w), Err(LedgerError::WrongLabel { .. })));
+    }
+
+    /// Issue 9, lockout 3: reading a ledger (`knockd status`, `client list`) while the daemon
+    /// appends must never cut what looks like a torn tail: it may be an append in flight.
+    #[test]
+    fn regression_9_reading_never_writes_not_even_a_torn_tail() {
+        let p = tmp("readonly");
+        let w = lock(&p);
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        l.consume(1).unwrap();
+        drop(l);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"consume 9 17").unwrap(); // half of an append
+        drop(f);
+        let before = std::fs::read(&p).unwrap();
+        let mut r = Ledger::read(&p, "abc").unwrap();
+        assert_eq!((r.next(), r.torn_bytes()), (2, 12));
+        assert_eq!(std::fs::read(&p).unwrap(), before, "a reader changed the file");
+        assert!(matches!(r.consume(5), Err(LedgerError::ReadOnly(_))));
+        assert!(matches!(r.burn(5), Err(LedgerError::ReadOnly(_))));
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+        // The writer, holding the lock, is the one that repairs.
+        assert_eq!(Ledger::open(&p, "abc", &w).unwrap().torn_bytes(), 12);
+        assert_ne!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let p = tmp("writer");
+        let w = lock(&p);
+        let busy = WriterLock::acquire(p.parent().unwrap()).unwrap_err();
+        assert!(matches!(busy, LedgerError::Busy { .. }), "{busy}");
+        assert!(busy.to_string().contains("stop it first"), "{busy}");
+        drop(w);
+        WriterLock::acquire(p.parent().unwrap()).expect("free again once the holder is gone");
+    }
+
+    /// Issue 9, finding 11: a burn at counter u64::MAX used to overflow `next` (a panic in
+    /// debug; in release `next` wrapped to 0 and every consumed counter was fresh again).
+    #[test]
+    fn regression_9_the_last_counter_is_refused_everywhere() {
+        let p = tmp("overflow");
+        let w = lock(&p);
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        assert!(matches!(l.burn(u64::MAX), Err(LedgerError::CounterOverflow { .. })));
+        assert!(matches!(l.consume(u64::MAX), Err(LedgerError::CounterOverflow { .. })));
+        assert!(matches!(l.mark_used(u64::MAX), Err(LedgerError::CounterOverflow { .. })));
+        assert!(!l.burn_in_memory(u64::MAX));
+        l.consume(u64::MAX - 2).unwrap();
+        assert!(l.burn(u64::MAX - 1).unwrap());
+        assert_eq!(l.next(), u64::MAX, "next stops at the end, never wraps");
+        assert!(l.is_used(0) && l.is_used(u64::MAX - 1));
+        drop(l);
+        // A record of it written by hand (valid checksum) is damage, even as the last line.
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(record("abc", "burn", u64::MAX).as_bytes()).unwrap();
+        drop(f);
+        let err = Ledger::open(&p, "abc", &w).unwrap_err();
+        assert!(matches!(err, LedgerError::Corrupt { line: 4, .. }), "{err}");
+        assert!(matches!(Ledger::read(&p, "abc"), Err(LedgerError::Corrupt { .. })));
     }
 }

@@ -161,7 +161,7 @@ pub fn client_list(config: &Config, door_name: &str) -> Result<String, String> {
             Ok(secret) => {
                 let label = secret.fingerprint();
                 let ledger_path = Ledger::path_for(&state.ledger_dir(), &label);
-                let next = Ledger::open(&ledger_path, &label)
+                let next = Ledger::read(&ledger_path, &label)
                     .map(|l| knock_core::ledger::ConsumeStore::next(&l).to_string())
                     .unwrap_or_else(|_| "no ledger".into());
                 (label, next, mtime_ms(&ledger_path).unwrap_or_else(|| "-".into()))
@@ -429,7 +429,8 @@ pub fn status(config: &Config, warn_below: usize) -> Result<String, String> {
     let state = StateDir::new(&config.server.state_dir);
     let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
     let server_id = if derives { state.server_id().map_err(|e| e.to_string())? } else { [0; 16] };
-    let mut doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir());
+    // Read-only: the daemon may be appending to these very files.
+    let mut doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir(), None);
     doors.refuse_rolled_back(&state.audit_log());
     let now = knock_core::time::unix_now_ms();
     let mut out = format!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use knock_core::config::{parse_duration, Action, Config, Door, FirewallKind, OpenPort};
 use knock_core::keys::read_key_file;
-use knock_core::ledger::{ConsumeStore, Ledger, LedgerError};
+use knock_core::ledger::{ConsumeStore, Ledger, LedgerError, WriterLock};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::Mode;
 use knock_core::time::unix_now_ms;
@@ -259,6 +259,10 @@ fn ledger_of(config: &Config, d: &Door, client: Option<&str>) -> Result<LedgerOf
     }
 }
 
+/// `--next` at or past this is refused: no client counts that far, and the counter after the
+/// last one must stay representable (issue 9: a ledger at u64::MAX used to wrap to 0).
+const MAX_RECOVER_NEXT: u64 = 1 << 62;
+
 /// `knockd ledger recover`: makes the ledger of a door's client (or sequence file) usable again
 /// without making any used sequence valid again.
 ///
@@ -268,8 +272,8 @@ fn ledger_of(config: &Config, d: &Door, client: Option<&str>) -> Result<LedgerOf
 ///
 /// The start is `--next N` (the client's `knock --profile P --dry-run` prints it as "next
 /// sequence N"), `--line L` (file doors), or else `--skip S` counters past the old ledger (0
-/// when it is lost). Audited as `ledger-recover` before anything changes. The daemon holds its
-/// ledgers open: it must be restarted to take the new one.
+/// when it is lost). Audited as `ledger-recover` before anything changes. The daemon holds the
+/// ledgers' writer lock while it runs: stop it first, and start it again afterwards.
 pub fn ledger_recover(
     config: &Config,
     door_name: &str,
@@ -278,7 +282,19 @@ pub fn ledger_recover(
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
     let l = ledger_of(config, d, client)?;
-    let (old, was) = match Ledger::open(&l.path, &l.label) {
+    if let RecoverFrom::Next(n) = from {
+        if n >= MAX_RECOVER_NEXT {
+            return Err(format!(
+                "--next {n} is beyond any counter a client can reach (at most {}); check the client's \
+                 `knock --profile PROFILE --dry-run` (\"next sequence N\")",
+                MAX_RECOVER_NEXT - 1
+            ));
+        }
+    }
+    // The writer's lock: refused while the daemon runs, since it holds the ledgers open.
+    let lock = l.path.parent().map(WriterLock::acquire).transpose().map_err(|e| e.to_string())?;
+    let lock = lock.ok_or_else(|| format!("{}: no ledger directory", l.path.display()))?;
+    let (old, was) = match Ledger::open(&l.path, &l.label, &lock) {
         Ok(ledger) => {
             let next = ledger.next();
             (Some(ledger), format!("present, next counter {next}"))
@@ -340,7 +356,7 @@ pub fn ledger_recover(
     ledger.skip_to(next).map_err(|e| e.to_string())?;
     let mut out = format!(
         "ledger of {} ({was}) now starts at counter {next}: every sequence before it is refused.\n\
-         Restart knockd so the daemon opens the new ledger.",
+         Start knockd again so the daemon opens the new ledger.",
         l.what
     );
     if let RecoverFrom::Skip(skip) = from {
@@ -385,7 +401,7 @@ mod tests {
 
     fn next_of(config: &Config, door_name: &str, client: Option<&str>) -> u64 {
         let l = ledger_of(config, config.door(door_name).unwrap(), client).unwrap();
-        Ledger::open(&l.path, &l.label).unwrap().next()
+        Ledger::read(&l.path, &l.label).unwrap().next()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use knock_core::config::Action;
 use knock_core::config::{Config, FirewallKind};
-use knock_core::ledger::Consumed;
+use knock_core::ledger::{Consumed, WriterLock};
 use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher};
 use knock_core::ratelimit::TokenBucket;
 use knock_core::sequence::{Mode, Purpose};
@@ -60,6 +60,8 @@ pub struct Daemon {
     grants: LiveGrants,
     /// First halves of resyncs: (door, client, source, counter, when) within the last seconds.
     resyncs: Vec<(usize, usize, IpAddr, u64, Instant)>,
+    /// Held while the daemon runs: it alone writes (and repairs) ledgers.
+    ledger_lock: WriterLock,
     /// Each (door, client)'s budget of durable burns.
     burn_budget: HashMap<(usize, usize), TokenBucket>,
     /// The budget of log lines on the knock path that no audit record bounds.
@@ -96,7 +98,10 @@ impl Daemon {
             warn!(door = %d.name, "static sequence: anyone who sees it once can replay it; \
                 `knockd migrate` writes a one-time equivalent");
         }
-        let mut doors = Doors::load(&config, server_id, &state.ledger_dir());
+        // The one writer of the ledgers for as long as the daemon runs: a second daemon on this
+        // state directory, or `ledger recover` meanwhile, is refused; readers never write.
+        let ledger_lock = WriterLock::acquire(&state.ledger_dir()).map_err(|e| e.to_string())?;
+        let mut doors = Doors::load(&config, server_id, &state.ledger_dir(), Some(&ledger_lock));
         doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
@@ -125,6 +130,7 @@ impl Daemon {
             commands,
             grants: LiveGrants::default(),
             resyncs: Vec::new(),
+            ledger_lock,
             burn_budget: HashMap::new(),
             chatter: TokenBucket::new(CHATTER_BURST, CHATTER_REFILL_MS, 0),
             server_id,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
 use knock_core::keys::{read_key_file, Secret};
-use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
+use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError, WriterLock};
 use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
@@ -132,7 +132,21 @@ pub fn key_path(dir: &Path, client: &str) -> PathBuf {
     dir.join(format!("{client}.key"))
 }
 
-fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Result<DoorKind, String> {
+/// Opens a ledger: to write, for the holder of the writer lock (the daemon); else read-only.
+fn open_ledger(ledger_dir: &Path, label: &str, writer: Option<&WriterLock>) -> Result<Ledger, LedgerError> {
+    let path = Ledger::path_for(ledger_dir, label);
+    match writer {
+        Some(lock) => Ledger::open(&path, label, lock),
+        None => Ledger::read(&path, label),
+    }
+}
+
+fn load_keyed(
+    door: &Door,
+    ledger_dir: &Path,
+    writer: Option<&WriterLock>,
+    refused: &mut Vec<String>,
+) -> Result<DoorKind, String> {
     let dir = door.keys_dir.as_ref().ok_or("no keys directory")?;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("keys directory {}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
@@ -154,7 +168,7 @@ fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Resu
         }
         let loaded = read_key_file(&path).map_err(|e| e.to_string()).and_then(|secret| {
             let label = secret.fingerprint();
-            Ledger::open(&Ledger::path_for(ledger_dir, &label), &label)
+            open_ledger(ledger_dir, &label, writer)
                 .map(|ledger| KeyedClient { name: name.clone(), secret, ledger })
                 .map_err(|e| e.to_string())
         });
@@ -173,20 +187,20 @@ fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Resu
     Ok(DoorKind::Keyed(clients))
 }
 
-fn load_file(door: &Door, ledger_dir: &Path) -> Result<DoorKind, String> {
+fn load_file(door: &Door, ledger_dir: &Path, writer: Option<&WriterLock>) -> Result<DoorKind, String> {
     let path = door.sequence_file.as_ref().ok_or("no sequence file")?;
     let file = SequenceFile::load(path).map_err(|e| e.to_string())?;
     if let Some(bad) = file.sequences.iter().flat_map(|s| s.knocks.iter()).find(|k| !door.alphabet.contains(**k)) {
         return Err(format!("{}: knock {bad} lies outside knock_ports {}", path.display(), door.alphabet.range()));
     }
     let label = file.ledger_label();
-    let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
+    let ledger = open_ledger(ledger_dir, &label, writer).map_err(|e| e.to_string())?;
     let mut files = vec![(file, ledger)];
     let incoming = incoming_path(path);
     if incoming.exists() {
         let next = SequenceFile::load(&incoming).map_err(|e| e.to_string())?;
         let label = next.ledger_label();
-        let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
+        let ledger = open_ledger(ledger_dir, &label, writer).map_err(|e| e.to_string())?;
         files.push((next, ledger));
     }
     Ok(DoorKind::File(files))
@@ -200,16 +214,22 @@ pub fn incoming_path(sequence_file: &Path) -> PathBuf {
 }
 
 impl Doors {
-    /// Loads every door of `config`; failures are collected in `refused`.
-    pub fn load(config: &Config, server_id: [u8; SERVER_ID_LEN], ledger_dir: &Path) -> Doors {
+    /// Loads every door of `config`; failures are collected in `refused`. With `writer` (the
+    /// daemon's lock) the ledgers are opened to write; without, read-only (`knockd status`).
+    pub fn load(
+        config: &Config,
+        server_id: [u8; SERVER_ID_LEN],
+        ledger_dir: &Path,
+        writer: Option<&WriterLock>,
+    ) -> Doors {
         let mut doors = Vec::new();
         let mut refused = Vec::new();
         for door in &config.doors {
             let knockd_file = door.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref());
             let kind = match (door.mode, knockd_file) {
                 (_, Some(path)) => OneTimeFile::load(path).map(DoorKind::KnockdOneTime),
-                (Mode::Hotp | Mode::Totp, None) => load_keyed(door, ledger_dir, &mut refused),
-                (Mode::File, None) => load_file(door, ledger_dir),
+                (Mode::Hotp | Mode::Totp, None) => load_keyed(door, ledger_dir, writer, &mut refused),
+                (Mode::File, None) => load_file(door, ledger_dir, writer),
                 (Mode::Static, None) => Ok(DoorKind::Static),
             };
             match kind {

@@ -159,3 +159,75 @@ fn regression_9_a_replayed_prefix_from_two_addresses_cannot_fill_the_disk() {
     assert!(lines <= 200, "the flood wrote {lines} log lines:\n{}", lab.log());
     assert!(lab.audit_events("alert").is_empty(), "a used prefix has nothing to alert about");
 }
+
+/// The ledger files of the lab's state directory.
+fn ledgers(lab: &Lab) -> Vec<std::path::PathBuf> {
+    let dir = lab.dir.join("state/ledger");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ledger"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Issue 9, lockout 3: `knockd status` and `knockd client list` used to open ledgers to write
+/// and cut what looked like a torn last record, while the daemon appended to them. Now they
+/// only read: run in a loop beside a daemon consuming, nothing is lost; a half-written record
+/// (an append in flight) is left alone; and `ledger recover` refuses to run beside the daemon.
+#[test]
+fn regression_9_read_only_commands_never_cut_a_live_ledger() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", ""));
+    let profile = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    lab.start_daemon();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = {
+        let (stop, config) = (stop.clone(), lab.dir.join("knockd.toml"));
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && runs < 2_000 {
+                for args in [&["status"][..], &["client", "list", "--door", "ssh"][..]] {
+                    let _ = std::process::Command::new(bin("knockd")).arg("-c").arg(&config).args(args).output();
+                }
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let knocks = 6;
+    for _ in 0..knocks {
+        let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = readers.join().unwrap();
+    assert!(runs > 5, "the readers ran {runs} times");
+    let ledger = ledgers(&lab).pop().expect("alice's ledger");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("consume ")).count(), knocks, "{text}");
+    assert_eq!(lab.audit_events("grant").len(), knocks);
+
+    // Half of an append, as a reader may catch it: readers leave it alone.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&ledger).unwrap();
+    std::io::Write::write_all(&mut f, b"consume 99 17").unwrap();
+    drop(f);
+    let before = std::fs::read(&ledger).unwrap();
+    let status = lab.knockd(&["status"]);
+    assert!(status.contains("next counter 6"), "{status}");
+    lab.knockd(&["client", "list", "--door", "ssh"]);
+    assert_eq!(std::fs::read(&ledger).unwrap(), before, "a read-only command changed the ledger");
+    // The daemon holds the writer's lock: recover is refused beside it, and says what to do.
+    let o = std::process::Command::new(bin("knockd"))
+        .arg("-c")
+        .arg(lab.dir.join("knockd.toml"))
+        .args(["ledger", "recover", "--door", "ssh", "--next", "100"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("stop it first"), "{o:?}");
+    assert_eq!(std::fs::read(&ledger).unwrap(), before, "recover wrote beside the daemon");
+    std::fs::write(&ledger, &before[..before.len() - b"consume 99 17".len()]).unwrap();
+}

@@ -182,9 +182,11 @@ fn a_missing_ledger_refuses_its_client_only_until_ledger_recover() {
     let o = knock(&lab, Host::Client, &alice);
     assert!(!o.status.success(), "alice stays refused: {}", out(&o));
 
-    // The admin reads alice's next sequence and starts her ledger there.
+    // The admin reads alice's next sequence, stops the daemon (the ledgers' only writer) and
+    // starts her ledger there.
     let next = next_sequence(&lab, Host::Client, &alice);
     assert_eq!(next, "2", "counter 0 opened, counter 1 was refused");
+    lab.stop_daemon("TERM");
     let o = lab.exec(
         Host::Server,
         bin("knockd"),
@@ -198,12 +200,12 @@ fn a_missing_ledger_refuses_its_client_only_until_ledger_recover() {
         "{audit:?}"
     );
 
-    lab.stop_daemon("TERM");
     lab.start_daemon();
     let o = knock(&lab, Host::Client, &alice);
     assert!(o.status.success(), "alice is back: {}", out(&o));
     assert!(lab.can_connect(Host::Client, SERVER, 22, 500));
     // Forward only: asking for an earlier start changes nothing.
+    lab.stop_daemon("TERM");
     let o = lab.exec(
         Host::Server,
         bin("knockd"),
@@ -235,13 +237,13 @@ fn a_rolled_back_ledger_refuses_its_client_until_ledger_recover() {
     assert!(knock(&lab, Host::Outsider, &bob).status.success(), "bob keeps working");
     lab.wait_closed(Host::Client, Duration::from_secs(6));
     assert!(!knock(&lab, Host::Client, &alice).status.success(), "alice stays refused");
+    lab.stop_daemon("TERM");
     let o = lab.exec(
         Host::Server,
         bin("knockd"),
         &["-c", "knockd.toml", "ledger", "recover", "--door", "ssh", "--client", "alice", "--next", "2"],
     );
     assert!(o.status.success(), "{}", out(&o));
-    lab.stop_daemon("TERM");
     lab.start_daemon();
     assert!(knock(&lab, Host::Client, &alice).status.success(), "alice is back");
 }

@@ -34,7 +34,7 @@ impl Daemon {
             return self.refuse_reload("state_dir and firewall can only change with a restart");
         }
         let state = StateDir::new(&new.server.state_dir);
-        let mut doors = Doors::load(&new, self.server_id, &state.ledger_dir());
+        let mut doors = Doors::load(&new, self.server_id, &state.ledger_dir(), Some(&self.ledger_lock));
         doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
