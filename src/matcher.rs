@@ -535,6 +535,9 @@ impl Matcher {
                 self.forget(key.0, &t);
             }
         }
+        // `forget` no longer knows the door's prefix length: drop its prefix owners here, or a
+        // candidate id reused after the reload would be burned as a "second source".
+        self.prefixes.retain(|id, _| id.door != door);
     }
 
     /// Drops every live track of a candidate (it was consumed or burned elsewhere), quietly.
