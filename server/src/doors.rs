@@ -2,15 +2,15 @@
 //! ledgers (or its sequence file and ledger), the first-knock candidates they contribute to the
 //! matcher, and the derivation of the rest of a sequence for a source.
 //!
-//! A door that cannot be loaded (bad key permissions, missing ledger, unreadable sequence file)
-//! is refused with its reason while the other doors keep working.
+//! A door that cannot be loaded (bad key or sequence-file permissions, missing ledger, unreadable
+//! sequence file) is refused with its reason while the other doors keep working.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
-use knock_core::keys::{read_key_file, Secret};
+use knock_core::keys::{read_key_file, read_private_file, Secret};
 use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError};
 use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
@@ -24,6 +24,10 @@ use crate::onetime::OneTimeFile;
 const RECENT_USED: usize = 3;
 /// How many windows beyond the window a client can be resynchronised from.
 const RESYNC_AHEAD: u64 = 2;
+/// What a sequence file is called in errors (as a key file is: the same private-file check).
+const SEQUENCE_FILE: &str = "sequence file";
+/// The largest sequence file read (a million sequences of 16 knocks fit).
+const MAX_SEQUENCE_FILE: u64 = 256 << 20;
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -173,9 +177,15 @@ fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Resu
     Ok(DoorKind::Keyed(clients))
 }
 
+/// Reads a door's sequence file, refused like a key file when group or others may read it.
+pub fn load_sequence_file(path: &Path) -> Result<SequenceFile, String> {
+    let bytes = read_private_file(path, SEQUENCE_FILE, MAX_SEQUENCE_FILE).map_err(|e| e.to_string())?;
+    SequenceFile::parse(path, &bytes).map_err(|e| e.to_string())
+}
+
 fn load_file(door: &Door, ledger_dir: &Path) -> Result<DoorKind, String> {
     let path = door.sequence_file.as_ref().ok_or("no sequence file")?;
-    let file = SequenceFile::load(path).map_err(|e| e.to_string())?;
+    let file = load_sequence_file(path)?;
     if let Some(bad) = file.sequences.iter().flat_map(|s| s.knocks.iter()).find(|k| !door.alphabet.contains(**k)) {
         return Err(format!("{}: knock {bad} lies outside knock_ports {}", path.display(), door.alphabet.range()));
     }
@@ -184,7 +194,7 @@ fn load_file(door: &Door, ledger_dir: &Path) -> Result<DoorKind, String> {
     let mut files = vec![(file, ledger)];
     let incoming = incoming_path(path);
     if incoming.exists() {
-        let next = SequenceFile::load(&incoming).map_err(|e| e.to_string())?;
+        let next = load_sequence_file(&incoming)?;
         let label = next.ledger_label();
         let ledger = Ledger::open(&Ledger::path_for(ledger_dir, &label), &label).map_err(|e| e.to_string())?;
         files.push((next, ledger));

@@ -99,9 +99,7 @@ fn a_closing_section_shuts_the_door_again() {
     lab.wait_closed(Host::Client, Duration::from_secs(3));
 }
 
-/// Runs the one-time sequences story against a daemon and returns the file afterwards.
-fn one_time_story(real_knockd: bool) -> String {
-    let conf = "[opencloseSSH]
+const ONE_TIME: &str = "[opencloseSSH]
 \tone_time_sequences = sequences.txt
 \tseq_timeout        = 5
 \ttcpflags           = syn
@@ -109,9 +107,20 @@ fn one_time_story(real_knockd: bool) -> String {
 \tcmd_timeout        = 2
 \tstop_command       = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
 ";
-    let mut lab = Lab::legacy(conf);
+
+/// Writes a one-time sequences file as an admin keeps it: private (our daemon refuses one that
+/// others can read, as it refuses such a key file).
+fn write_one_time_file(lab: &Lab, text: &str) {
+    let path = lab.dir.join("sequences.txt");
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// Runs the one-time sequences story against a daemon and returns the file afterwards.
+fn one_time_story(real_knockd: bool) -> String {
+    let mut lab = Lab::legacy(ONE_TIME);
     let seqs = " 7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n";
-    fs::write(lab.dir.join("sequences.txt"), seqs).unwrap();
+    write_one_time_file(&lab, seqs);
     base_firewall(&lab);
     if real_knockd {
         // knockd reads the file relative to its working directory, which is the lab's.

@@ -565,3 +565,54 @@ fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
     let grants = lab.audit_events("grant");
     assert_eq!(grants.len(), 2, "{grants:?}");
 }
+
+/// The paper door next to a hotp door `web` on 8080 (so the daemon starts when paper is refused),
+/// with the emergency sheet of five sequences printed, and alice's profile for `web`.
+fn paper_and_web() -> (Lab, String, String) {
+    let web = hotp_door("web", "8080/tcp", "");
+    let lab = Lab::new(&format!("{PAPER_DOOR}\n{web}"));
+    let sheet = lab.knockd(&[
+        "sequences",
+        "generate",
+        "--door",
+        "paper",
+        "--count",
+        "5",
+        "--server-addr",
+        SERVER,
+        "--emergency",
+    ]);
+    let web_alice = lab.add_client("web", "alice", SERVER, Host::Client);
+    (lab, sheet, web_alice)
+}
+
+/// A sequence file others can read is refused like a key file, with the same message and fix,
+/// while the other door keeps working (issue 9).
+#[test]
+fn a_sequence_file_others_can_read_refuses_its_door_loudly_and_the_other_door_works() {
+    require_root();
+    let (mut lab, sheet, web_alice) = paper_and_web();
+    let seq = lab.dir.join("sequences/paper.seq");
+    let o = Command::new("chmod").arg("0644").arg(&seq).output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    lab.start_daemon();
+
+    lab.wait_log("door paper refused: sequence file", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door paper refused")).unwrap();
+    let path = "sequences/paper.seq"; // as the configuration names it
+    assert!(
+        line.contains(&format!(
+            "sequence file {path} is accessible by group or others (mode 0644); it must be private. Fix: chmod 600 {path}"
+        )) && line.contains("ERROR"),
+        "loudly, with the fix: {line}"
+    );
+    let check = lab.exec(Host::Server, bin("knockd"), &["-c", "knockd.toml", "check"]);
+    assert!(!check.status.success() && out(&check).contains("chmod 600"), "{}", out(&check));
+
+    let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "the other door keeps working: {}", out(&o));
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "the refused door opens nothing");
+    assert_eq!(lab.audit_events("grant").len(), 1, "{:?}", lab.audit_lines());
+}
