@@ -1,10 +1,11 @@
 //! Keys and clients (issue 4): two clients on one door, one revoked on a reload that removes
-//! its live grant at once; a reload with a broken configuration keeps serving.
+//! its live grant at once; a reload with a broken configuration keeps serving. Resyncs under a
+//! flood (issue 9).
 
 use std::time::Duration;
 
-use crate::lab::{Host, Lab, SERVER};
-use crate::{answered, hotp_door, require_root};
+use crate::lab::{Host, Lab, OUTSIDER, SERVER};
+use crate::{answered, hotp_door, lose_knocks, require_root};
 
 #[test]
 fn revoking_one_of_two_clients_on_reload_removes_its_grant_and_keeps_the_other() {
@@ -78,14 +79,7 @@ fn resync_brings_back_a_client_that_fell_behind_the_window() {
     let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "window = 4"));
     let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
     lab.start_daemon();
-    let drop_all = "add table inet lost; add chain inet lost out { type filter hook output priority 0; }; \
-                    add rule inet lost out tcp dport 40000-42047 counter drop";
-    assert!(lab.exec(Host::Client, "nft", &[drop_all]).status.success());
-    for _ in 0..4 + 3 {
-        assert!(lab.knock(Host::Client, &["--profile", &alice, "-d", "0"]).status.success());
-    }
-    assert!(lab.nft_counter(Host::Client, "inet", "lost") >= 7 * 8, "the knocks were lost");
-    assert!(lab.exec(Host::Client, "nft", &["delete", "table", "inet", "lost"]).status.success());
+    lose_knocks(&lab, &alice, 4 + 3);
     let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
     assert!(!o.status.success(), "one sequence beyond the window must not open: {o:?}");
     let o =
@@ -95,4 +89,33 @@ fn resync_brings_back_a_client_that_fell_behind_the_window() {
     lab.wait_closed(Host::Client, Duration::from_secs(6));
     let o = lab.knock(Host::Client, &["--profile", &alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
     assert!(o.status.success(), "back in step after the resync: {o:?}");
+}
+
+/// One key holder sending the same first half of a resync over and over (nothing is consumed
+/// until the second half) cannot push another client's first half out of the daemon's list:
+/// that client's `knock --resync` still gets it back in (issue 9).
+#[test]
+fn a_flood_of_one_clients_resync_first_halves_does_not_block_another_clients_resync() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "window = 4"));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let bob = lab.add_client("ssh", "bob", SERVER, Host::Outsider);
+    lab.start_daemon();
+    lose_knocks(&lab, &alice, 4 + 3);
+
+    // Bob's sequence 6 lies beyond the window (0..=3) and within the resync counters.
+    std::fs::write(lab.dir.join("outsider/state/knock/ssh-bob.next"), "6\n").unwrap();
+    let first_half = lab.dry_run(Host::Outsider, &bob);
+    const ROUNDS: usize = 1100;
+    for _ in 0..ROUNDS / 100 {
+        let knocks: Vec<String> = (0..100).flat_map(|_| first_half.iter().cloned()).collect();
+        lab.send_crafted(Host::Outsider, OUTSIDER, &knocks, &[]);
+    }
+    lab.wait_log_count("a sequence beyond the window: waiting", 1030, Duration::from_secs(20));
+
+    let o =
+        lab.knock(Host::Client, &["--profile", &alice, "--resync", "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "alice's resync was pushed out by bob's flood: {o:?}");
+    let resync = lab.audit_events("resync");
+    assert!(resync.len() == 1 && resync[0].contains("\"client\":\"alice\""), "{resync:?}");
 }

@@ -5,7 +5,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::lab::{bin, Host, Lab, OUTSIDER, SERVER, SERVER6};
-use crate::{answered, hotp_door, require_root};
+use crate::{answered, hotp_door, lose_knocks, require_root};
 
 const OUTSIDER6: &str = "2001:db8::3";
 
@@ -305,6 +305,36 @@ fn a_full_state_directory_fails_knocks_closed_and_keeps_always_allow() {
     lab.stop_daemon("TERM");
     lab.start_daemon();
     assert!(!lab.log().contains("refused: ledger"), "{}", lab.log());
+}
+
+/// A resync whose counters cannot be consumed (the state directory is full) leaves no `resync`
+/// record behind: such a record would make the next start refuse the client's ledger as rolled
+/// back. After space is freed and knockd restarted, the client's resync works (issue 9).
+#[test]
+fn a_resync_that_could_not_be_consumed_does_not_refuse_its_client_at_the_next_start() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "window = 4"));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let tiny = TinyStateDir::mount(&lab, "64k");
+    lab.start_daemon();
+    lose_knocks(&lab, &alice, 4 + 3);
+    let resync = |lab: &Lab| {
+        lab.knock(Host::Client, &["--profile", &alice, "--resync", "--wait", "--wait-timeout", "1", "--attempts", "1"])
+    };
+
+    tiny.fill();
+    let o = resync(&lab);
+    assert!(!o.status.success(), "nothing can be consumed, nothing opens: {}", out(&o));
+    lab.wait_log("knock refused, nothing can be consumed durably", Duration::from_secs(2));
+    assert!(lab.audit_events("resync").is_empty(), "{:?}", lab.audit_lines());
+
+    tiny.free();
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert!(!lab.log().contains("rolled back"), "{}", lab.log());
+    let o = resync(&lab);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(lab.audit_events("resync").len(), 1, "{:?}", lab.audit_lines());
 }
 
 /// A "container": a namespace behind the server (198.18.1.2, the server's side 198.18.1.1)

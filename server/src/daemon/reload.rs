@@ -62,11 +62,13 @@ impl Daemon {
                 };
                 if of(&before) != of(&after) {
                     self.matcher.clear_door(i);
+                    self.resyncs.forget_door(i);
                 }
             }
         } else {
             warn!("the doors changed: knocks in progress start over");
             self.matcher = Matcher::new(Limits::default());
+            self.resyncs.clear();
         }
         let now = knock_core::time::unix_now();
         doors.install(&mut self.matcher, now);
