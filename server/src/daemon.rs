@@ -247,6 +247,7 @@ impl Daemon {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
+        let key = self.doors.key_label(&id);
         let resync = self.doors.beyond_window(&id);
         if resync && !self.resync_completes(&id, source) {
             return;
@@ -266,11 +267,14 @@ impl Daemon {
         if resync {
             // Only now that the counters are consumed: the record of a consumption that failed
             // would make the next start refuse the client's ledger as rolled back.
-            let rec = Record::new("resync")
+            let mut rec = Record::new("resync")
                 .with("door", door.clone())
                 .with("client", client.clone())
                 .with("source", source.to_string())
                 .with("sequence", seq.clone());
+            if let Some(key) = &key {
+                rec = rec.with("key", key.clone());
+            }
             self.audit_write(rec, true);
             info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
         }
@@ -303,6 +307,9 @@ impl Daemon {
         }
         if replayable {
             rec = rec.with("replayable", true);
+        }
+        if let Some(key) = key {
+            rec = rec.with("key", key);
         }
         // The consumption is durable already; the audit record of the grant goes before the grant.
         if !self.audit_write(rec, true) {
@@ -397,7 +404,8 @@ impl Daemon {
                 .with("source", source.to_string())
                 .with("sequence", seq.clone())
                 .with("progress", progress as u64)
-                .with("reason", reason),
+                .with("reason", reason)
+                .with("key", self.doors.key_label(&id).unwrap_or_default()),
             false,
         );
         info!(door, client, %source, sequence = %seq, progress, reason, "incomplete knock: sequence burned");

@@ -3,7 +3,8 @@
 //! matcher, and the derivation of the rest of a sequence for a source.
 //!
 //! A door that cannot be loaded (bad key or sequence-file permissions, missing ledger, unreadable
-//! sequence file) is refused with its reason while the other doors keep working.
+//! sequence file) is refused with its reason while the other doors keep working; one whose ledger
+//! was rolled back is refused by [`Doors::refuse_rolled_back`] (in `doors/rollback.rs`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ use knock_core::Knock;
 
 use crate::onetime::OneTimeFile;
 
+pub(crate) mod rollback;
+
 /// Used sequences (per client, or knockd one-time lines) that stay recognisable as replays.
 const RECENT_USED: usize = 3;
 /// How many windows beyond the window a client can be resynchronised from.
@@ -35,6 +38,11 @@ pub struct KeyedClient {
     /// Client name (key file stem).
     pub name: String,
     secret: Secret,
+    /// The key's fingerprint: its ledger's label and its identity in the audit log.
+    fingerprint: String,
+    /// When its key file was last written (unix ms): audit records older than that are not
+    /// this key's.
+    key_since_ms: u64,
     ledger: Ledger,
 }
 
@@ -158,8 +166,9 @@ fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Resu
         }
         let loaded = read_key_file(&path).map_err(|e| e.to_string()).and_then(|secret| {
             let label = secret.fingerprint();
+            let key_since_ms = modified_ms(&path);
             Ledger::open(&Ledger::path_for(ledger_dir, &label), &label)
-                .map(|ledger| KeyedClient { name: name.clone(), secret, ledger })
+                .map(|ledger| KeyedClient { name: name.clone(), secret, fingerprint: label, key_since_ms, ledger })
                 .map_err(|e| e.to_string())
         });
         match loaded {
@@ -175,6 +184,15 @@ fn load_keyed(door: &Door, ledger_dir: &Path, refused: &mut Vec<String>) -> Resu
         ));
     }
     Ok(DoorKind::Keyed(clients))
+}
+
+/// When `path` was last modified, in unix milliseconds (0 when unknown: then every record counts).
+fn modified_ms(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads a door's sequence file, refused like a key file when group or others may read it.
@@ -518,55 +536,30 @@ impl Doors {
         (out, warnings)
     }
 
-    /// Refuses every `hotp` client whose ledger lacks a counter the audit log records as used
-    /// (a ledger rolled back by a restored backup or snapshot), as DESIGN "Recovery" asks: the
-    /// client stays refused until `knockd ledger recover`. Call right after `load`. Only the
-    /// current audit file is read; a ledger and audit log restored together go unnoticed (the
-    /// epoch still limits that to two days).
-    pub fn refuse_rolled_back(&mut self, audit_log: &Path) {
-        let Ok(records) = crate::audit::read_records(audit_log) else { return };
-        let mut used: std::collections::HashMap<(String, String), u64> = Default::default();
-        for r in &records {
-            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            if !matches!(text("event").as_str(), "grant" | "close" | "burn" | "resync") {
-                continue;
-            }
-            if let Some(n) = text("sequence").strip_prefix("counter ").and_then(|n| n.parse::<u64>().ok()) {
-                let e = used.entry((text("door"), text("client"))).or_insert(n);
-                *e = (*e).max(n);
-            }
-        }
-        for d in &mut self.doors {
-            let (DoorKind::Keyed(clients), Mode::Hotp) = (&mut d.kind, d.config.mode) else { continue };
-            let door = d.config.name.clone();
-            clients.retain(|c| match used.get(&(door.clone(), c.name.clone())) {
-                Some(&n) if !c.ledger.is_used(n) => {
-                    self.refused.push(format!(
-                        "door {door} client {} refused: ledger {} was rolled back (the audit log records counter {n} \
-                         as used, the ledger does not); knocks for this key stay refused until \
-                         `knockd ledger recover --door {door} --client {} --next {}`",
-                        c.name,
-                        c.ledger.path().display(),
-                        c.name,
-                        n + 1
-                    ));
-                    false
-                }
-                _ => true,
-            });
-        }
-        self.doors.retain(|d| !matches!(&d.kind, DoorKind::Keyed(c) if c.is_empty()));
-    }
-
-    /// (door, client) names of every loaded keyed client.
-    pub fn client_names(&self) -> Vec<(String, String)> {
+    /// (door, client, key fingerprint) of every loaded keyed client: a key replaced under the
+    /// same name is another client.
+    pub fn client_keys(&self) -> Vec<(String, String, String)> {
         self.doors
             .iter()
             .flat_map(|d| match &d.kind {
-                DoorKind::Keyed(clients) => clients.iter().map(|c| (d.config.name.clone(), c.name.clone())).collect(),
+                DoorKind::Keyed(clients) => {
+                    clients.iter().map(|c| (d.config.name.clone(), c.name.clone(), c.fingerprint.clone())).collect()
+                }
                 _ => Vec::new(),
             })
             .collect()
+    }
+
+    /// The identity of a candidate's ledger, as audit records carry it in `key`: the key's
+    /// fingerprint, the sequence file's ledger label, or the knockd one-time file's label
+    /// (`None` for static doors, which keep nothing).
+    pub fn key_label(&self, id: &CandidateId) -> Option<String> {
+        match &self.doors.get(id.door)?.kind {
+            DoorKind::Keyed(clients) => clients.get(id.client).map(|c| c.fingerprint.clone()),
+            DoorKind::File(files) => files.get(id.client).map(|f| f.0.ledger_label()),
+            DoorKind::KnockdOneTime(f) => Some(f.label().to_string()),
+            DoorKind::Static => None,
+        }
     }
 
     /// Burns a candidate durably; false when it was already used.
