@@ -616,6 +616,50 @@ fn paper_and_web() -> (Lab, String, String) {
     (lab, sheet, web_alice)
 }
 
+/// A file door's ledger restored from an older copy (a VM snapshot) would make every used line
+/// of the emergency sheet open again: it is caught against the audit log and the door stays
+/// refused until `knockd ledger recover`, while the other door works (issue 9).
+#[test]
+fn a_file_doors_ledger_restored_to_an_older_copy_is_refused_until_ledger_recover() {
+    require_root();
+    let (mut lab, sheet, web_alice) = paper_and_web();
+    let ledger = ledgers(&lab).into_iter().find(|p| p.to_string_lossy().contains("/file-")).expect("paper's ledger");
+    let backup = std::fs::read(&ledger).unwrap();
+    lab.start_daemon();
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 1 opens:\n{}", lab.log());
+    let grant = lab.audit_events("grant");
+    assert!(grant.len() == 1 && grant[0].contains("\"key\":\"file-"), "{grant:?}");
+    lab.stop_daemon("TERM");
+    std::fs::write(&ledger, backup).unwrap(); // the snapshot
+    lab.start_daemon();
+
+    lab.wait_log("door paper refused: ledger", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door paper refused")).unwrap();
+    assert!(line.contains("was rolled back") && line.contains("ERROR"), "{line}");
+    let fix = line.split("`knockd ledger recover ").nth(1).and_then(|f| f.split('`').next());
+    let fix: Vec<&str> = fix.unwrap_or_else(|| panic!("no fix in {line}")).split_whitespace().collect();
+    assert_eq!(&fix[..3], ["--door", "paper", "--line"], "{line}");
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "a used line opened again after the snapshot");
+    let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "the other door works: {}", out(&o));
+
+    let mut recover = vec!["-c", "knockd.toml", "ledger", "recover"];
+    recover.extend(&fix);
+    let o = lab.exec(Host::Server, bin("knockd"), &recover);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "line 1 stays used");
+    type_sheet_line(&lab, &sheet, 2);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens:\n{}", lab.log());
+}
+
 /// A sequence file others can read is refused like a key file, with the same message and fix,
 /// while the other door keeps working (issue 9).
 #[test]

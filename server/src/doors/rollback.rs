@@ -1,5 +1,5 @@
-//! Rolled-back ledgers: what the audit log records as used, per key, and the refusal of every
-//! ledger that lacks part of it (a ledger restored from a backup or VM
+//! Rolled-back ledgers: what the audit log records as used, per key (or sequence file), and
+//! the refusal of every ledger that lacks part of it (a ledger restored from a backup or VM
 //! snapshot would make used sequences open again; docs/OPERATIONS.md, "Locked out?" case 6).
 //!
 //! Records of grants, closes, burns and resyncs carry the ledger's identity in `key` (a key's
@@ -14,10 +14,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use knock_core::ledger::ConsumeStore;
+use knock_core::ledger::{ConsumeStore, Ledger};
+use knock_core::seqfile::SequenceFile;
 use serde_json::{Map, Value};
 
 use super::{DoorKind, Doors, RuntimeDoor};
+use crate::onetime::OneTimeFile;
 
 /// The events whose `sequence` was used up in a ledger.
 const USES: [&str; 4] = ["grant", "close", "burn", "resync"];
@@ -108,8 +110,25 @@ pub(crate) fn audited_use(audit_log: &Path) -> Option<AuditedUse> {
     crate::audit::read_records(audit_log).ok().map(|r| AuditedUse::from_records(&r))
 }
 
-/// Checks one door against the audit log: drops its rolled-back clients, noting why in
-/// `refused`; false when the whole door is refused.
+/// The highest sequence index of `file` that the audit log records as used (`lines`) and that
+/// `ledger` does not have, and the highest recorded index.
+fn file_gap(file: &SequenceFile, ledger: &Ledger, lines: &BTreeSet<u64>) -> Option<(usize, usize)> {
+    let index = |line: &u64| file.sequences.binary_search_by_key(line, |s| s.line as u64).ok();
+    let recorded: Vec<usize> = lines.iter().filter_map(index).collect();
+    let missing = recorded.iter().rev().find(|i| !ledger.is_used(**i as u64))?;
+    Some((*missing, *recorded.last()?))
+}
+
+/// The first line of a knockd one-time file not marked used though the audit log records that
+/// line or a later one as used (they are used in order), and the last recorded line.
+fn one_time_gap(f: &OneTimeFile, lines: &BTreeSet<u64>) -> Option<(usize, u64)> {
+    let last = *lines.last()?;
+    let open = f.entries().iter().find(|e| !e.used && !e.knocks.is_empty() && e.line as u64 <= last)?;
+    Some((open.line, last))
+}
+
+/// Checks one door against the audit log: drops its rolled-back clients (or incoming file),
+/// noting why in `refused`; false when the whole door is refused.
 fn check_door(d: &mut RuntimeDoor, used: &AuditedUse, refused: &mut Vec<String>) -> bool {
     let door = d.config.name.clone();
     match &mut d.kind {
@@ -130,15 +149,61 @@ fn check_door(d: &mut RuntimeDoor, used: &AuditedUse, refused: &mut Vec<String>)
             });
             !clients.is_empty()
         }
-        DoorKind::File(_) | DoorKind::KnockdOneTime(_) | DoorKind::Static => true,
+        DoorKind::File(files) => {
+            if let Some((file, ledger)) = files.get(1) {
+                if let Some((missing, _)) = file_gap(file, ledger, &used.of_key(&file.ledger_label())) {
+                    refused.push(format!(
+                        "door {door}: incoming sequence file {} refused: its ledger {} was rolled back (the audit \
+                         log records line {} as used, the ledger does not); remove it and rotate again with \
+                         `knockd sequences rotate --door {door}`",
+                        file.path.display(),
+                        ledger.path().display(),
+                        file.sequences[missing].line,
+                    ));
+                    files.truncate(1);
+                }
+            }
+            let Some((file, ledger)) = files.first() else { return false };
+            let Some((missing, last)) = file_gap(file, ledger, &used.of_key(&file.ledger_label())) else {
+                return true;
+            };
+            let fix = match file.sequences.get(last + 1) {
+                Some(s) => format!("`knockd ledger recover --door {door} --line {}`", s.line),
+                None => format!(
+                    "`knockd ledger recover --door {door} --next {}` (every sequence of the file is used: generate \
+                     a new file)",
+                    last + 1
+                ),
+            };
+            refused.push(format!(
+                "door {door} refused: ledger {} of sequence file {} was rolled back (the audit log records line {} \
+                 as used, the ledger does not); knocks on this door stay refused until {fix}",
+                ledger.path().display(),
+                file.path.display(),
+                file.sequences[missing].line,
+            ));
+            false
+        }
+        DoorKind::KnockdOneTime(f) => {
+            let Some((line, last)) = one_time_gap(f, &used.of_key(f.label())) else { return true };
+            refused.push(format!(
+                "door {door} refused: {} was rolled back (the audit log records line {last} as used, but line \
+                 {line} is not marked used with `#`); knocks on this door stay refused until `knockd ledger \
+                 recover --door {door}` marks every line up to line {last} used",
+                f.path().display(),
+            ));
+            false
+        }
+        DoorKind::Static => true,
     }
 }
 
 impl Doors {
-    /// Refuses every `hotp` or `totp` client whose ledger lacks a sequence the audit log records
-    /// as used under its key. Each stays refused until `knockd ledger recover`. Call right after
-    /// `load`. Only the current audit file is read; a ledger and audit log restored together go
-    /// unnoticed (for `hotp`, the epoch still limits that to two days).
+    /// Refuses every ledger that lacks a sequence the audit log records as used: a `hotp` or
+    /// `totp` client, a file door (its incoming file alone, during a rotation), a knockd
+    /// one-time door whose file lost `#` marks. Each stays refused until `knockd ledger
+    /// recover`. Call right after `load`. Only the current audit file is read; a ledger and audit
+    /// log restored together go unnoticed (for `hotp`, the epoch still limits that to two days).
     pub fn refuse_rolled_back(&mut self, audit_log: &Path) {
         let Some(used) = audited_use(audit_log) else { return };
         let refused = &mut self.refused;
