@@ -1,6 +1,7 @@
 //! Key files: 32-byte secrets from the OS RNG, created 0600 in one `open`, refused when
 //! readable by group or others (as ssh refuses such private keys), zeroized on drop and never
-//! printable.
+//! printable. Other secret files (the server's sequence files) are read through the same
+//! private-file check, so they are refused with the same message.
 //!
 //! On disk a key file is one line: `one-time-knock-key-v1 <base64url of the 32 bytes>`.
 
@@ -105,11 +106,13 @@ pub enum KeyError {
     Rng(String),
     /// Group or others may read the file.
     #[error(
-        "key file {path} is accessible by group or others (mode {mode:04o}); it must be private. \
+        "{what} {path} is accessible by group or others (mode {mode:04o}); it must be private. \
          Fix: chmod 600 {path}"
     )]
     TooOpen {
-        /// The key file.
+        /// What the file is: `key file`, `sequence file`.
+        what: &'static str,
+        /// The file.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
@@ -126,29 +129,43 @@ pub enum KeyError {
     #[error("key file {0} already exists; refusing to overwrite a key (remove it first if you mean to replace it)")]
     Exists(PathBuf),
     /// An I/O error.
-    #[error("key file {path}: {source}")]
+    #[error("{what} {path}: {source}")]
     Io {
-        /// The key file.
+        /// What the file is: `key file`, `sequence file`.
+        what: &'static str,
+        /// The file.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_path_buf(), source }
+const KEY_FILE: &str = "key file";
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> KeyError + 'a {
+    move |source| KeyError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// Reads at most `limit` bytes of a secret file, refusing it (before reading a byte) when group
+/// or others have any access, as ssh refuses such private keys. `what` names the file in errors
+/// (`key file`, `sequence file`). The bytes are wiped when dropped.
+pub fn read_private_file(path: &Path, what: &'static str, limit: u64) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let file = File::open(path).map_err(io_err(what, path))?;
+    let mode = file.metadata().map_err(io_err(what, path))?.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::TooOpen { what, path: path.to_path_buf(), mode });
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(limit).read_to_end(&mut bytes).map_err(io_err(what, path))?;
+    Ok(bytes)
 }
 
 /// Reads a key file, refusing it when group or others have any access.
 pub fn read_key_file(path: &Path) -> Result<Secret, KeyError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mode = file.metadata().map_err(io_err(path))?.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::TooOpen { path: path.to_path_buf(), mode });
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.take(4096).read_to_string(&mut text).map_err(io_err(path))?;
-    Secret::decode(&text).map_err(|reason| KeyError::Malformed { path: path.to_path_buf(), reason })
+    let bytes = read_private_file(path, KEY_FILE, 4096)?;
+    let malformed = |reason: String| KeyError::Malformed { path: path.to_path_buf(), reason };
+    let text = std::str::from_utf8(&bytes).map_err(|_| malformed("is not text".into()))?;
+    Secret::decode(text).map_err(malformed)
 }
 
 /// Writes `secret` to a new file at `path`, created with mode 0600 in the same `open`.
@@ -156,7 +173,7 @@ pub fn read_key_file(path: &Path) -> Result<Secret, KeyError> {
 pub fn write_key_file(path: &Path, secret: &Secret) -> Result<(), KeyError> {
     write_private_file(path, secret.encode().as_bytes()).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
-        _ => KeyError::Io { path: path.to_path_buf(), source: e },
+        _ => KeyError::Io { what: KEY_FILE, path: path.to_path_buf(), source: e },
     })
 }
 

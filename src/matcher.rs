@@ -674,6 +674,9 @@ impl Matcher {
             *ds = DoorState::default();
         }
         self.drop_tracks_where(|slot, _| slot.door == door);
+        // `forget` no longer knows the door's prefix length: drop its prefix owners here, or a
+        // candidate id reused after the reload would be burned as a "second source".
+        self.prefixes.retain(|id, _| id.door != door);
     }
 
     /// Drops every live track of a candidate (it was consumed or burned elsewhere), quietly.

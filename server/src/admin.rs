@@ -393,11 +393,30 @@ pub fn check(config: &Config, force: bool) -> Result<String, String> {
                 }
             }
         }
+        for err in sequence_file_problems(d) {
+            out.push_str(&format!("  problem: {err}\n"));
+            problems += 1;
+        }
     }
     if problems > 0 {
         return Err(format!("{out}{problems} problem(s) above"));
     }
     Ok(out)
+}
+
+/// Why the daemon would refuse a door's sequence files (its incoming one too, and a knockd
+/// one-time file): permissions or syntax. A file not there yet is no problem here.
+fn sequence_file_problems(d: &Door) -> Vec<String> {
+    let one_time = d.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref());
+    match (one_time, &d.sequence_file) {
+        (Some(path), _) if path.exists() => crate::onetime::OneTimeFile::load(path).err().into_iter().collect(),
+        (None, Some(path)) if d.mode == Mode::File => [path.clone(), crate::doors::incoming_path(path)]
+            .iter()
+            .filter(|p| p.exists())
+            .filter_map(|p| crate::doors::load_sequence_file(p).err())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `knockd audit`: the table or JSON lines, `--verify [--key FILE]`, or `init-key --out FILE`

@@ -7,7 +7,8 @@
 //! - `knockd ledger recover --door D [--client C] [--next N | --line L | --skip S]`: a fresh
 //!   ledger for a key or sequence file whose ledger is missing or damaged (or one moved forward
 //!   when it was rolled back), starting at a counter the client has not used yet, so nothing
-//!   used before can open again.
+//!   used before can open again. A knockd `one_time_sequences` file is its own ledger: there,
+//!   recovering marks lines used with `#`.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -24,7 +25,9 @@ use knock_core::time::unix_now_ms;
 use serde_json::{json, Value};
 
 use crate::audit::{AuditLog, Record};
+use crate::doors::rollback::audited_use;
 use crate::firewall::{iptables::Iptables, Firewall, Nftables};
+use crate::onetime::OneTimeFile;
 use crate::state::StateDir;
 
 /// The journal of manual grants inside the state directory.
@@ -281,6 +284,9 @@ pub fn ledger_recover(
     from: RecoverFrom,
 ) -> Result<String, String> {
     let d = door(config, door_name)?;
+    if let Some(path) = d.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref()) {
+        return recover_one_time(config, door_name, path, client, from);
+    }
     let l = ledger_of(config, d, client)?;
     if let RecoverFrom::Next(n) = from {
         if n >= MAX_RECOVER_NEXT {
@@ -368,6 +374,78 @@ pub fn ledger_recover(
         ));
     }
     Ok(out)
+}
+
+/// `ledger recover` for a knockd `one_time_sequences` door, whose file is its own ledger: marks
+/// lines used with `#` as knockd does, never unmarks one. By default every line up to the last
+/// one the audit log records as used (a file restored with fewer marks); with `--line L`, every
+/// line before L. Audited as `ledger-recover` before the file changes.
+fn recover_one_time(
+    config: &Config,
+    door_name: &str,
+    path: &Path,
+    client: Option<&str>,
+    from: RecoverFrom,
+) -> Result<String, String> {
+    if client.is_some() {
+        return Err(format!(
+            "door `{door_name}` is a knockd one_time_sequences door: it has no clients (leave out --client)"
+        ));
+    }
+    let mut file = OneTimeFile::load(path)?;
+    let audit_path = StateDir::new(&config.server.state_dir).audit_log();
+    let through = match from {
+        RecoverFrom::Line(line) => {
+            if !file.entries().iter().any(|e| e.line == line && !e.knocks.is_empty()) {
+                return Err(format!("line {line} of {} holds no sequence", path.display()));
+            }
+            line - 1
+        }
+        RecoverFrom::Next(_) => {
+            return Err(format!(
+                "{} is marked line by line: give --line L (every line before L is marked used), or nothing                  (every line up to the last one the audit log records as used)",
+                path.display()
+            ))
+        }
+        RecoverFrom::Skip(_) => match audited_use(&audit_path).and_then(|u| u.of_key(file.label()).last().copied()) {
+            Some(last) => usize::try_from(last).unwrap_or(usize::MAX),
+            None => {
+                return Ok(format!(
+                    "the audit log records no line of {} as used: nothing to do (give --line L to mark every                      line before L used)",
+                    path.display()
+                ))
+            }
+        },
+    };
+    let marking: Vec<usize> = (0..file.entries().len())
+        .filter(|&i| {
+            file.entries()[i].line <= through && !file.entries()[i].used && !file.entries()[i].knocks.is_empty()
+        })
+        .collect();
+    if marking.is_empty() {
+        return Ok(format!(
+            "every line of {} up to line {through} is marked used already: nothing to do",
+            path.display()
+        ));
+    }
+    let mut audit = AuditLog::open(&audit_path).map_err(|e| format!("audit log: {e}; nothing was changed"))?;
+    let record = Record::new("ledger-recover")
+        .with("door", door_name)
+        .with("client", "-")
+        .with("was", format!("{} line(s) up to line {through} not marked used", marking.len()))
+        .with("through_line", through as u64)
+        .with("key", file.label())
+        .with("operator", operator());
+    audit.write(record, true).map_err(|e| format!("audit log: {e}; nothing was changed"))?;
+    for &i in &marking {
+        file.invalidate(i)?;
+    }
+    Ok(format!(
+        "marked {} line(s) of {} used with `#` (every sequence up to line {through}): none of them opens again.\n\
+         Restart or reload knockd so the daemon takes the door again.",
+        marking.len(),
+        path.display()
+    ))
 }
 
 /// The path of the manual-grant journal of `state_dir`.

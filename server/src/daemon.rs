@@ -19,6 +19,7 @@ use knock_core::time::unix_now;
 use tracing::{error, info, warn};
 
 mod reload;
+mod resync;
 
 use crate::audit::{AuditLog, Record};
 use crate::capture::{self, CaptureHandle, CapturedKnock};
@@ -27,11 +28,9 @@ use crate::doors::Doors;
 use crate::firewall::{Firewall, Nftables};
 use crate::grants::LiveGrants;
 use crate::state::StateDir;
+use resync::PendingResyncs;
 
 mod recovery;
-
-/// How soon the second sequence of a resync must follow the first.
-const RESYNC_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often timeouts are checked and lazy audit records synced.
 const TICK: Duration = Duration::from_millis(100);
@@ -58,8 +57,8 @@ pub struct Daemon {
     firewall: Option<Box<dyn Firewall>>,
     commands: CommandRunner,
     grants: LiveGrants,
-    /// First halves of resyncs: (door, client, source, counter, when) within the last seconds.
-    resyncs: Vec<(usize, usize, IpAddr, u64, Instant)>,
+    /// First halves of resyncs waiting for their second.
+    resyncs: PendingResyncs,
     /// Held while the daemon runs: it alone writes (and repairs) ledgers.
     ledger_lock: WriterLock,
     /// Each (door, client)'s budget of durable burns.
@@ -129,7 +128,7 @@ impl Daemon {
             firewall,
             commands,
             grants: LiveGrants::default(),
-            resyncs: Vec::new(),
+            resyncs: PendingResyncs::default(),
             ledger_lock,
             burn_budget: HashMap::new(),
             chatter: TokenBucket::new(CHATTER_BURST, CHATTER_REFILL_MS, 0),
@@ -275,7 +274,9 @@ impl Daemon {
         let door = self.door_name(&id);
         let client = self.doors.client_name(&id).to_string();
         let seq = self.doors.sequence_label(&id);
-        if self.doors.beyond_window(&id) && !self.resync_completes(&id, source) {
+        let key = self.doors.key_label(&id);
+        let resync = self.doors.beyond_window(&id);
+        if resync && !self.resync_completes(&id, source) {
             return;
         }
         let now_ms = self.now_ms(Instant::now());
@@ -294,6 +295,20 @@ impl Daemon {
                 }
                 return;
             }
+        }
+        if resync {
+            // Only now that the counters are consumed: the record of a consumption that failed
+            // would make the next start refuse the client's ledger as rolled back.
+            let mut rec = Record::new("resync")
+                .with("door", door.clone())
+                .with("client", client.clone())
+                .with("source", source.to_string())
+                .with("sequence", seq.clone());
+            if let Some(key) = &key {
+                rec = rec.with("key", key.clone());
+            }
+            self.audit_write(rec, true);
+            info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
         }
         match self.doors.promote_incoming(&id) {
             Ok(true) => {
@@ -324,6 +339,9 @@ impl Daemon {
         }
         if replayable {
             rec = rec.with("replayable", true);
+        }
+        if let Some(key) = key {
+            rec = rec.with("key", key);
         }
         // The consumption is durable already; the audit record of the grant goes before the grant.
         if !self.audit_write(rec, true) {
@@ -362,38 +380,20 @@ impl Daemon {
     }
 
     /// A sequence beyond its client's window: the first of two consecutive ones from one source
-    /// is remembered (true: not yet), the second completes the resync (false: go on and open,
-    /// consuming every counter up to it).
+    /// is remembered (false: not yet), the second completes the resync (true: go on and open,
+    /// consuming every counter up to it; the caller audits the resync once that is done).
     fn resync_completes(&mut self, id: &CandidateId, source: IpAddr) -> bool {
         let now = Instant::now();
-        self.resyncs.retain(|r| now.duration_since(r.4) < RESYNC_WITHIN);
+        if self.resyncs.completes(id.door, id.client, source, id.counter, now) {
+            return true;
+        }
         let door = self.door_name(id);
         let client = self.doors.client_name(id).to_string();
-        let first = self
-            .resyncs
-            .iter()
-            .position(|r| (r.0, r.1, r.2) == (id.door, id.client, source) && r.3.checked_add(1) == Some(id.counter));
-        match first {
-            Some(pos) => {
-                self.resyncs.remove(pos);
-                self.audit_write(
-                    Record::new("resync")
-                        .with("door", door.clone())
-                        .with("client", client.clone())
-                        .with("source", source.to_string())
-                        .with("sequence", self.doors.sequence_label(id)),
-                    true,
-                );
-                info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
-                true
-            }
-            None => {
-                info!(door, client, %source, counter = id.counter, "a sequence beyond the window: waiting for the next one to resynchronise");
-                self.resyncs.push((id.door, id.client, source, id.counter, now));
-                self.resyncs.truncate(1024);
-                false
-            }
+        if self.chatter.take(self.now_ms(now)) {
+            info!(door, client, %source, counter = id.counter, "a sequence beyond the window: waiting for the next one to resynchronise");
         }
+        self.resyncs.remember(id.door, id.client, source, id.counter, now);
+        false
     }
 
     fn replay(&mut self, id: CandidateId, source: IpAddr, why: &str) {
@@ -446,7 +446,8 @@ impl Daemon {
             .with("source", source.to_string())
             .with("sequence", seq.clone())
             .with("progress", progress as u64)
-            .with("reason", reason);
+            .with("reason", reason)
+            .with("key", self.doors.key_label(&id).unwrap_or_default());
         if !durable {
             rec = rec.with("in_memory", true);
         }

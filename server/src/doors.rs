@@ -2,15 +2,16 @@
 //! ledgers (or its sequence file and ledger), the first-knock candidates they contribute to the
 //! matcher, and the derivation of the rest of a sequence for a source.
 //!
-//! A door that cannot be loaded (bad key permissions, missing ledger, unreadable sequence file)
-//! is refused with its reason while the other doors keep working.
+//! A door that cannot be loaded (bad key or sequence-file permissions, missing ledger, unreadable
+//! sequence file) is refused with its reason while the other doors keep working; one whose ledger
+//! was rolled back is refused by [`Doors::refuse_rolled_back`] (in `doors/rollback.rs`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
-use knock_core::keys::{read_key_file, Secret};
+use knock_core::keys::{read_key_file, read_private_file, Secret};
 use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError, WriterLock};
 use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
@@ -20,10 +21,16 @@ use knock_core::Knock;
 
 use crate::onetime::OneTimeFile;
 
+pub(crate) mod rollback;
+
 /// Used sequences (per client, or knockd one-time lines) that stay recognisable as replays.
 const RECENT_USED: usize = 3;
 /// How many windows beyond the window a client can be resynchronised from.
 const RESYNC_AHEAD: u64 = 2;
+/// What a sequence file is called in errors (as a key file is: the same private-file check).
+const SEQUENCE_FILE: &str = "sequence file";
+/// The largest sequence file read (a million sequences of 16 knocks fit).
+const MAX_SEQUENCE_FILE: u64 = 256 << 20;
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -31,6 +38,11 @@ pub struct KeyedClient {
     /// Client name (key file stem).
     pub name: String,
     secret: Secret,
+    /// The key's fingerprint: its ledger's label and its identity in the audit log.
+    fingerprint: String,
+    /// When its key file was last written (unix ms): audit records older than that are not
+    /// this key's.
+    key_since_ms: u64,
     ledger: Ledger,
 }
 
@@ -168,8 +180,9 @@ fn load_keyed(
         }
         let loaded = read_key_file(&path).map_err(|e| e.to_string()).and_then(|secret| {
             let label = secret.fingerprint();
+            let key_since_ms = modified_ms(&path);
             open_ledger(ledger_dir, &label, writer)
-                .map(|ledger| KeyedClient { name: name.clone(), secret, ledger })
+                .map(|ledger| KeyedClient { name: name.clone(), secret, fingerprint: label, key_since_ms, ledger })
                 .map_err(|e| e.to_string())
         });
         match loaded {
@@ -187,9 +200,24 @@ fn load_keyed(
     Ok(DoorKind::Keyed(clients))
 }
 
+/// When `path` was last modified, in unix milliseconds (0 when unknown: then every record counts).
+fn modified_ms(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads a door's sequence file, refused like a key file when group or others may read it.
+pub fn load_sequence_file(path: &Path) -> Result<SequenceFile, String> {
+    let bytes = read_private_file(path, SEQUENCE_FILE, MAX_SEQUENCE_FILE).map_err(|e| e.to_string())?;
+    SequenceFile::parse(path, &bytes).map_err(|e| e.to_string())
+}
+
 fn load_file(door: &Door, ledger_dir: &Path, writer: Option<&WriterLock>) -> Result<DoorKind, String> {
     let path = door.sequence_file.as_ref().ok_or("no sequence file")?;
-    let file = SequenceFile::load(path).map_err(|e| e.to_string())?;
+    let file = load_sequence_file(path)?;
     if let Some(bad) = file.sequences.iter().flat_map(|s| s.knocks.iter()).find(|k| !door.alphabet.contains(**k)) {
         return Err(format!("{}: knock {bad} lies outside knock_ports {}", path.display(), door.alphabet.range()));
     }
@@ -198,7 +226,7 @@ fn load_file(door: &Door, ledger_dir: &Path, writer: Option<&WriterLock>) -> Res
     let mut files = vec![(file, ledger)];
     let incoming = incoming_path(path);
     if incoming.exists() {
-        let next = SequenceFile::load(&incoming).map_err(|e| e.to_string())?;
+        let next = load_sequence_file(&incoming)?;
         let label = next.ledger_label();
         let ledger = open_ledger(ledger_dir, &label, writer).map_err(|e| e.to_string())?;
         files.push((next, ledger));
@@ -529,52 +557,15 @@ impl Doors {
         (out, warnings)
     }
 
-    /// Refuses every `hotp` client whose ledger lacks a counter the audit log records as used
-    /// (a ledger rolled back by a restored backup or snapshot), as DESIGN "Recovery" asks: the
-    /// client stays refused until `knockd ledger recover`. Call right after `load`. Only the
-    /// current audit file is read; a ledger and audit log restored together go unnoticed (the
-    /// epoch still limits that to two days).
-    pub fn refuse_rolled_back(&mut self, audit_log: &Path) {
-        let Ok(records) = crate::audit::read_records(audit_log) else { return };
-        let mut used: std::collections::HashMap<(String, String), u64> = Default::default();
-        for r in &records {
-            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            if !matches!(text("event").as_str(), "grant" | "close" | "burn" | "resync") {
-                continue;
-            }
-            if let Some(n) = text("sequence").strip_prefix("counter ").and_then(|n| n.parse::<u64>().ok()) {
-                let e = used.entry((text("door"), text("client"))).or_insert(n);
-                *e = (*e).max(n);
-            }
-        }
-        for d in &mut self.doors {
-            let (DoorKind::Keyed(clients), Mode::Hotp) = (&mut d.kind, d.config.mode) else { continue };
-            let door = d.config.name.clone();
-            clients.retain(|c| match used.get(&(door.clone(), c.name.clone())) {
-                Some(&n) if !c.ledger.is_used(n) => {
-                    self.refused.push(format!(
-                        "door {door} client {} refused: ledger {} was rolled back (the audit log records counter {n} \
-                         as used, the ledger does not); knocks for this key stay refused until \
-                         `knockd ledger recover --door {door} --client {} --next {}`",
-                        c.name,
-                        c.ledger.path().display(),
-                        c.name,
-                        n + 1
-                    ));
-                    false
-                }
-                _ => true,
-            });
-        }
-        self.doors.retain(|d| !matches!(&d.kind, DoorKind::Keyed(c) if c.is_empty()));
-    }
-
-    /// (door, client) names of every loaded keyed client.
-    pub fn client_names(&self) -> Vec<(String, String)> {
+    /// (door, client, key fingerprint) of every loaded keyed client: a key replaced under the
+    /// same name is another client.
+    pub fn client_keys(&self) -> Vec<(String, String, String)> {
         self.doors
             .iter()
             .flat_map(|d| match &d.kind {
-                DoorKind::Keyed(clients) => clients.iter().map(|c| (d.config.name.clone(), c.name.clone())).collect(),
+                DoorKind::Keyed(clients) => {
+                    clients.iter().map(|c| (d.config.name.clone(), c.name.clone(), c.fingerprint.clone())).collect()
+                }
                 _ => Vec::new(),
             })
             .collect()
@@ -586,6 +577,18 @@ impl Doors {
             Some(DoorKind::Keyed(clients)) => clients.get(id.client).is_some_and(|c| c.ledger.is_used(id.counter)),
             Some(DoorKind::File(files)) => files.get(id.client).is_some_and(|f| f.1.is_used(id.counter)),
             _ => false,
+        }
+    }
+
+    /// The identity of a candidate's ledger, as audit records carry it in `key`: the key's
+    /// fingerprint, the sequence file's ledger label, or the knockd one-time file's label
+    /// (`None` for static doors, which keep nothing).
+    pub fn key_label(&self, id: &CandidateId) -> Option<String> {
+        match &self.doors.get(id.door)?.kind {
+            DoorKind::Keyed(clients) => clients.get(id.client).map(|c| c.fingerprint.clone()),
+            DoorKind::File(files) => files.get(id.client).map(|f| f.0.ledger_label()),
+            DoorKind::KnockdOneTime(f) => Some(f.label().to_string()),
+            DoorKind::Static => None,
         }
     }
 

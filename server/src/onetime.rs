@@ -3,12 +3,19 @@
 //! current one; using it writes a `#` over the line's first byte (synced to disk before the door
 //! acts), so the next valid line becomes current. knockd's own advice applies: start lines with
 //! a space, or the `#` replaces the first digit.
+//!
+//! The file is a secret like a key: it is refused when group or others may read it. Its identity
+//! in the audit log ([`OneTimeFile::label`]) is a hash of its lines without their first bytes,
+//! which the `#` marks do not change, so a copy restored with fewer marks is recognised as the
+//! same list rolled back (`doors/rollback.rs`).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use knock_core::keys::{hex, read_private_file};
 use knock_core::Knock;
+use sha2::{Digest, Sha256};
 
 /// One line of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +35,27 @@ pub struct Entry {
 pub struct OneTimeFile {
     path: PathBuf,
     entries: Vec<Entry>,
+    label: String,
 }
+
+/// The largest one-time file read.
+const MAX_BYTES: u64 = 64 << 20;
 
 fn parse_knocks(text: &str) -> Result<Vec<Knock>, String> {
     text.split([',', ' ', '\t']).filter(|w| !w.is_empty()).map(str::parse).collect()
 }
 
 impl OneTimeFile {
-    /// Reads and parses the file; a bad unused line is an error naming file and line.
+    /// Reads and parses the file; a bad unused line is an error naming file and line, and a file
+    /// group or others may read is refused as a key file would be.
     pub fn load(path: &Path) -> Result<OneTimeFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = read_private_file(path, "one_time_sequences file", MAX_BYTES).map_err(|e| e.to_string())?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
         let mut entries = Vec::new();
         let mut offset = 0u64;
+        let mut identity = Sha256::new();
         for (i, raw) in text.split_inclusive('\n').enumerate() {
+            identity.update(raw.as_bytes().get(1..).unwrap_or_default());
             let line = raw.trim_end_matches(['\n', '\r']);
             let this = offset;
             offset += raw.len() as u64;
@@ -58,7 +73,14 @@ impl OneTimeFile {
             };
             entries.push(entry);
         }
-        Ok(OneTimeFile { path: path.to_path_buf(), entries })
+        let label = format!("knockd-{}", &hex(&identity.finalize())[..32]);
+        Ok(OneTimeFile { path: path.to_path_buf(), entries, label })
+    }
+
+    /// The file's identity in the audit log (`knockd-` and 32 hex digits): the same for every
+    /// state of its `#` marks, another for other lines.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The file.
@@ -94,11 +116,18 @@ impl OneTimeFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Writes a one-time file as an admin would: private.
+    fn write_private(p: &Path, text: &str) {
+        std::fs::write(p, text).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 
     #[test]
     fn the_current_line_advances_and_is_marked_on_disk() {
         let p = std::env::temp_dir().join(format!("onetime-{}.seq", std::process::id()));
-        std::fs::write(&p, "# comment\n 7000,8000:udp,9000\n 7001, 8001, 9001\n\n 7002 8002 9002\n").unwrap();
+        write_private(&p, "# comment\n 7000,8000:udp,9000\n 7001, 8001, 9001\n\n 7002 8002 9002\n");
         let mut f = OneTimeFile::load(&p).unwrap();
         let cur = f.current().unwrap();
         assert_eq!(f.entries()[cur].line, 2);
@@ -112,15 +141,41 @@ mod tests {
         let again = OneTimeFile::load(&p).unwrap();
         assert_eq!(again.entries()[again.current().unwrap()].line, 3);
         assert_eq!(again.entries()[1].knocks.len(), 3, "a used line kept its knocks behind the #");
+        assert_eq!(again.label(), f.label(), "marking a line used keeps the file's identity");
         std::fs::remove_file(&p).unwrap();
     }
 
     #[test]
     fn a_bad_line_names_file_and_line() {
         let p = std::env::temp_dir().join(format!("onetime-bad-{}.seq", std::process::id()));
-        std::fs::write(&p, " 7000,8000\n 7000,80x0\n").unwrap();
+        write_private(&p, " 7000,8000\n 7000,80x0\n");
         let e = OneTimeFile::load(&p).unwrap_err();
         assert!(e.contains(":2:") && e.contains("80x0"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn the_identity_survives_marks_over_digits_and_follows_the_lines() {
+        let p = std::env::temp_dir().join(format!("onetime-label-{}.seq", std::process::id()));
+        write_private(&p, "7000,8000,9000\n7001,8001,9001\n");
+        let mut f = OneTimeFile::load(&p).unwrap();
+        assert!(f.label().starts_with("knockd-") && f.label().len() == 7 + 32, "{}", f.label());
+        // knockd's `#` over the first digit: the line now reads 000,8000,9000 and is used.
+        assert!(f.invalidate(0).unwrap());
+        let marked = OneTimeFile::load(&p).unwrap();
+        assert_eq!(marked.label(), f.label());
+        write_private(&p, "7000,8000,9000\n7002,8001,9001\n");
+        assert_ne!(OneTimeFile::load(&p).unwrap().label(), f.label(), "other lines, another list");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_file_others_can_read_is_refused_like_a_key() {
+        let p = std::env::temp_dir().join(format!("onetime-open-{}.seq", std::process::id()));
+        write_private(&p, " 7000,8000\n");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = OneTimeFile::load(&p).unwrap_err();
+        assert!(e.contains("accessible by group or others (mode 0644)") && e.contains("chmod 600"), "{e}");
         std::fs::remove_file(&p).unwrap();
     }
 }

@@ -99,9 +99,7 @@ fn a_closing_section_shuts_the_door_again() {
     lab.wait_closed(Host::Client, Duration::from_secs(3));
 }
 
-/// Runs the one-time sequences story against a daemon and returns the file afterwards.
-fn one_time_story(real_knockd: bool) -> String {
-    let conf = "[opencloseSSH]
+const ONE_TIME: &str = "[opencloseSSH]
 \tone_time_sequences = sequences.txt
 \tseq_timeout        = 5
 \ttcpflags           = syn
@@ -109,9 +107,20 @@ fn one_time_story(real_knockd: bool) -> String {
 \tcmd_timeout        = 2
 \tstop_command       = iptables -D INPUT -s %IP% -p tcp --dport 22 -j ACCEPT
 ";
-    let mut lab = Lab::legacy(conf);
+
+/// Writes a one-time sequences file as an admin keeps it: private (our daemon refuses one that
+/// others can read, as it refuses such a key file).
+fn write_one_time_file(lab: &Lab, text: &str) {
+    let path = lab.dir.join("sequences.txt");
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
+/// Runs the one-time sequences story against a daemon and returns the file afterwards.
+fn one_time_story(real_knockd: bool) -> String {
+    let mut lab = Lab::legacy(ONE_TIME);
     let seqs = " 7001,8001,9001\n 7002,8002:udp,9002\n 7003,8003,9003\n";
-    fs::write(lab.dir.join("sequences.txt"), seqs).unwrap();
+    write_one_time_file(&lab, seqs);
     base_firewall(&lab);
     if real_knockd {
         // knockd reads the file relative to its working directory, which is the lab's.
@@ -143,6 +152,59 @@ fn one_time_sequences_behave_as_with_knockd() {
     let theirs = one_time_story(true);
     assert_eq!(ours, "#7001,8001,9001\n#7002,8002:udp,9002\n 7003,8003,9003\n");
     assert_eq!(ours, theirs, "the sequence file must end the same with our daemon as with knockd");
+}
+
+/// knockd's one-time file is its own ledger (used lines start with `#`). A copy restored with
+/// fewer marks (a VM snapshot) would make used lines open again: the audit log's record of the
+/// used lines catches it, the door stays refused until `knockd ledger recover` marks them, and
+/// the other door keeps working (issue 9).
+#[test]
+fn a_one_time_file_restored_with_fewer_marks_is_refused_until_ledger_recover() {
+    require_root();
+    let conf = format!("{ONE_TIME}\n[ping]\n\tsequence = 6001,6002,6003\n\tcommand = true\n");
+    let mut lab = Lab::legacy(&conf);
+    let seqs = " 7001,8001,9001\n 7002,8002,9002\n 7003,8003,9003\n";
+    write_one_time_file(&lab, seqs);
+    base_firewall(&lab);
+    lab.start_daemon();
+    debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);
+    lab.wait_log("door opened", Duration::from_secs(3));
+    let grant = lab.audit_events("grant");
+    assert!(grant.len() == 1 && grant[0].contains("\"key\":\"knockd-"), "{grant:?}");
+    lab.stop_daemon("TERM");
+    write_one_time_file(&lab, seqs); // the snapshot, from before line 1 was used
+    lab.start_daemon();
+
+    lab.wait_log("door opencloseSSH refused", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door opencloseSSH refused")).unwrap();
+    assert!(
+        line.contains("sequences.txt was rolled back")
+            && line.contains("records line 1 as used")
+            && line.contains("`knockd ledger recover --door opencloseSSH`"),
+        "{line}"
+    );
+    lab.wait_closed(Host::Client, Duration::from_secs(5));
+    debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);
+    sleep(Duration::from_millis(800));
+    assert_eq!(lab.log().matches("door opened").count(), 1, "a used line opened again: {}", lab.log());
+    debian_knock(&lab, Host::Client, &["6001", "6002", "6003"]);
+    lab.wait_log_count("door opened", 2, Duration::from_secs(3));
+
+    let recover = ["-c", "knockd.conf", "--state-dir", "state", "ledger", "recover", "--door", "opencloseSSH"];
+    let o = lab.exec(Host::Server, bin("knockd"), &recover);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(fs::read_to_string(lab.dir.join("sequences.txt")).unwrap(), seqs.replacen(' ', "#", 1));
+    assert_eq!(lab.audit_events("ledger-recover").len(), 1);
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
+    debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);
+    sleep(Duration::from_millis(800));
+    assert_eq!(lab.log().matches("door opened").count(), 2, "line 1 stays used: {}", lab.log());
+    debian_knock(&lab, Host::Client, &["7002", "8002", "9002"]);
+    lab.wait_log_count("door opened", 3, Duration::from_secs(3));
+    assert!(lab.can_connect(Host::Client, SERVER, 22, 800), "line 2 opens");
 }
 
 #[test]

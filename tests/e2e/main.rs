@@ -31,6 +31,20 @@ pub fn hotp_door(name: &str, open: &str, extra: &str) -> String {
     )
 }
 
+/// Makes the client fall behind the server's window: `n` knocks of `profile` are sent and lost
+/// on the client's way out (an nftables drop rule in its namespace, removed afterwards).
+pub fn lose_knocks(lab: &lab::Lab, profile: &str, n: usize) {
+    use lab::Host;
+    let drop_all = "add table inet lost; add chain inet lost out { type filter hook output priority 0; }; \
+                    add rule inet lost out tcp dport 40000-42047 counter drop";
+    assert!(lab.exec(Host::Client, "nft", &[drop_all]).status.success());
+    for _ in 0..n {
+        assert!(lab.knock(Host::Client, &["--profile", profile, "-d", "0"]).status.success());
+    }
+    assert!(lab.nft_counter(Host::Client, "inet", "lost") >= n as u64 * 8, "the knocks were lost");
+    assert!(lab.exec(Host::Client, "nft", &["delete", "table", "inet", "lost"]).status.success());
+}
+
 /// The seconds figure of knock's "answered X s after the first knock (sequence N)".
 pub fn answered(stdout: &str) -> Option<(f64, u64)> {
     let line = stdout.lines().find(|l| l.contains("answered"))?;

@@ -5,7 +5,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::lab::{bin, Host, Lab, OUTSIDER, SERVER, SERVER6};
-use crate::{answered, hotp_door, require_root};
+use crate::{answered, hotp_door, lose_knocks, require_root};
 
 const OUTSIDER6: &str = "2001:db8::3";
 
@@ -317,6 +317,36 @@ fn a_full_state_directory_fails_knocks_closed_and_keeps_always_allow() {
     assert!(!lab.log().contains("refused: ledger"), "{}", lab.log());
 }
 
+/// A resync whose counters cannot be consumed (the state directory is full) leaves no `resync`
+/// record behind: such a record would make the next start refuse the client's ledger as rolled
+/// back. After space is freed and knockd restarted, the client's resync works (issue 9).
+#[test]
+fn a_resync_that_could_not_be_consumed_does_not_refuse_its_client_at_the_next_start() {
+    require_root();
+    let mut lab = Lab::new(&hotp_door("ssh", "22/tcp", "window = 4"));
+    let alice = lab.add_client("ssh", "alice", SERVER, Host::Client);
+    let tiny = TinyStateDir::mount(&lab, "64k");
+    lab.start_daemon();
+    lose_knocks(&lab, &alice, 4 + 3);
+    let resync = |lab: &Lab| {
+        lab.knock(Host::Client, &["--profile", &alice, "--resync", "--wait", "--wait-timeout", "1", "--attempts", "1"])
+    };
+
+    tiny.fill();
+    let o = resync(&lab);
+    assert!(!o.status.success(), "nothing can be consumed, nothing opens: {}", out(&o));
+    lab.wait_log("knock refused, nothing can be consumed durably", Duration::from_secs(2));
+    assert!(lab.audit_events("resync").is_empty(), "{:?}", lab.audit_lines());
+
+    tiny.free();
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert!(!lab.log().contains("rolled back"), "{}", lab.log());
+    let o = resync(&lab);
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(lab.audit_events("resync").len(), 1, "{:?}", lab.audit_lines());
+}
+
 /// A "container": a namespace behind the server (198.18.1.2, the server's side 198.18.1.1)
 /// serving `port`, published on the server's addresses by a DNAT rule as Docker does. Its
 /// namespace and service go when dropped, also when the test fails: declare it after the lab.
@@ -574,4 +604,99 @@ fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
     assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens");
     let grants = lab.audit_events("grant");
     assert_eq!(grants.len(), 2, "{grants:?}");
+}
+
+/// The paper door next to a hotp door `web` on 8080 (so the daemon starts when paper is refused),
+/// with the emergency sheet of five sequences printed, and alice's profile for `web`.
+fn paper_and_web() -> (Lab, String, String) {
+    let web = hotp_door("web", "8080/tcp", "");
+    let lab = Lab::new(&format!("{PAPER_DOOR}\n{web}"));
+    let sheet = lab.knockd(&[
+        "sequences",
+        "generate",
+        "--door",
+        "paper",
+        "--count",
+        "5",
+        "--server-addr",
+        SERVER,
+        "--emergency",
+    ]);
+    let web_alice = lab.add_client("web", "alice", SERVER, Host::Client);
+    (lab, sheet, web_alice)
+}
+
+/// A file door's ledger restored from an older copy (a VM snapshot) would make every used line
+/// of the emergency sheet open again: it is caught against the audit log and the door stays
+/// refused until `knockd ledger recover`, while the other door works (issue 9).
+#[test]
+fn a_file_doors_ledger_restored_to_an_older_copy_is_refused_until_ledger_recover() {
+    require_root();
+    let (mut lab, sheet, web_alice) = paper_and_web();
+    let ledger = ledgers(&lab).into_iter().find(|p| p.to_string_lossy().contains("/file-")).expect("paper's ledger");
+    let backup = std::fs::read(&ledger).unwrap();
+    lab.start_daemon();
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 1 opens:\n{}", lab.log());
+    let grant = lab.audit_events("grant");
+    assert!(grant.len() == 1 && grant[0].contains("\"key\":\"file-"), "{grant:?}");
+    lab.stop_daemon("TERM");
+    std::fs::write(&ledger, backup).unwrap(); // the snapshot
+    lab.start_daemon();
+
+    lab.wait_log("door paper refused: ledger", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door paper refused")).unwrap();
+    assert!(line.contains("was rolled back") && line.contains("ERROR"), "{line}");
+    let fix = line.split("`knockd ledger recover ").nth(1).and_then(|f| f.split('`').next());
+    let fix: Vec<&str> = fix.unwrap_or_else(|| panic!("no fix in {line}")).split_whitespace().collect();
+    assert_eq!(&fix[..3], ["--door", "paper", "--line"], "{line}");
+    lab.wait_closed(Host::Client, Duration::from_secs(6));
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "a used line opened again after the snapshot");
+    let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "the other door works: {}", out(&o));
+
+    let mut recover = vec!["-c", "knockd.toml", "ledger", "recover"];
+    recover.extend(&fix);
+    let o = lab.exec(Host::Server, bin("knockd"), &recover);
+    assert!(o.status.success(), "{}", out(&o));
+    lab.stop_daemon("TERM");
+    lab.start_daemon();
+    assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "line 1 stays used");
+    type_sheet_line(&lab, &sheet, 2);
+    assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens:\n{}", lab.log());
+}
+
+/// A sequence file others can read is refused like a key file, with the same message and fix,
+/// while the other door keeps working (issue 9).
+#[test]
+fn a_sequence_file_others_can_read_refuses_its_door_loudly_and_the_other_door_works() {
+    require_root();
+    let (mut lab, sheet, web_alice) = paper_and_web();
+    let seq = lab.dir.join("sequences/paper.seq");
+    let o = Command::new("chmod").arg("0644").arg(&seq).output().unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    lab.start_daemon();
+
+    lab.wait_log("door paper refused: sequence file", Duration::from_secs(2));
+    let log = lab.log();
+    let line = log.lines().find(|l| l.contains("door paper refused")).unwrap();
+    let path = "sequences/paper.seq"; // as the configuration names it
+    assert!(
+        line.contains(&format!(
+            "sequence file {path} is accessible by group or others (mode 0644); it must be private. Fix: chmod 600 {path}"
+        )) && line.contains("ERROR"),
+        "loudly, with the fix: {line}"
+    );
+    let check = lab.exec(Host::Server, bin("knockd"), &["-c", "knockd.toml", "check"]);
+    assert!(!check.status.success() && out(&check).contains("chmod 600"), "{}", out(&check));
+
+    let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
+    assert!(o.status.success(), "the other door keeps working: {}", out(&o));
+    type_sheet_line(&lab, &sheet, 1);
+    assert!(!opens_within(&lab, Duration::from_secs(1)), "the refused door opens nothing");
+    assert_eq!(lab.audit_events("grant").len(), 1, "{:?}", lab.audit_lines());
 }

@@ -1,7 +1,10 @@
 //! SIGHUP: the daemon takes a new configuration without dropping what it holds. Grants stay in
 //! the kernel and in the live-grant list, ledgers stay on disk, and the matcher keeps every
-//! attempt in progress on doors whose clients did not change. A revoked client's live grants
-//! are removed at once. A configuration that does not load keeps the running one, and says why.
+//! attempt in progress on doors whose clients did not change. A client is its name *and* its
+//! key's fingerprint: a key replaced under the same name is a revoked client and a new one, so
+//! the old key's attempts in progress are dropped (they could otherwise finish on the new key's
+//! ledger). A revoked client's live grants are removed at once. A configuration that does not
+//! load keeps the running one, and says why.
 
 use std::collections::HashSet;
 
@@ -54,19 +57,22 @@ impl Daemon {
         let new_names: Vec<String> = doors.doors.iter().map(|d| d.config.name.clone()).collect();
         if old_names == new_names {
             // Same doors in the same order: keep attempts in progress, except on doors whose
-            // clients changed (their indices may have moved).
-            let (before, after) = (self.doors.client_names(), doors.client_names());
+            // clients or keys changed (indices may have moved, a replaced key's attempts must
+            // not finish on its successor's ledger).
+            let (before, after) = (self.doors.client_keys(), doors.client_keys());
             for (i, name) in new_names.iter().enumerate() {
-                let of = |list: &[(String, String)]| -> Vec<String> {
-                    list.iter().filter(|(d, _)| d == name).map(|(_, c)| c.clone()).collect()
+                let of = |list: &[(String, String, String)]| -> Vec<(String, String)> {
+                    list.iter().filter(|(d, _, _)| d == name).map(|(_, c, k)| (c.clone(), k.clone())).collect()
                 };
                 if of(&before) != of(&after) {
                     self.matcher.clear_door(i);
+                    self.resyncs.forget_door(i);
                 }
             }
         } else {
             warn!("the doors changed: knocks in progress start over");
             self.matcher = Matcher::new(Limits::default());
+            self.resyncs.clear();
         }
         let now = knock_core::time::unix_now();
         doors.install(&mut self.matcher, now);
@@ -92,16 +98,20 @@ impl Daemon {
         false
     }
 
-    /// Removes the live grants of clients that the new doors no longer have (revoked).
+    /// Removes the live grants of clients that the new doors no longer have (revoked), or have
+    /// with another key (replaced: the grants were the old key's).
     fn revoke_gone_clients(&mut self, new: &Doors) {
-        let after: HashSet<(String, String)> = new.client_names().into_iter().collect();
-        let before: HashSet<(String, String)> = self.doors.client_names().into_iter().collect();
-        let gone: HashSet<&(String, String)> = before.difference(&after).collect();
-        for (door, client) in &gone {
-            self.audit_write(Record::new("revoke").with("door", door.clone()).with("client", client.clone()), true);
-            warn!(door, client, "client revoked");
+        let after: HashSet<(String, String, String)> = new.client_keys().into_iter().collect();
+        let before: HashSet<(String, String, String)> = self.doors.client_keys().into_iter().collect();
+        let mut gone: Vec<&(String, String, String)> = before.difference(&after).collect();
+        gone.sort();
+        for (door, client, key) in &gone {
+            let rec = Record::new("revoke").with("door", door.clone()).with("client", client.clone());
+            self.audit_write(rec.with("key", key.clone()), true);
+            warn!(door, client, key, "client revoked");
         }
-        let taken = self.grants.take_where(|g| gone.contains(&(g.door.clone(), g.client.clone())));
+        let names: HashSet<(&str, &str)> = gone.iter().map(|(d, c, _)| (d.as_str(), c.as_str())).collect();
+        let taken = self.grants.take_where(|g| names.contains(&(g.door.as_str(), g.client.as_str())));
         for g in taken {
             let result = self.firewall.as_mut().map_or(Ok(()), |fw| fw.revoke(g.addr, &g.ports));
             self.audit_write(
