@@ -193,10 +193,12 @@ fn a_one_time_file_restored_with_fewer_marks_is_refused_until_ledger_recover() {
 
     let recover = ["-c", "knockd.conf", "--state-dir", "state", "ledger", "recover", "--door", "opencloseSSH"];
     let o = lab.exec(Host::Server, bin("knockd"), &recover);
+    assert!(!o.status.success(), "recover ran beside the daemon, which rewrites the file: {o:?}");
+    lab.stop_daemon("TERM");
+    let o = lab.exec(Host::Server, bin("knockd"), &recover);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(fs::read_to_string(lab.dir.join("sequences.txt")).unwrap(), seqs.replacen(' ', "#", 1));
     assert_eq!(lab.audit_events("ledger-recover").len(), 1);
-    lab.stop_daemon("TERM");
     lab.start_daemon();
     assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
     debian_knock(&lab, Host::Client, &["7001", "8001", "9001"]);

@@ -447,7 +447,8 @@ impl Drop for Lab {
             let _ = c.wait();
         }
         for host in [Host::Server, Host::Client, Host::Outsider, Host::Behind] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).status();
+            // Not every lab has every host (Behind is made on demand): quiet about missing ones.
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).stderr(Stdio::null()).status();
         }
         if std::thread::panicking() {
             eprintln!("--- daemon log of lab {} ---\n{}", self.tag, self.log());

@@ -659,9 +659,9 @@ fn a_file_doors_ledger_restored_to_an_older_copy_is_refused_until_ledger_recover
 
     let mut recover = vec!["-c", "knockd.toml", "ledger", "recover"];
     recover.extend(&fix);
+    lab.stop_daemon("TERM"); // recover refuses to run beside the ledgers' writer
     let o = lab.exec(Host::Server, bin("knockd"), &recover);
     assert!(o.status.success(), "{}", out(&o));
-    lab.stop_daemon("TERM");
     lab.start_daemon();
     assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
     type_sheet_line(&lab, &sheet, 1);
