@@ -295,6 +295,20 @@ impl Lab {
         .success()
     }
 
+    /// Whether `host` can connect to the server's `port` within `timeout`, trying every 200 ms:
+    /// for doors whose grant is a shell command (knockd's), which may wait for the xtables
+    /// lock while other tests run iptables.
+    pub fn opens_within(&self, host: Host, port: u16, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.can_connect(host, SERVER, port, 300) {
+                return true;
+            }
+            sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
     /// Waits until `host` can no longer connect to the server's port 22 (a grant expired).
     pub fn wait_closed(&self, host: Host, timeout: Duration) {
         let start = Instant::now();
