@@ -474,6 +474,18 @@ impl Drop for Lab {
 }
 
 impl Lab {
+    /// Starts a bounded flood from `host`'s wire in the background (`knock-lab flood`): sources
+    /// drawn from `sources`, random source ports, `what` either `--ports A-B` or `--knocks LIST`
+    /// (rounds of a fixed list), at about `pps` for at most `seconds`. Returns its index.
+    pub fn flood(&mut self, host: Host, sources: &str, what: &[&str], pps: u64, seconds: u64) -> usize {
+        let (src_mac, dst_mac) = (self.mac(host), self.mac(Host::Server));
+        let (count, pps, seconds) = ((pps * seconds).to_string(), pps.to_string(), seconds.to_string());
+        let mut args = vec!["flood", "--iface", "eth0", "--dst", SERVER, "--src-mac", &src_mac, "--dst-mac", &dst_mac];
+        args.extend(what);
+        args.extend(["--sources", sources, "--pps", &pps, "--count", &count, "--max-seconds", &seconds]);
+        self.background(host, bin("knock-lab"), &args)
+    }
+
     /// Sends a signal to the running daemon without waiting for it.
     pub fn signal_daemon(&self, signal: &str) {
         let pid = self.daemon.as_ref().expect("daemon running").id().to_string();
