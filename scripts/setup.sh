@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 knockd)
+packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 knockd groff-base man-db zsh fish)
 if have dpkg-query && have apt-get; then
   for p in "${packages[@]}"; do pkg_missing "$p" && need_pkgs+=("$p"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then

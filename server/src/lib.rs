@@ -11,4 +11,5 @@ pub mod firewall;
 pub mod grants;
 pub mod hardening;
 pub mod onetime;
+pub mod report;
 pub mod state;
