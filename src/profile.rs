@@ -151,7 +151,7 @@ fn toml_err(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
         path: path.to_path_buf(),
         line: Some(before.matches('\n').count() + 1),
         column: Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1),
-        message: e.message().trim().to_string(),
+        message: crate::config::toml_message(text, &e),
     }
 }
 

@@ -22,8 +22,9 @@
 //! | `Cmd_Timeout` | supported: whole seconds, 0..=604800; default 10; warned when there is no stop command |
 //! | `Target` | supported as an IP address (→ [`Door::addresses`]); a host name is refused (knockd passes it to pcap, which resolves it at start) |
 //!
-//! Stricter than knockd, each with an error naming line and column: an unknown key (knockd: "syntax
-//! error"), a value knockd's `atoi` would read as 0 or truncate (`seq_timeout = 5s`), a directive
+//! Stricter than knockd, each with an error naming line and column: a control character other
+//! than tab outside a comment (NUL, a carriage return inside a line, DEL: no value can carry one
+//! into a command or a knockd.toml), an unknown key (knockd: "syntax error"), a value knockd's `atoi` would read as 0 or truncate (`seq_timeout = 5s`), a directive
 //! given twice in one section (knockd silently keeps the last), a door defined twice (knockd would
 //! run both), a door with both or neither of `sequence` / `one_time_sequences`, a door without a
 //! start command (knockd would only log the knock), and a door name outside `[A-Za-z0-9_.-]`
@@ -194,6 +195,17 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
             continue;
         }
         let start = raw.len() - raw.trim_start().len();
+        if let Some((at, c)) = raw.char_indices().find(|(_, c)| c.is_control() && *c != '\t') {
+            return Err(place.err(
+                line,
+                column(raw, at),
+                format!(
+                    "control character U+{:04X} in this line: knockd.conf values are plain text on one line \
+                     (a command cannot hold a NUL, a carriage return or DEL either); remove it",
+                    u32::from(c)
+                ),
+            ));
+        }
         if trimmed.starts_with('[') {
             current = section_header(&place, raw, trimmed, start, line, &mut doors)?;
             continue;

@@ -403,6 +403,51 @@ fn migrate_writes_a_toml_config_back_as_it_is() {
     }
 }
 
+#[test]
+fn control_characters_in_values_are_refused_with_line_column_and_fix() {
+    for (bad, code) in
+        [("\0", "U+0000"), ("\r", "U+000D"), ("\x7f", "U+007F"), ("\x1b", "U+001B"), ("\u{85}", "U+0085")]
+    {
+        for line in [
+            format!("command = echo{bad}done"),
+            format!("sequence = 1{bad},2"),
+            format!("one_time_sequences = /x{bad}y"),
+        ] {
+            let text = format!("[options]\n  LogFile = /var/log/k.log\n[door]\n{line}\ncommand = x\n");
+            let (l, col, message) = at(conf(&text));
+            assert_eq!((l, col), (4, line.find(bad).unwrap() + 1), "{message}");
+            assert!(message.contains(code) && message.contains("remove it"), "{message}");
+        }
+        let e = conf(&format!("[options]\nLogFile = /l{bad}x\n[a]\nsequence = 1,2\ncommand = x\n")).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(2), Some(13)), "{e}");
+    }
+    // A tab is text, as in knockd; a carriage return ending a line is a CRLF file.
+    let c = conf("[a]\r\nsequence = 1,2\r\ncommand = echo\tx\r\n").unwrap();
+    assert_eq!(commands(&c.doors[0]).start.as_deref(), Some("echo\tx"));
+    // Comments are knockd's business only.
+    assert!(conf("# \0\x7f\n[a]\nsequence = 1,2\ncommand = x\n").is_ok());
+}
+
+#[test]
+fn migrate_escapes_control_characters_in_comments() {
+    let mut c = conf("[options]\nLogFile = /l\nPidFile = /p\n[a]\nsequence = 1,2\ncommand = x\n").unwrap();
+    c.path = PathBuf::from("/etc/knock\nd\x7f.conf");
+    let o = c.legacy_options.as_mut().unwrap();
+    o.log_file = Some(PathBuf::from("/var/log/\0k\r.log"));
+    o.pid_file = Some(PathBuf::from("/run/\x01k.pid"));
+    let (text, back) = round_trip(&c);
+    assert!(text.contains("from /etc/knock\\u{a}d\\u{7f}.conf."), "{text}");
+    assert!(text.contains("-g /var/log/\\u{0}k\\u{d}.log"), "{text}");
+    assert_eq!(back.doors[0].action, c.doors[0].action);
+}
+
+#[test]
+fn toml_errors_at_control_characters_name_the_character() {
+    let e = Config::parse(Path::new("/etc/knockd.toml"), "[server]\n# a\u{1}b\n").unwrap_err();
+    assert_eq!((e.line, e.column), (Some(2), Some(4)), "{e}");
+    assert!(e.message.contains("control character U+0001") && e.message.contains("remove it"), "{e}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -430,12 +475,59 @@ mod fuzz {
         ]
     }
 
+    /// A value: mostly printable, now and then a control character, a quote or a backslash.
+    fn value() -> impl Strategy<Value = String> {
+        "([ -~]|[\u{0}-\u{1f}\u{7f}\u{85}\u{a0}'\"\\\\é]){0,12}"
+    }
+
+    /// One knockd.conf line, its directive chosen among those that reach the knockd.toml.
+    fn directive() -> impl Strategy<Value = String> {
+        let key = proptest::sample::select(vec![
+            "LogFile",
+            "PidFile",
+            "Interface",
+            "command",
+            "start_command_6",
+            "stop_command",
+            "stop_command_6",
+            "one_time_sequences",
+            "target",
+            "seq_timeout",
+            "cmd_timeout",
+            "tcpflags",
+        ]);
+        prop_oneof![
+            Just("[options]\n".to_string()),
+            "\\[[A-Za-z0-9_.-]{1,6}\\]\n".prop_map(|s| s),
+            Just("sequence = 7000,8000:udp\n".to_string()),
+            Just("UseSyslog\n".to_string()),
+            (key.clone(), value()).prop_map(|(k, v)| format!("{k} = {v}\n")),
+            (key, value()).prop_map(|(k, v)| format!("[d]\nsequence = 1,2\n{k} = {v}\ncommand = x\n")),
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC*(\n\\PC*){0,8}") {
             let _ = conf(&text);
+        }
+
+        /// Whatever the legacy parser accepts, `migrate` turns into a knockd.toml that parses
+        /// back (values hold any character, control characters included).
+        #[test]
+        fn migrate_output_always_parses_back(
+            lines in proptest::collection::vec(directive(), 1..10),
+            path in "/[^\n]{0,3}[\u{0}-\u{1f}\u{7f}]?[a-z]{0,3}",
+        ) {
+            let text: String = lines.concat();
+            if let Ok(c) = parse_knockd_conf(Path::new(&path), &text) {
+                if let Ok(out) = migrate(&c) {
+                    let back = Config::parse(Path::new("/etc/knockd/knockd.toml"), &out);
+                    prop_assert!(back.is_ok(), "{}\n---\n{}", back.unwrap_err(), out);
+                }
+            }
         }
 
         #[test]

@@ -81,6 +81,14 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Text for a `#` comment: TOML comments hold no control character but tab, so every other one
+/// (a newline in a path, DEL) is written as its escape.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
 /// A duration as knockd.toml writes it: whole seconds, or milliseconds in a string.
 fn duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -124,7 +132,7 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
         .collect();
 
     let mut out = String::new();
-    let from = config.path.display();
+    let from = comment(&config.path.display().to_string());
     let _ = writeln!(out, "# knockd.toml written by `knockd migrate` from {from}.");
     out.push_str(
         "#\n\
@@ -156,10 +164,12 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
             out.push_str("#\n# [options] with no knockd.toml key:\n");
         }
         if let Some(f) = &o.log_file {
-            let _ = writeln!(out, "#   LogFile = {}  ->  run knockd with -g {}", f.display(), f.display());
+            let f = comment(&f.display().to_string());
+            let _ = writeln!(out, "#   LogFile = {f}  ->  run knockd with -g {f}");
         }
         if let Some(f) = &o.pid_file {
-            let _ = writeln!(out, "#   PidFile = {}  ->  run knockd with -p {}", f.display(), f.display());
+            let f = comment(&f.display().to_string());
+            let _ = writeln!(out, "#   PidFile = {f}  ->  run knockd with -p {f}");
         }
         if o.use_syslog {
             out.push_str(
@@ -202,7 +212,7 @@ fn write_door(out: &mut String, d: &Door, name: &str, opened: &[PortRange]) {
             let _ = writeln!(
                 out,
                 "# [{}]: the static sequence {} is replayable; now one-time (hotp).",
-                d.name,
+                comment(&d.name),
                 seq.join(",")
             );
         }
@@ -212,7 +222,7 @@ fn write_door(out: &mut String, d: &Door, name: &str, opened: &[PortRange]) {
                 "# [{}]: knockd's one_time_sequences file, used as it is: our file format reads knockd's lines\n\
                  # and skips the ones knockd invalidated with `#`. Used lines are recorded in the ledger (the\n\
                  # file is not rewritten), and any of the next `window` unused lines is accepted.",
-                d.name
+                comment(&d.name)
             );
         }
         _ => {}

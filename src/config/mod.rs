@@ -395,7 +395,7 @@ impl Config {
         let loc = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            loc.at(offset, e.message().trim().to_string())
+            loc.at(offset, toml_message(text, &e))
         })?;
         let resolve = |p: &str| resolve_path(path, p);
         let server = ServerConfig {
@@ -449,6 +449,26 @@ impl Config {
     /// The door called `name`.
     pub fn door(&self, name: &str) -> Option<&Door> {
         self.doors.iter().find(|d| d.name == name)
+    }
+}
+
+/// The message of a TOML syntax error. The parser gives none for a control character in a
+/// comment; then it names the character and the fix.
+pub(crate) fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    if !message.is_empty() {
+        return message.to_string();
+    }
+    let at = e.span().map_or(0, |s| s.start);
+    match text.get(at..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() => format!(
+            "control character U+{:04X}: TOML allows none but tab outside a string, and in a string only \
+             escaped (\\u{:04X}); remove it",
+            u32::from(c),
+            u32::from(c)
+        ),
+        Some(c) => format!("unexpected {c:?} here: this is not valid TOML"),
+        None => "the file ends unexpectedly: this is not valid TOML".to_string(),
     }
 }
 
