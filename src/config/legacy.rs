@@ -37,6 +37,7 @@
 //! A `one_time_sequences` door has `length` 0, because the file's lines may differ in length
 //! and are only read by the daemon: this parser does no I/O.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,6 +185,8 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
     let place = Place { path };
     let mut options: Vec<Entry> = Vec::new();
     let mut doors: Vec<Section> = Vec::new();
+    // Door name -> its index in `doors`: a set, so many sections stay linear.
+    let mut door_index: HashMap<&str, usize> = HashMap::new();
     let mut current = Current::Nowhere;
     let mut warnings = Vec::new();
 
@@ -207,7 +210,7 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
             ));
         }
         if trimmed.starts_with('[') {
-            current = section_header(&place, raw, trimmed, start, line, &mut doors)?;
+            current = section_header(&place, raw, trimmed, start, line, &mut doors, &mut door_index)?;
             continue;
         }
         let (key_text, value) = match trimmed.split_once('=') {
@@ -417,6 +420,7 @@ fn section_header<'a>(
     start: usize,
     line: usize,
     doors: &mut Vec<Section<'a>>,
+    door_index: &mut HashMap<&'a str, usize>,
 ) -> Result<Current, ConfigError> {
     let col = column(raw, start);
     if trimmed.starts_with("[[") {
@@ -463,7 +467,7 @@ fn section_header<'a>(
             format!("door name `{name}` is {} characters long; at most {MAX_DOOR_NAME} are accepted", name.len()),
         ));
     }
-    if let Some(first) = doors.iter().find(|d| d.name == name) {
+    if let Some(first) = door_index.get(name).map(|&i| &doors[i]) {
         return Err(place.err(
             line,
             name_col,
@@ -473,6 +477,7 @@ fn section_header<'a>(
             ),
         ));
     }
+    door_index.insert(name, doors.len());
     doors.push(Section { name, line, column: name_col, entries: Vec::new() });
     Ok(Current::Door(doors.len() - 1))
 }

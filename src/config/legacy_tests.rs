@@ -448,6 +448,41 @@ fn toml_errors_at_control_characters_name_the_character() {
     assert!(e.message.contains("control character U+0001") && e.message.contains("remove it"), "{e}");
 }
 
+/// Many doors: the duplicate checks use sets, so 20 000 sections parse and migrate in well
+/// under a second (a list scan per section made 40 000 take seconds). The time is printed,
+/// not asserted; the duplicates at the very end must still be found.
+#[test]
+fn many_sections_parse_migrate_and_still_find_the_last_duplicate() {
+    const N: usize = 20_000;
+    let mut text = String::with_capacity(N * 40);
+    for i in 0..N {
+        text.push_str(&format!("[door{i}]\nsequence = 1,2\ncommand = x\n"));
+    }
+    let started = std::time::Instant::now();
+    let c = conf(&text).unwrap();
+    let legacy = started.elapsed();
+    let out = migrate(&c).unwrap();
+    let migrated = started.elapsed() - legacy;
+    let back = Config::parse(Path::new("/etc/knockd/knockd.toml"), &out).unwrap();
+    let parsed = started.elapsed() - legacy - migrated;
+    eprintln!("{N} sections: knockd.conf {legacy:?}, migrate {migrated:?}, knockd.toml {parsed:?}");
+    assert_eq!((c.doors.len(), back.doors.len()), (N, N));
+    assert_eq!(back.doors[N - 1].name, format!("door{}", N - 1));
+
+    let twice = format!("{text}[door{}]\n", N / 2);
+    let (line, _, message) = at(conf(&twice));
+    assert_eq!(line, 3 * N + 1);
+    assert!(message.contains(&format!("first at line {}", 3 * (N / 2) + 1)), "{message}");
+    let toml_twice =
+        format!("{out}\n[[door]]\nname = \"door{}\"\nmode = \"hotp\"\nkeys = \"k\"\nstart_command = \"x\"\n", N - 1);
+    let e = Config::parse(Path::new("/etc/knockd/knockd.toml"), &toml_twice).unwrap_err();
+    assert!(e.message.contains(&format!("door `door{}` is defined twice", N - 1)), "{e}");
+    let mut collide = c.clone();
+    collide.doors[N - 1].name = "DOOR7".into();
+    let e = migrate(&collide).unwrap_err();
+    assert!(e.message.contains(&format!("[door7] and [DOOR7] would both be named `door7`")), "{e}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -18,6 +18,7 @@
 //!
 //! Doors that are already one-time (a knockd.toml given to `migrate`) are written back as they are.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -107,8 +108,9 @@ fn list(items: impl IntoIterator<Item = String>) -> String {
 /// door names collide once sanitised.
 pub fn migrate(config: &Config) -> Result<String, ConfigError> {
     let names: Vec<String> = config.doors.iter().map(|d| sanitise_name(&d.name)).collect();
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
-        if let Some(j) = names[..i].iter().position(|o| o == n) {
+        if let Some(&j) = first_of.get(n.as_str()) {
             return Err(ConfigError {
                 path: config.path.clone(),
                 line: None,
@@ -120,6 +122,7 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
                 ),
             });
         }
+        first_of.insert(n, i);
     }
     let mut opened: Vec<PortRange> = config.doors.iter().flat_map(commands_of).flat_map(command_ports).collect();
     opened.extend(config.doors.iter().flat_map(|d| &d.open).filter_map(|o| PortRange::new(o.port, o.port)));

@@ -13,6 +13,7 @@ pub mod legacy;
 pub mod migrate;
 mod prefix;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -427,10 +428,11 @@ impl Config {
                 message: "[server] interfaces is empty; name at least one interface, or \"any\"".into(),
             });
         }
-        let mut doors: Vec<Door> = Vec::new();
+        let mut doors: Vec<Door> = Vec::with_capacity(raw.door.len());
+        let mut names: HashSet<&str> = HashSet::with_capacity(raw.door.len());
         for d in &raw.door {
             let door = validate_door(&loc, d, &resolve)?;
-            if doors.iter().any(|o| o.name == door.name) {
+            if !names.insert(d.get_ref().name.get_ref().as_str()) {
                 return Err(loc.span(&d.get_ref().name, format!("door `{}` is defined twice", door.name)));
             }
             doors.push(door);
