@@ -44,6 +44,8 @@ pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STEP: Duration = Duration::from_secs(30);
 /// Default `totp` skew in steps on either side.
 pub const DEFAULT_SKEW: u32 = 1;
+/// Largest `totp` skew accepted.
+pub const MAX_SKEW: u32 = 10;
 /// Default time a grant stays open.
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
 
@@ -578,7 +580,7 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
     }
     let window = int_in(loc, &d.window, DEFAULT_WINDOW, 1..=1000, "window")?;
     let step = duration_field(loc, &d.step, DEFAULT_STEP, "step")?;
-    let skew = int_in(loc, &d.skew, DEFAULT_SKEW, 0..=10, "skew")?;
+    let skew = int_in(loc, &d.skew, DEFAULT_SKEW, 0..=i64::from(MAX_SKEW), "skew")?;
     if let Some(v) = d.step.as_ref().filter(|_| step < Duration::from_secs(1)) {
         return Err(loc.span(v, "step must be at least 1s"));
     }
