@@ -178,7 +178,12 @@ impl Profile {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Profile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| plain_err(path, format!("cannot read: {e}")))?;
-        let raw: RawProfile = toml::from_str(&text).map_err(|e| toml_err(path, &text, e))?;
+        Profile::parse(path, &text)
+    }
+
+    /// Parses the text of a profile file that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let raw: RawProfile = toml::from_str(text).map_err(|e| toml_err(path, text, e))?;
         Profile::from_raw(path, raw)
     }
 
