@@ -10,13 +10,14 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
 use crate::auditchain::{self, AuditKey, ChainFile, Tail, HASH_LEN, KEY_LEN};
 use crate::config::{legacy::parse_knockd_conf, migrate::migrate, Config, ConfigError};
 use crate::keys::hex;
-use crate::ledger::{ConsumeStore, Ledger};
+use crate::ledger::{ConsumeStore, Ledger, WriterLock};
 use crate::packet::{parse_frame, LinkType};
 use crate::profile::{Bundle, Profile};
 use crate::seqfile::SequenceFile;
@@ -180,18 +181,25 @@ pub fn ledger_text(data: &[u8]) -> String {
     text
 }
 
-/// A ledger replayed from a temporary file through [`Ledger::open`]. An opened ledger is
+/// A ledger replayed from a temporary file through [`Ledger::read`] and [`Ledger::open`] (which
+/// agree). An opened ledger is
 /// consistent: burned counters lie at or above `next`, the last consume below it, and the
 /// torn bytes within the file; a ledger of well-formed records opens.
 pub fn ledger_replay(data: &[u8]) {
     static CALLS: AtomicU64 = AtomicU64::new(0);
+    static LOCK: OnceLock<WriterLock> = OnceLock::new();
     let text = ledger_text(data);
     let dir = std::env::temp_dir().join(format!("knock-fuzz-ledger-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let lock = LOCK.get_or_init(|| WriterLock::acquire(&dir).expect("the temporary ledger directory"));
     let path = dir.join(format!("{}.ledger", CALLS.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&path, &text).expect("temporary ledger");
-    let opened = Ledger::open(&path, LEDGER_LABEL);
+    let read = Ledger::read(&path, LEDGER_LABEL);
+    let opened = Ledger::open(&path, LEDGER_LABEL, lock);
     let _ = std::fs::remove_file(&path);
+    match (&read, &opened) {
+        (Ok(r), Ok(o)) => assert_eq!((r.next(), r.last_consumed()), (o.next(), o.last_consumed())),
+        (r, o) => assert_eq!(r.is_ok(), o.is_ok(), "read and open disagree: {r:?} {o:?}"),
+    }
     let well_formed = text.lines().skip(1).all(|l| {
         let words: Vec<&str> = l.split(' ').collect();
         matches!(words.first(), Some(&"consume" | &"burn" | &"use"))

@@ -480,7 +480,7 @@ fn many_sections_parse_migrate_and_still_find_the_last_duplicate() {
     let mut collide = c.clone();
     collide.doors[N - 1].name = "DOOR7".into();
     let e = migrate(&collide).unwrap_err();
-    assert!(e.message.contains(&format!("[door7] and [DOOR7] would both be named `door7`")), "{e}");
+    assert!(e.message.contains("[door7] and [DOOR7] would both be named `door7`"), "{e}");
 }
 
 mod fuzz {

@@ -124,9 +124,10 @@ fn built_ledger_records_replay_to_their_state() {
     let dir = std::env::temp_dir().join(format!("knock-fuzz-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("l.ledger");
+    let lock = WriterLock::acquire(&dir).unwrap();
     for (seed, torn) in seeds::ledger_replay().iter().zip([false, true]) {
         std::fs::write(&path, ledger_text(seed)).unwrap();
-        let l = Ledger::open(&path, LEDGER_LABEL).unwrap();
+        let l = Ledger::open(&path, LEDGER_LABEL, &lock).unwrap();
         // consume 3, burn 5, use 4 (4 and 5 pass: next 6), burn 7, consume 5, use 6: next 8.
         assert_eq!((l.next(), l.last_consumed(), l.torn_bytes() > 0), (8, Some(5), torn));
     }

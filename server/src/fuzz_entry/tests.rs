@@ -35,8 +35,8 @@ fn seeds_are_understood() {
     assert_eq!(ack::scan(&acks[0][4..], 7), Ok(Reply::Acked));
     let refused = ack::scan(&acks[1][4..], 7);
     assert_eq!(refused, Ok(Reply::Refused { errno: 2, message: Some("No such file".into()), offset: Some(32) }));
-    let found: Vec<_> = seeds::nft_watch().iter().map(|d| watch::scan(d, TABLE, CHAIN)).collect();
-    let chain = Removed::Chain(CHAIN.into());
+    let found: Vec<_> = seeds::nft_watch().iter().map(|d| watch::scan(d, TABLE, &CHAINS)).collect();
+    let chain = Removed::Chain(CHAINS[0].into());
     assert_eq!(found, [Some(Removed::Table), Some(Removed::Table), Some(chain), Some(Removed::Set("grants4".into()))]);
 }
 
