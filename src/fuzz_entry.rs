@@ -184,7 +184,8 @@ pub fn ledger_text(data: &[u8]) -> String {
 /// A ledger replayed from a temporary file through [`Ledger::read`] and [`Ledger::open`] (which
 /// agree). An opened ledger is
 /// consistent: burned counters lie at or above `next`, the last consume below it, and the
-/// torn bytes within the file; a ledger of well-formed records opens.
+/// torn bytes within the file; a ledger of well-formed records (counters below `u64::MAX`,
+/// which the ledger refuses: nothing could follow it) opens.
 pub fn ledger_replay(data: &[u8]) {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     static LOCK: OnceLock<WriterLock> = OnceLock::new();
@@ -204,7 +205,7 @@ pub fn ledger_replay(data: &[u8]) {
         let words: Vec<&str> = l.split(' ').collect();
         matches!(words.first(), Some(&"consume" | &"burn" | &"use"))
             && words.len() == 4
-            && words[1].parse::<u64>().is_ok()
+            && words[1].parse::<u64>().is_ok_and(|c| c < u64::MAX)
             && ledger_record(words[0], words[1].parse().unwrap_or(0), words[2].parse().unwrap_or(0)) == format!("{l}\n")
     }) && text.ends_with('\n');
     let ledger = match opened {
