@@ -10,6 +10,7 @@ pub mod auditchain;
 pub mod config;
 pub mod entropy;
 pub mod exit;
+pub mod fuzz_entry;
 pub mod keys;
 pub mod knock;
 pub mod ledger;

@@ -21,7 +21,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// One knock as seen on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnockPacket {
-    /// Source address (IPv4-mapped IPv6 addresses are normalised to IPv4).
+    /// Source address: a unicast address a reply can go to (see [`PacketError::BadSource`]).
     pub src: IpAddr,
     /// Source port: a client sends every knock of one attempt from one port, so attempts are
     /// told apart by (address, port) and a neighbour behind the same address cannot spoil them.
@@ -105,6 +105,11 @@ pub enum PacketError {
     /// The transport protocol is neither TCP nor UDP.
     #[error("not TCP or UDP (IP protocol {0})")]
     NotTcpOrUdp(u8),
+    /// The source address cannot be a knocking host: unspecified, multicast, the IPv4 limited
+    /// broadcast, or an IPv4-mapped IPv6 address (which no IPv6 packet carries legitimately,
+    /// and which would let an IPv6 sender pass for an IPv4 one).
+    #[error("source address is {0}")]
+    BadSource(&'static str),
 }
 
 /// Parses one captured frame of link type `link` into the packet it carries.
@@ -115,7 +120,23 @@ pub fn parse_frame(link: LinkType, frame: &[u8]) -> Result<KnockPacket, PacketEr
         Net::V6 => parse_ipv6(packet)?,
         Net::ByVersion => parse_ip_by_version(packet)?,
     };
+    check_source(ip.src)?;
     parse_transport(ip)
+}
+
+/// Refuses source addresses no knocking host can have; a grant to one would open the door to
+/// nobody, or to a whole group, or (v4-mapped) to an IPv4 host the sender is not.
+fn check_source(src: IpAddr) -> Result<(), PacketError> {
+    let bad = match src {
+        IpAddr::V4(a) if a.is_unspecified() => "unspecified (0.0.0.0)",
+        IpAddr::V4(a) if a.is_multicast() => "multicast",
+        IpAddr::V4(a) if a.is_broadcast() => "the limited broadcast (255.255.255.255)",
+        IpAddr::V6(a) if a.is_unspecified() => "unspecified (::)",
+        IpAddr::V6(a) if a.is_multicast() => "multicast",
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => "IPv4-mapped (::ffff:a.b.c.d)",
+        _ => return Ok(()),
+    };
+    Err(PacketError::BadSource(bad))
 }
 
 /// Which network layer follows the link header.
@@ -256,7 +277,7 @@ fn parse_ipv6(packet: &[u8]) -> Result<IpPayload<'_>, PacketError> {
     let data = rest.get(..payload_len).unwrap_or(rest);
     let (proto, data, declared) = skip_extensions(h[6], data, payload_len)?;
     Ok(IpPayload {
-        src: IpAddr::V6(Ipv6Addr::from(*src)).to_canonical(),
+        src: IpAddr::V6(Ipv6Addr::from(*src)),
         dst: IpAddr::V6(Ipv6Addr::from(*dst)),
         proto,
         data,
@@ -656,11 +677,50 @@ mod tests {
         assert_eq!(parse_frame(LinkType::Raw, &long), want);
     }
 
+    /// IPv4 `l3` with its source address replaced.
+    fn ipv4_from(src: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut l3 = ipv4(proto, l4);
+        l3[12..16].copy_from_slice(&src.octets());
+        l3
+    }
+
     #[test]
-    fn ipv4_mapped_sources_become_ipv4() {
-        let l3 = ipv6_from(V4_SRC.to_ipv6_mapped(), 17, &udp(PORT, &[]));
-        let got = parse_frame(LinkType::Raw, &l3).map(|p| p.src);
-        assert_eq!(got, Ok(IpAddr::V4(V4_SRC)));
+    fn sources_no_host_can_have_are_refused() {
+        let syn = tcp(PORT, TCP_SYN);
+        let dgram = udp(PORT, &[]);
+        let v6_cases = [
+            (V4_SRC.to_ipv6_mapped(), "IPv4-mapped (::ffff:a.b.c.d)"),
+            (Ipv6Addr::UNSPECIFIED, "unspecified (::)"),
+            (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), "multicast"),
+            (Ipv6Addr::new(0xff0e, 0x2001, 0xdb8, 0, 0, 0, 0, 7), "multicast"),
+        ];
+        let v4_cases = [
+            (Ipv4Addr::UNSPECIFIED, "unspecified (0.0.0.0)"),
+            (Ipv4Addr::new(224, 0, 0, 1), "multicast"),
+            (Ipv4Addr::new(239, 255, 255, 250), "multicast"),
+            (Ipv4Addr::BROADCAST, "the limited broadcast (255.255.255.255)"),
+        ];
+        for l4 in [(6, &syn), (17, &dgram)] {
+            for (src, why) in v6_cases {
+                let l3 = ipv6_from(src, l4.0, l4.1);
+                for link in ALL_LINKS {
+                    assert_eq!(parse_frame(link, &frame(link, &l3)), Err(PacketError::BadSource(why)), "{src}");
+                }
+            }
+            for (src, why) in v4_cases {
+                let l3 = ipv4_from(src, l4.0, l4.1);
+                for link in ALL_LINKS {
+                    assert_eq!(parse_frame(link, &frame(link, &l3)), Err(PacketError::BadSource(why)), "{src}");
+                }
+            }
+        }
+        // Neighbours of the refused ranges still parse: a subnet's directed broadcast is a
+        // unicast-looking source here (only the kernel knows the subnet).
+        for src in [Ipv4Addr::new(198, 18, 77, 255), Ipv4Addr::new(223, 255, 255, 254), Ipv4Addr::new(0, 0, 0, 1)] {
+            assert!(parse_frame(LinkType::Raw, &ipv4_from(src, 6, &syn)).is_ok(), "{src}");
+        }
+        let text = PacketError::BadSource("multicast").to_string();
+        assert_eq!(text, "source address is multicast");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Profile {
     pub close: bool,
     /// `totp`: the time step in seconds.
     pub step_secs: u64,
+    /// `totp`: the door's skew, in steps the server accepts on either side of its own.
+    pub skew: u32,
     /// `file`: warn when fewer unused sequences than this remain.
     pub warn_below: u64,
 }
@@ -115,6 +117,8 @@ struct RawProfile {
     close: bool,
     #[serde(default = "default_step")]
     step_secs: i64,
+    #[serde(default = "default_skew")]
+    skew: i64,
     #[serde(default = "default_warn_below")]
     warn_below: i64,
 }
@@ -125,6 +129,10 @@ fn default_warn_below() -> i64 {
 
 fn default_step() -> i64 {
     30
+}
+
+fn default_skew() -> i64 {
+    i64::from(crate::config::DEFAULT_SKEW)
 }
 
 fn default_delay() -> i64 {
@@ -151,7 +159,7 @@ fn toml_err(path: &Path, text: &str, e: toml::de::Error) -> ConfigError {
         path: path.to_path_buf(),
         line: Some(before.matches('\n').count() + 1),
         column: Some(before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1),
-        message: e.message().trim().to_string(),
+        message: crate::config::toml_message(text, &e),
     }
 }
 
@@ -170,7 +178,12 @@ impl Profile {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Profile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| plain_err(path, format!("cannot read: {e}")))?;
-        let raw: RawProfile = toml::from_str(&text).map_err(|e| toml_err(path, &text, e))?;
+        Profile::parse(path, &text)
+    }
+
+    /// Parses the text of a profile file that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Profile, ConfigError> {
+        let raw: RawProfile = toml::from_str(text).map_err(|e| toml_err(path, text, e))?;
         Profile::from_raw(path, raw)
     }
 
@@ -225,6 +238,10 @@ impl Profile {
                 .ok()
                 .filter(|s| (1..=3600).contains(s))
                 .ok_or_else(|| bad("step_secs must be 1..=3600".into()))?,
+            skew: u32::try_from(r.skew)
+                .ok()
+                .filter(|s| *s <= crate::config::MAX_SKEW)
+                .ok_or_else(|| bad(format!("skew must be 0..={}", crate::config::MAX_SKEW)))?,
             warn_below: u64::try_from(r.warn_below).map_err(|_| bad("warn_below must be 0 or more".into()))?,
         })
     }
@@ -255,6 +272,7 @@ impl Profile {
         }
         if self.mode == Mode::Totp {
             let _ = writeln!(s, "step_secs = {}", self.step_secs);
+            let _ = writeln!(s, "skew = {}", self.skew);
         }
         if self.mode == Mode::File {
             let _ = writeln!(s, "warn_below = {}", self.warn_below);
@@ -344,6 +362,7 @@ mod tests {
             delay_ms: 20,
             close: true,
             step_secs: 30,
+            skew: 1,
             warn_below: 10,
         }
     }
@@ -360,6 +379,20 @@ mod tests {
             BundleSecret::Key(k) => assert_eq!(k.expose(), key.expose()),
             BundleSecret::Sequences(_) => panic!("expected a key"),
         }
+    }
+
+    #[test]
+    fn a_totp_profile_keeps_its_step_and_skew() {
+        let totp = Profile { mode: Mode::Totp, step_secs: 10, skew: 3, ..sample() };
+        let back = Bundle::parse(
+            Path::new("b.toml"),
+            &Bundle { profile: totp.clone(), secret: BundleSecret::Key(Secret::from_bytes([1; 32])) }.to_toml(),
+        )
+        .unwrap();
+        assert_eq!(back.profile, totp);
+        let old = totp.to_toml().replace("skew = 3\n", "");
+        let raw: RawProfile = toml::from_str(&old).unwrap();
+        assert_eq!(Profile::from_raw(Path::new("p.toml"), raw).unwrap().skew, crate::config::DEFAULT_SKEW);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use knock_core::Knock;
 use zeroize::Zeroizing;
 
 use exit::Failure;
-use store::Store;
+use store::{StepPlan, Store};
 
 /// Knock on a server's ports: a one-time sequence from a profile, or a classic knockd sequence.
 #[derive(Parser)]
@@ -117,6 +117,14 @@ enum ProfileCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Bring a totp profile whose next time step ran ahead of this machine's clock (a clock
+    /// that was wrong when it last knocked) back to the present, skipping every step the
+    /// server may still accept.
+    ResetStep {
+        /// The profile.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 fn classic(args: &KnockArgs) -> Result<(), Failure> {
@@ -164,13 +172,17 @@ fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
 fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), Failure> {
     let p = store.profile(name)?;
     let counter = match (p.mode, dry_run) {
-        (Mode::Totp, true) => (unix_now() / p.step_secs).max(store.peek_counter(name)?),
+        (Mode::Totp, true) => {
+            let current = unix_now() / p.step_secs;
+            usable_step(&p, store::plan_step(current, store.peek_counter(name)?), current)?
+        }
         (Mode::Totp, false) => {
             let current = unix_now() / p.step_secs;
-            let step = store.reserve_step(name, current)?;
+            let step = usable_step(&p, store.reserve_step(name, current)?, current)?;
             if step > current {
-                // This step was used already (each is usable once): wait for the next one.
-                let wait = (step * p.step_secs).saturating_sub(unix_now());
+                // This step was used already (each is usable once): wait for the next one,
+                // which starts within one step.
+                let wait = step.saturating_mul(p.step_secs).saturating_sub(unix_now()).min(p.step_secs);
                 eprintln!("knock: waiting {wait} s for the next time step (the current one was used)");
                 std::thread::sleep(Duration::from_secs(wait));
             }
@@ -224,6 +236,69 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> 
         other => return Err(Failure::Config(format!("profile mode {} cannot be knocked", other.label()))),
     };
     Ok((counter, knocks))
+}
+
+/// The step a `totp` knock uses, or the refusal of a next step more than one step ahead: after
+/// a few knocks in quick succession, when to try again; after a clock that ran ahead (or was
+/// set back), what happened and `knock profile reset-step`.
+fn usable_step(p: &knock_core::profile::Profile, plan: StepPlan, current: u64) -> Result<u64, Failure> {
+    let next = match plan {
+        StepPlan::Use(step) => return Ok(step),
+        StepPlan::Ahead { next } => next,
+    };
+    let name = &p.name;
+    // A knock may go out once the next step is at most one step away.
+    let again = (next - 1).saturating_mul(p.step_secs).saturating_sub(unix_now());
+    if next <= current + u64::from(p.skew) + 1 {
+        return Err(Failure::Failed(format!(
+            "profile `{name}`: the next unused time step starts in {}; the ones before it were used or skipped \
+             (each step opens once): knock again in {again} s",
+            human_secs(again.saturating_add(p.step_secs))
+        )));
+    }
+    Err(Failure::Failed(format!(
+        "profile `{name}`: its next unused time step ({next}) lies {} ahead of this machine's clock (step \
+         {current}): the clock ran ahead when this profile last knocked, or was set back since. If the clock \
+         is right now (compare `date -u` with a trusted clock), run `knock profile reset-step {name}`: it \
+         moves the profile back to the present without reusing a step the server may still accept",
+        human_secs((next - current).saturating_mul(p.step_secs))
+    )))
+}
+
+/// A span of seconds for people: `45 s`, `3 min 20 s`, `5 h 2 min`, `412 days`.
+fn human_secs(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min {} s", secs / 60, secs % 60),
+        7200..=172_799 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+/// `knock profile reset-step NAME`.
+fn reset_step(name: &str) -> Result<String, Failure> {
+    let store = Store::locate()?;
+    let p = store.profile(name)?;
+    if p.mode != Mode::Totp {
+        return Err(Failure::Usage(format!(
+            "profile `{name}` is a {} profile: only totp profiles follow the clock, so there is no time step to reset",
+            p.mode.label()
+        )));
+    }
+    let current = unix_now() / p.step_secs;
+    match store.reset_step(name, current, p.skew)? {
+        None => Ok(format!(
+            "profile `{name}`: nothing to reset: its next time step is within {} s of this machine's clock",
+            (u64::from(p.skew) + 2) * p.step_secs
+        )),
+        Some((old, new)) => Ok(format!(
+            "profile `{name}`: next time step moved back from {old} to {new} (this clock: step {current}). The steps \
+             the server accepts now (up to {}) are skipped, since a knock sent while the clock was wrong may \
+             have used them: knock again in {} s",
+            current + u64::from(p.skew),
+            ((new - 1) * p.step_secs).saturating_sub(unix_now())
+        )),
+    }
 }
 
 fn with_profile(args: &KnockArgs, name: &str) -> Result<(), Failure> {
@@ -320,6 +395,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Some(Command::Profile(ProfileCommand::List { names })) => profiles::list(&Store::locate()?, *names),
         Some(Command::Profile(ProfileCommand::Show { name })) => profiles::show(&Store::locate()?, name),
         Some(Command::Profile(ProfileCommand::Remove { name })) => profiles::remove(&Store::locate()?, name),
+        Some(Command::Profile(ProfileCommand::ResetStep { name })) => reset_step(name).map(|m| println!("{m}")),
         None => match &cli.knock.profile {
             Some(name) => with_profile(&cli.knock, name),
             None => classic(&cli.knock),

@@ -214,12 +214,12 @@ impl Store {
     /// syncs the directory, all before returning. Two knocks never share a counter, and a crash
     /// at any point leaves either the old or the new value, never an empty one.
     pub fn reserve_counter(&self, name: &str) -> Result<u64, Failure> {
-        self.reserve_with(name, |stored| stored)
+        self.update_next(name, |stored| Some(stored + 1)).map(|(stored, _)| stored)
     }
 
-    /// Under the profile's lock: picks a value from the stored next one, stores its successor
-    /// durably, and returns it.
-    fn reserve_with(&self, name: &str, pick: impl Fn(u64) -> u64) -> Result<u64, Failure> {
+    /// Under the profile's lock: reads the stored next value and, when `change` gives a new one,
+    /// stores it durably. Returns the value read and the one stored, if any.
+    fn update_next(&self, name: &str, change: impl FnOnce(u64) -> Option<u64>) -> Result<(u64, Option<u64>), Failure> {
         let path = self.counter_path(name);
         let err = |e: std::io::Error| Failure::Io(format!("counter {}: {e}", path.display()));
         DirBuilder::new().recursive(true).mode(0o700).create(&self.state).map_err(io_err(&self.state))?;
@@ -227,21 +227,43 @@ impl Store {
         let lock =
             OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(err)?;
         lock.lock().map_err(err)?;
-        let next = pick(self.peek_counter(name)?);
+        let stored = self.peek_counter(name)?;
+        let Some(next) = change(stored) else { return Ok((stored, None)) };
         let tmp = self.state.join(format!("{name}.next.tmp"));
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-        f.write_all(format!("{}\n", next + 1).as_bytes()).map_err(err)?;
+        f.write_all(format!("{next}\n").as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
         File::open(&self.state).and_then(|d| d.sync_all()).map_err(err)?;
         drop(lock);
-        Ok(next)
+        Ok((stored, Some(next)))
     }
 
     /// Reserves a `totp` time step: the current one, or the next not yet used by this profile
-    /// (each step is usable once). Returns the step; the caller waits for it when it lies ahead.
-    pub fn reserve_step(&self, name: &str, current: u64) -> Result<u64, Failure> {
-        self.reserve_with(name, |stored| current.max(stored))
+    /// (each step is usable once), which the caller waits for (less than one step). A next
+    /// unused step further ahead is refused and nothing is reserved (see [`plan_step`]).
+    pub fn reserve_step(&self, name: &str, current: u64) -> Result<StepPlan, Failure> {
+        let mut plan = StepPlan::Use(current);
+        self.update_next(name, |stored| {
+            plan = plan_step(current, stored);
+            match plan {
+                StepPlan::Use(step) => Some(step + 1),
+                StepPlan::Ahead { .. } => None,
+            }
+        })?;
+        Ok(plan)
+    }
+
+    /// `knock profile reset-step`: brings a `totp` profile whose next step ran ahead of the
+    /// clock back to the first step past the server's window (`current + skew + 1`). Every step
+    /// the server would accept now is skipped, since a knock sent while the clock was wrong may
+    /// have used any of them; a step beyond the window was, when sent, too early for the
+    /// server to accept. Returns the old and the new next step, or `None` when the next step
+    /// was no further than that already (nothing to reset).
+    pub fn reset_step(&self, name: &str, current: u64, skew: u32) -> Result<Option<(u64, u64)>, Failure> {
+        let floor = current.saturating_add(u64::from(skew)).saturating_add(1);
+        let (stored, new) = self.update_next(name, |stored| (stored > floor).then_some(floor))?;
+        Ok(new.map(|n| (stored, n)))
     }
 
     /// The next counter without reserving it (for `--dry-run`).
@@ -258,5 +280,95 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io_err(&path)(e)),
         }
+    }
+}
+
+/// What the next `totp` knock of a profile may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepPlan {
+    /// This step: the current one, or the next (starting in less than one step).
+    Use(u64),
+    /// The next unused step lies more than one step ahead of the clock: waiting for it could
+    /// take anything up to years (a clock that once ran ahead), so the knock is refused.
+    Ahead {
+        /// The profile's next unused step.
+        next: u64,
+    },
+}
+
+/// The step the next knock uses at step `current`, given the profile's next unused one.
+pub fn plan_step(current: u64, stored_next: u64) -> StepPlan {
+    let step = current.max(stored_next);
+    if step > current.saturating_add(1) {
+        StepPlan::Ahead { next: step }
+    } else {
+        StepPlan::Use(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("knock-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store { config: dir.join("config"), state: dir.join("state") }
+    }
+
+    fn set_next(store: &Store, name: &str, next: u64) {
+        std::fs::create_dir_all(&store.state).unwrap();
+        std::fs::write(store.counter_path(name), format!("{next}\n")).unwrap();
+    }
+
+    #[test]
+    fn a_step_more_than_one_ahead_is_refused_and_nothing_is_reserved() {
+        let store = scratch("ahead");
+        // A clock that ran a year ahead (30 s steps) left this behind.
+        let current = 59_000_000;
+        let year_ahead = current + 365 * 2880;
+        set_next(&store, "p", year_ahead);
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Ahead { next: year_ahead });
+        assert_eq!(store.peek_counter("p").unwrap(), year_ahead, "a refused knock reserves nothing");
+        // Two steps ahead (the current and the next used already) is refused as well: the wait
+        // would be more than one step.
+        set_next(&store, "p", current + 2);
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Ahead { next: current + 2 });
+        let _ = std::fs::remove_dir_all(store.config.parent().unwrap());
+    }
+
+    #[test]
+    fn steps_are_used_once_each_and_the_wait_is_under_one_step() {
+        let store = scratch("once");
+        let current = 1000;
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Use(current));
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Use(current + 1));
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Ahead { next: current + 2 });
+        assert_eq!(store.reserve_step("p", current + 1).unwrap(), StepPlan::Use(current + 2));
+        // A clock back in the present after a long pause: the current step.
+        assert_eq!(store.reserve_step("p", current + 50).unwrap(), StepPlan::Use(current + 50));
+        for stored in 0..current + 10 {
+            if let StepPlan::Use(step) = plan_step(current, stored) {
+                assert!(step >= stored && step <= current + 1, "{stored}: {step}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(store.config.parent().unwrap());
+    }
+
+    #[test]
+    fn reset_step_skips_the_whole_window_and_never_moves_forward() {
+        let store = scratch("reset");
+        let (current, skew) = (5000, 2);
+        set_next(&store, "p", current + 100_000);
+        assert_eq!(store.reset_step("p", current, skew).unwrap(), Some((current + 100_000, current + 3)));
+        // No step the server accepts now (current-2 ..= current+2) is ever used again; the next
+        // knock is refused until one step has passed, then waits less than one more.
+        assert_eq!(store.reserve_step("p", current).unwrap(), StepPlan::Ahead { next: current + 3 });
+        assert_eq!(store.reserve_step("p", current + 2).unwrap(), StepPlan::Use(current + 3));
+        // Nothing to reset when the next step is within the window's end already.
+        assert_eq!(store.reset_step("p", current + 2, skew).unwrap(), None);
+        assert_eq!(store.peek_counter("p").unwrap(), current + 4);
+        assert_eq!(store.reset_step("q", current, skew).unwrap(), None, "a fresh profile has nothing to reset");
+        let _ = std::fs::remove_dir_all(store.config.parent().unwrap());
     }
 }

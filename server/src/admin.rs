@@ -48,6 +48,7 @@ fn profile_for(d: &Door, client: &str, server: IpAddr, server_id: [u8; 16]) -> P
         delay_ms: 10,
         close: d.close,
         step_secs: d.step.as_secs(),
+        skew: d.skew,
         warn_below: 10,
     }
 }

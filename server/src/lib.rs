@@ -8,6 +8,7 @@ pub mod console;
 pub mod daemon;
 pub mod doors;
 pub mod firewall;
+pub mod fuzz_entry;
 pub mod grants;
 pub mod hardening;
 pub mod onetime;

@@ -22,8 +22,9 @@
 //! | `Cmd_Timeout` | supported: whole seconds, 0..=604800; default 10; warned when there is no stop command |
 //! | `Target` | supported as an IP address (→ [`Door::addresses`]); a host name is refused (knockd passes it to pcap, which resolves it at start) |
 //!
-//! Stricter than knockd, each with an error naming line and column: an unknown key (knockd: "syntax
-//! error"), a value knockd's `atoi` would read as 0 or truncate (`seq_timeout = 5s`), a directive
+//! Stricter than knockd, each with an error naming line and column: a control character other
+//! than tab outside a comment (NUL, a carriage return inside a line, DEL: no value can carry one
+//! into a command or a knockd.toml), an unknown key (knockd: "syntax error"), a value knockd's `atoi` would read as 0 or truncate (`seq_timeout = 5s`), a directive
 //! given twice in one section (knockd silently keeps the last), a door defined twice (knockd would
 //! run both), a door with both or neither of `sequence` / `one_time_sequences`, a door without a
 //! start command (knockd would only log the knock), and a door name outside `[A-Za-z0-9_.-]`
@@ -36,6 +37,7 @@
 //! A `one_time_sequences` door has `length` 0, because the file's lines may differ in length
 //! and are only read by the daemon: this parser does no I/O.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -183,6 +185,8 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
     let place = Place { path };
     let mut options: Vec<Entry> = Vec::new();
     let mut doors: Vec<Section> = Vec::new();
+    // Door name -> its index in `doors`: a set, so many sections stay linear.
+    let mut door_index: HashMap<&str, usize> = HashMap::new();
     let mut current = Current::Nowhere;
     let mut warnings = Vec::new();
 
@@ -194,8 +198,19 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
             continue;
         }
         let start = raw.len() - raw.trim_start().len();
+        if let Some((at, c)) = raw.char_indices().find(|(_, c)| c.is_control() && *c != '\t') {
+            return Err(place.err(
+                line,
+                column(raw, at),
+                format!(
+                    "control character U+{:04X} in this line: knockd.conf values are plain text on one line \
+                     (a command cannot hold a NUL, a carriage return or DEL either); remove it",
+                    u32::from(c)
+                ),
+            ));
+        }
         if trimmed.starts_with('[') {
-            current = section_header(&place, raw, trimmed, start, line, &mut doors)?;
+            current = section_header(&place, raw, trimmed, start, line, &mut doors, &mut door_index)?;
             continue;
         }
         let (key_text, value) = match trimmed.split_once('=') {
@@ -405,6 +420,7 @@ fn section_header<'a>(
     start: usize,
     line: usize,
     doors: &mut Vec<Section<'a>>,
+    door_index: &mut HashMap<&'a str, usize>,
 ) -> Result<Current, ConfigError> {
     let col = column(raw, start);
     if trimmed.starts_with("[[") {
@@ -451,7 +467,7 @@ fn section_header<'a>(
             format!("door name `{name}` is {} characters long; at most {MAX_DOOR_NAME} are accepted", name.len()),
         ));
     }
-    if let Some(first) = doors.iter().find(|d| d.name == name) {
+    if let Some(first) = door_index.get(name).map(|&i| &doors[i]) {
         return Err(place.err(
             line,
             name_col,
@@ -461,6 +477,7 @@ fn section_header<'a>(
             ),
         ));
     }
+    door_index.insert(name, doors.len());
     doors.push(Section { name, line, column: name_col, entries: Vec::new() });
     Ok(Current::Door(doors.len() - 1))
 }

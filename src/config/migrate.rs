@@ -18,6 +18,7 @@
 //!
 //! Doors that are already one-time (a knockd.toml given to `migrate`) are written back as they are.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -81,6 +82,14 @@ fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Text for a `#` comment: TOML comments hold no control character but tab, so every other one
+/// (a newline in a path, DEL) is written as its escape.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
 /// A duration as knockd.toml writes it: whole seconds, or milliseconds in a string.
 fn duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -99,8 +108,9 @@ fn list(items: impl IntoIterator<Item = String>) -> String {
 /// door names collide once sanitised.
 pub fn migrate(config: &Config) -> Result<String, ConfigError> {
     let names: Vec<String> = config.doors.iter().map(|d| sanitise_name(&d.name)).collect();
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(names.len());
     for (i, n) in names.iter().enumerate() {
-        if let Some(j) = names[..i].iter().position(|o| o == n) {
+        if let Some(&j) = first_of.get(n.as_str()) {
             return Err(ConfigError {
                 path: config.path.clone(),
                 line: None,
@@ -112,6 +122,7 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
                 ),
             });
         }
+        first_of.insert(n, i);
     }
     let mut opened: Vec<PortRange> = config.doors.iter().flat_map(commands_of).flat_map(command_ports).collect();
     opened.extend(config.doors.iter().flat_map(|d| &d.open).filter_map(|o| PortRange::new(o.port, o.port)));
@@ -124,7 +135,7 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
         .collect();
 
     let mut out = String::new();
-    let from = config.path.display();
+    let from = comment(&config.path.display().to_string());
     let _ = writeln!(out, "# knockd.toml written by `knockd migrate` from {from}.");
     out.push_str(
         "#\n\
@@ -156,10 +167,12 @@ pub fn migrate(config: &Config) -> Result<String, ConfigError> {
             out.push_str("#\n# [options] with no knockd.toml key:\n");
         }
         if let Some(f) = &o.log_file {
-            let _ = writeln!(out, "#   LogFile = {}  ->  run knockd with -g {}", f.display(), f.display());
+            let f = comment(&f.display().to_string());
+            let _ = writeln!(out, "#   LogFile = {f}  ->  run knockd with -g {f}");
         }
         if let Some(f) = &o.pid_file {
-            let _ = writeln!(out, "#   PidFile = {}  ->  run knockd with -p {}", f.display(), f.display());
+            let f = comment(&f.display().to_string());
+            let _ = writeln!(out, "#   PidFile = {f}  ->  run knockd with -p {f}");
         }
         if o.use_syslog {
             out.push_str(
@@ -202,7 +215,7 @@ fn write_door(out: &mut String, d: &Door, name: &str, opened: &[PortRange]) {
             let _ = writeln!(
                 out,
                 "# [{}]: the static sequence {} is replayable; now one-time (hotp).",
-                d.name,
+                comment(&d.name),
                 seq.join(",")
             );
         }
@@ -212,7 +225,7 @@ fn write_door(out: &mut String, d: &Door, name: &str, opened: &[PortRange]) {
                 "# [{}]: knockd's one_time_sequences file, used as it is: our file format reads knockd's lines\n\
                  # and skips the ones knockd invalidated with `#`. Used lines are recorded in the ledger (the\n\
                  # file is not rewritten), and any of the next `window` unused lines is accepted.",
-                d.name
+                comment(&d.name)
             );
         }
         _ => {}

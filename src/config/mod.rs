@@ -13,6 +13,7 @@ pub mod legacy;
 pub mod migrate;
 mod prefix;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,8 @@ pub const DEFAULT_SEQ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STEP: Duration = Duration::from_secs(30);
 /// Default `totp` skew in steps on either side.
 pub const DEFAULT_SKEW: u32 = 1;
+/// Largest `totp` skew accepted.
+pub const MAX_SKEW: u32 = 10;
 /// Default time a grant stays open.
 pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
 
@@ -395,7 +398,7 @@ impl Config {
         let loc = Locator { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
-            loc.at(offset, e.message().trim().to_string())
+            loc.at(offset, toml_message(text, &e))
         })?;
         let resolve = |p: &str| resolve_path(path, p);
         let server = ServerConfig {
@@ -427,10 +430,11 @@ impl Config {
                 message: "[server] interfaces is empty; name at least one interface, or \"any\"".into(),
             });
         }
-        let mut doors: Vec<Door> = Vec::new();
+        let mut doors: Vec<Door> = Vec::with_capacity(raw.door.len());
+        let mut names: HashSet<&str> = HashSet::with_capacity(raw.door.len());
         for d in &raw.door {
             let door = validate_door(&loc, d, &resolve)?;
-            if doors.iter().any(|o| o.name == door.name) {
+            if !names.insert(d.get_ref().name.get_ref().as_str()) {
                 return Err(loc.span(&d.get_ref().name, format!("door `{}` is defined twice", door.name)));
             }
             doors.push(door);
@@ -449,6 +453,26 @@ impl Config {
     /// The door called `name`.
     pub fn door(&self, name: &str) -> Option<&Door> {
         self.doors.iter().find(|d| d.name == name)
+    }
+}
+
+/// The message of a TOML syntax error. The parser gives none for a control character in a
+/// comment; then it names the character and the fix.
+pub(crate) fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    if !message.is_empty() {
+        return message.to_string();
+    }
+    let at = e.span().map_or(0, |s| s.start);
+    match text.get(at..).and_then(|t| t.chars().next()) {
+        Some(c) if c.is_control() => format!(
+            "control character U+{:04X}: TOML allows none but tab outside a string, and in a string only \
+             escaped (\\u{:04X}); remove it",
+            u32::from(c),
+            u32::from(c)
+        ),
+        Some(c) => format!("unexpected {c:?} here: this is not valid TOML"),
+        None => "the file ends unexpectedly: this is not valid TOML".to_string(),
     }
 }
 
@@ -556,7 +580,7 @@ fn validate_door(loc: &Locator, sd: &Spanned<RawDoor>, resolve: &dyn Fn(&str) ->
     }
     let window = int_in(loc, &d.window, DEFAULT_WINDOW, 1..=1000, "window")?;
     let step = duration_field(loc, &d.step, DEFAULT_STEP, "step")?;
-    let skew = int_in(loc, &d.skew, DEFAULT_SKEW, 0..=10, "skew")?;
+    let skew = int_in(loc, &d.skew, DEFAULT_SKEW, 0..=i64::from(MAX_SKEW), "skew")?;
     if let Some(v) = d.step.as_ref().filter(|_| step < Duration::from_secs(1)) {
         return Err(loc.span(v, "step must be at least 1s"));
     }

@@ -274,3 +274,55 @@ fn exit_statuses_and_where_reports_go() {
     assert_eq!(status(&broken), exit::CONFIG, "{}", broken.stderr);
     let _ = fs::remove_dir_all(&d);
 }
+
+/// A totp profile whose next step ran far ahead (a clock that was a year fast when it last
+/// knocked) is refused at once, naming the profile and the command that resets it; the reset
+/// skips every step the server accepts now (issue 9).
+#[test]
+fn a_totp_step_far_ahead_is_refused_and_reset_step_brings_it_back() {
+    let d = scratch("totp-ahead");
+    let config = CONFIG.replace("mode = \"hotp\"", "mode = \"totp\"");
+    fs::write(d.join("knockd.toml"), config).unwrap();
+    assert!(run(&d, "knockd", &["-c", "knockd.toml", "init"]).ends_with("[exit 0]\n"));
+    let add = [
+        "-c",
+        "knockd.toml",
+        "client",
+        "add",
+        "--door",
+        "ssh",
+        "--name",
+        "alice",
+        "--server-addr",
+        "198.18.0.1",
+        "--out",
+        "alice.knock",
+    ];
+    assert!(run(&d, "knockd", &add).ends_with("[exit 0]\n"));
+    assert!(run(&d, "knock", &["profile", "import", "alice.knock"]).ends_with("[exit 0]\n"));
+    let now_step = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 30;
+    let next_file = d.join("state-home/knock/ssh-alice.next");
+    fs::create_dir_all(next_file.parent().unwrap()).unwrap();
+    fs::write(&next_file, format!("{}\n", now_step() + 365 * 2880)).unwrap();
+
+    let started = std::time::Instant::now();
+    let refused = run(&d, "knock", &["--profile", "ssh-alice", "--dry-run"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "no sleeping: {refused}");
+    assert!(refused.ends_with("[exit 69]\n"), "{refused}");
+    for words in ["profile `ssh-alice`", "365 days ahead", "knock profile reset-step ssh-alice"] {
+        assert!(refused.contains(words), "{words}: {refused}");
+    }
+
+    let before = now_step();
+    let reset = run(&d, "knock", &["profile", "reset-step", "ssh-alice"]);
+    assert!(reset.ends_with("[exit 0]\n") && reset.contains("moved back"), "{reset}");
+    let next: u64 = fs::read_to_string(&next_file).unwrap().trim().parse().unwrap();
+    assert!((before + 2..=now_step() + 2).contains(&next), "skew 1: past the window, {next}");
+    let soon = run(&d, "knock", &["--profile", "ssh-alice", "--dry-run"]);
+    assert!(soon.contains("knock again in") && !soon.contains("reset-step"), "{soon}");
+    let again = run(&d, "knock", &["profile", "reset-step", "ssh-alice"]);
+    assert!(again.contains("nothing to reset") && again.ends_with("[exit 0]\n"), "{again}");
+    let missing = run(&d, "knock", &["profile", "reset-step", "nobody"]);
+    assert!(missing.contains("no profile `nobody`") && missing.ends_with("[exit 2]\n"), "{missing}");
+    let _ = fs::remove_dir_all(&d);
+}

@@ -9,7 +9,7 @@
 //! table), [`nfnl`] (pure encoder of set-element batches), `ack` (parser of the kernel's
 //! replies), `netlink` (the socket), [`error`].
 
-mod ack;
+pub(crate) mod ack;
 pub mod allow;
 pub mod error;
 pub mod iptables;

@@ -1,0 +1,4 @@
+//! Fuzz target: knock_core::fuzz_entry::knockd_conf (invariants in src/fuzz_entry.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| knock_core::fuzz_entry::knockd_conf(data));
