@@ -111,7 +111,8 @@ fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
         Shell::Zsh => {
             let script = replace_all(script, "]:NAME:_default'", "]:NAME:_knock_profile_names'", 2)?;
             let positional = "':name -- The profile:_default'";
-            let script = replace_all(&script, positional, "':name -- The profile:_knock_profile_names'", 2)?;
+            // show, remove and reset-step.
+            let script = replace_all(&script, positional, "':name -- The profile:_knock_profile_names'", 3)?;
             // clap's spec for the classic form's HOST PORT words takes the first word, so that
             // `knock profile ...` never reaches the subcommands (and the command is `$line[2]`).
             // Those words have nothing to complete: the spec goes, and the command is `$line[1]`.
@@ -133,7 +134,7 @@ fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
                 "complete -c knock -n \"not __fish_seen_subcommand_from profile help\" -s p -l profile -r -f -a \
                  \"({NAMES})\"\n\
                  complete -c knock -n \"__fish_knock_using_subcommand profile; and __fish_seen_subcommand_from show \
-                 remove\" -f -a \"({NAMES})\"\n"
+                 remove reset-step\" -f -a \"({NAMES})\"\n"
             ));
             Ok(script)
         }
