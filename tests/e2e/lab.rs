@@ -246,19 +246,27 @@ impl Lab {
 
     /// Starts the daemon in the server namespace and waits until it captures.
     pub fn start_daemon(&mut self) {
+        self.spawn_daemon(&[]);
+        self.wait_log("knockd started", Duration::from_secs(10));
+        // The capture threads open right before this line; give them a moment to be attached.
+        sleep(Duration::from_millis(200));
+    }
+
+    /// Starts the daemon in the server namespace with extra environment variables (systemd's
+    /// `NOTIFY_SOCKET`, `JOURNAL_STREAM`), its standard error appended to `daemon.log`, and
+    /// returns at once.
+    pub fn spawn_daemon(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
         let args: Vec<&str> = self.daemon_args.iter().map(String::as_str).collect();
         let child = self
             .spawn(Host::Server, bin("knockd"), &args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start knockd");
         self.daemon = Some(child);
-        self.wait_log("knockd started", Duration::from_secs(10));
-        // The capture threads open right before this line; give them a moment to be attached.
-        sleep(Duration::from_millis(200));
     }
 
     /// The daemon's log so far.
