@@ -2,7 +2,7 @@
 # Builds the Debian package knockd-onetime from this workspace:
 #
 #   bash scripts/build-deb.sh            # release build, then target/debian/knockd-onetime_<version>_<arch>.deb
-#   bash scripts/build-deb.sh --debug    # packages the debug binaries the tests built (tests/deb/run.sh)
+#   bash scripts/build-deb.sh --debug    # packages the debug binaries the tests ran (tests/deb/run.sh)
 #
 # Only dpkg-deb and dpkg-shlibdeps (dpkg-dev, with build-essential) are needed: the package is
 # laid out here, file by file, so what it holds is plain to read. It installs
@@ -34,12 +34,15 @@ if ! command -v cargo >/dev/null; then
 fi
 
 target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+bin="$target/$profile"
 if [ "$profile" = release ]; then
   cargo build --release -p knockd -p knock
 else
-  cargo build -p knockd -p knock
+  # The binaries the tests ran, as they are (a build with other packages' features would differ).
+  for b in knockd knock; do
+    [ -x "$bin/$b" ] || die "$bin/$b is missing: run \`cargo build --workspace\` first (the README's test command does)"
+  done
 fi
-bin="$target/$profile"
 
 name=knockd-onetime
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)

@@ -225,7 +225,7 @@ daemon=$!
 PIDS+=("$daemon")
 wait_for() { # wait_for FILE TEXT SECONDS [COUNT]: until FILE has COUNT (1) lines matching TEXT
   for _ in $(seq $(($3 * 10))); do
-    [ "$(grep -c "$2" "$1" 2>/dev/null)" -ge "${4:-1}" ] && return 0
+    [ "$(grep -c "$2" "$1" 2>/dev/null || true)" -ge "${4:-1}" ] 2>/dev/null && return 0
     sleep 0.1
   done
   fail "no \"$2\" in $1 within $3 s; daemon log: $(cat "$WORK/daemon.log")"
