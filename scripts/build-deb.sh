@@ -15,6 +15,7 @@
 #   /usr/share/doc/knockd-onetime/: README.md, docs/*.md, examples
 # and replaces Debian's knockd (Conflicts, Replaces, Provides): `apt install ./<file>.deb`
 # switches. Maintainer scripts: pkg/deb/. docs/OPERATIONS.md, "The package", says what they do.
+# DEB_MAINTAINER="Name <address>" sets the Maintainer field.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -118,7 +119,7 @@ cat > "$stage/DEBIAN/control" <<EOF
 Package: $name
 Version: $version
 Architecture: $arch
-Maintainer: knock / knockd maintainers <maintainers@users.noreply.github.com>
+Maintainer: ${DEB_MAINTAINER:-knockd-onetime packagers <packagers@knockd-onetime.invalid>}
 Installed-Size: $size
 Depends: $shlibs, nftables, adduser
 Suggests: iptables, ipset

@@ -47,6 +47,24 @@ pub fn after_admin_command(config: &Config) -> Option<Report> {
     (owner.uid != 0).then(|| hand_over(config, owner))
 }
 
+/// For a file written as root that will replace `replaced` (write, then rename): gives `new` the
+/// owner of the file it replaces, so a file the daemon's account owns stays its own at every
+/// moment (the daemon may read it while `knockd grant` runs beside it). Nothing when not root,
+/// or when `replaced` is missing, root's own, or a link.
+pub fn keep_owner(new: &File, replaced: &Path) -> std::io::Result<()> {
+    if crate::hardening::effective_uid() != 0 {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(replaced) {
+        Ok(meta) if meta.is_file() && meta.uid() != 0 => {
+            std::os::unix::fs::fchown(new, Some(meta.uid()), Some(meta.gid()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Hands root's files of the state directory, key directories and sequence files to `owner`.
 pub fn hand_over(config: &Config, owner: Owner) -> Report {
     let mut report = Report::default();
@@ -220,6 +238,23 @@ mod tests {
         assert!(report.warnings.iter().any(|w| w.contains("hard links")), "{:?}", report.warnings);
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn a_file_written_to_replace_another_takes_its_owner() {
+        let dir = std::env::temp_dir().join(format!("knockd-keep-owner-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new, fresh) = (dir.join("audit.key"), dir.join("audit.key.tmp"), dir.join("other"));
+        std::fs::write(&old, "x").unwrap();
+        std::os::unix::fs::chown(&old, Some(NOBODY.uid), Some(NOBODY.gid)).unwrap();
+        let f = File::create(&new).unwrap();
+        keep_owner(&f, &old).unwrap();
+        assert_eq!(uid(&new), NOBODY.uid);
+        let f = File::create(&fresh).unwrap();
+        keep_owner(&f, &dir.join("missing")).unwrap();
+        assert_eq!(uid(&fresh), 0, "nothing replaced, nothing changes");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -246,6 +246,14 @@ ip netns exec "$NS_C" "${client_env[@]}" /usr/bin/knock --profile ssh-alice --wa
   >"$WORK/knock.out" 2>&1 || fail "the knock did not open 22: $(cat "$WORK/knock.out"); daemon: $(cat "$WORK/daemon.log")"
 ip netns exec "$NS_C" "$TARGET/debug/knock-lab" probe --addr 198.18.9.1 --port 22 --timeout-ms 1000 >/dev/null \
   || fail "22 is not open after the knock"
+# Root's console grant writes the audit log and its key beside the running daemon: the files stay
+# the daemon's, and its next knock opens as the first did.
+ip netns exec "$NS_S" /usr/sbin/knockd grant 198.18.9.3 --door ssh --for 30s >"$WORK/grant.out" 2>&1 \
+  || fail "knockd grant: $(cat "$WORK/grant.out")"
+[ -n "$(find /var/lib/knockd -not -user knockd)" ] && fail "after knockd grant, not the daemon's: $(find /var/lib/knockd -not -user knockd)"
+ip netns exec "$NS_C" "${client_env[@]}" /usr/bin/knock --profile ssh-alice --wait --wait-timeout 2 --attempts 1 \
+  >"$WORK/knock.out" 2>&1 || fail "the knock after knockd grant did not open 22: $(cat "$WORK/knock.out"); daemon: $(cat "$WORK/daemon.log")"
+grep -qi "denied" "$WORK/daemon.log" && fail "the daemon was denied a file: $(cat "$WORK/daemon.log")"
 kill -HUP "$knockd_pid"
 wait_for "$WORK/notify.log" "^RELOADING=1" 5
 wait_for "$WORK/notify.log" "^READY=1" 5 2
