@@ -5,9 +5,10 @@
 #
 # Every program a test runs comes from a package below: libpcap, nftables, iptables and ipset
 # (firewall backends), iproute2 (namespaces), tcpdump (captures), python3 (the protocol's
-# reference implementation), procps (kill, sysctl), mount; and for the package test
-# (tests/deb/run.sh): dpkg-dev (with build-essential), systemd (systemd-analyze), man-db
-# (man -w) and adduser (the package's postinst). Debian's knockd 0.8, the real peer of the
+# reference implementation), procps (kill, sysctl), mount; man-db and groff-base (the man
+# pages render), zsh and fish (their completions load); and for the package test
+# (tests/deb/run.sh): dpkg-dev (with build-essential), systemd (systemd-analyze) and adduser
+# (the package's postinst). Debian's knockd 0.8, the real peer of the
 # compatibility tests, is not installed: it is unpacked under target/peers/ (below), because
 # the package test installs this project's package, which replaces Debian's knockd.
 set -euo pipefail
@@ -22,7 +23,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 procps mount
-  systemd man-db adduser)
+  systemd man-db groff-base zsh fish adduser)
 if have dpkg-query && have apt-get; then
   for p in "${packages[@]}"; do pkg_missing "$p" && need_pkgs+=("$p"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then

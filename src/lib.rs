@@ -9,6 +9,7 @@
 pub mod auditchain;
 pub mod config;
 pub mod entropy;
+pub mod exit;
 pub mod keys;
 pub mod knock;
 pub mod ledger;

@@ -580,24 +580,45 @@ impl Matcher {
         }
     }
 
-    /// Ends an incomplete track (already taken out of the state). While a sibling (the same
-    /// candidate from the same address, in another slot) lives on, the sibling inherits how far
-    /// this one got; the last of them burns a fresh candidate if any of them had matched
-    /// the door's burn threshold.
+    /// Ends an incomplete track (already taken out of the state). Its siblings (the same
+    /// candidate from the same address, in other slots) decide what follows:
+    /// - if it had matched the door's burn threshold and no sibling has matched two knocks of
+    ///   its own, the attempt is over: the siblings end with it, quietly, and a fresh candidate
+    ///   burns at once (a sender whose ports change, seen only by the address's track);
+    /// - else such a sibling carries the attempt on (the address's track died of a neighbour's
+    ///   misses, the port's did not) and inherits how far this one got; the last of them burns
+    ///   if any had reached the threshold.
     fn end(&mut self, source: IpAddr, t: Track, reason: BurnReason, events: &mut Vec<Event>) {
         let reached = t.progress.max(t.peak);
-        let mut sibling_lives = false;
-        for slot in self.slots_holding(source, t.id) {
-            if let Some(list) = self.tracks.get_mut(&source).and_then(|a| a.slots.get_mut(&slot)) {
-                for s in list.iter_mut().filter(|s| s.id == t.id) {
-                    s.peak = s.peak.max(reached);
-                    sibling_lives = true;
+        let burn_at = self.doors.get(t.id.door).and_then(|d| d.rules.as_ref()).and_then(|r| r.burn_at);
+        let past = burn_at.is_some_and(|b| reached >= b);
+        let slots = self.slots_holding(source, t.id);
+        // A sibling that matched two knocks in its own slot is a live attempt (one knock is only
+        // where a sender with changing ports started).
+        let carried = past
+            && slots.iter().any(|slot| {
+                self.tracks
+                    .get(&source)
+                    .and_then(|a| a.slots.get(slot))
+                    .is_some_and(|l| l.iter().any(|s| s.id == t.id && s.progress >= 2))
+            });
+        if past && !carried {
+            for slot in slots {
+                if let Some(s) = self.take_track(source, slot, t.id) {
+                    self.forget(source, &s);
                 }
             }
-        }
-        let burn_at = self.doors.get(t.id.door).and_then(|d| d.rules.as_ref()).and_then(|r| r.burn_at);
-        if !sibling_lives && !t.used && burn_at.is_some_and(|b| reached >= b) {
-            events.push(Event::Burned { id: t.id, source, progress: reached, reason });
+            if !t.used {
+                events.push(Event::Burned { id: t.id, source, progress: reached, reason });
+            }
+        } else {
+            for slot in slots {
+                if let Some(list) = self.tracks.get_mut(&source).and_then(|a| a.slots.get_mut(&slot)) {
+                    for s in list.iter_mut().filter(|s| s.id == t.id) {
+                        s.peak = s.peak.max(reached);
+                    }
+                }
+            }
         }
         self.forget(source, &t);
     }

@@ -373,6 +373,36 @@ mod tests {
         assert!(Bundle::parse_any(Path::new("-"), &damaged).unwrap_err().message.contains("damaged"));
     }
 
+    /// PROTOCOL.md section 9.4: base64url (RFC 4648 section 5) without `=` padding; a reader
+    /// refuses padding and the standard alphabet's `+` and `/`.
+    #[test]
+    fn the_one_line_form_is_base64url_without_padding() {
+        use base64::Engine;
+        let mut padded_tried = 0;
+        for n in 0..3 {
+            let mut p = sample();
+            p.name = format!("prod{}", "x".repeat(n));
+            let b = Bundle { profile: p, secret: BundleSecret::Key(Secret::from_bytes([0xfb; 32])) };
+            let line = b.to_line();
+            let body = line.strip_prefix(LINE_PREFIX).unwrap();
+            assert!(body.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{body}");
+            assert!(Bundle::parse_any(Path::new("-"), &format!("  {}\n", line.as_str())).is_ok());
+            let padded = base64::engine::general_purpose::URL_SAFE.encode(b.to_toml().as_bytes());
+            if padded.ends_with('=') {
+                padded_tried += 1;
+                assert!(
+                    Bundle::parse_any(Path::new("-"), &format!("{LINE_PREFIX}{padded}")).is_err(),
+                    "padding refused"
+                );
+            }
+            for foreign in ["+", "/", "="] {
+                let bad = format!("{LINE_PREFIX}{foreign}{}", &body[1..]);
+                assert!(Bundle::parse_any(Path::new("-"), &bad).is_err(), "`{foreign}` refused");
+            }
+        }
+        assert!(padded_tried > 0);
+    }
+
     #[test]
     fn profile_errors_say_what_is_wrong() {
         let text = sample().to_toml().replace("length = 8", "length = 99");

@@ -161,4 +161,15 @@ mod tests {
         assert_eq!(f.sequences.len(), 2);
         assert_eq!(f.sequences[1].line, 4);
     }
+
+    #[test]
+    fn protocol_md_counts_the_lines_of_its_file_example_as_the_parser_does() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+        let example =
+            doc.split("Example: in\n\n```\n").nth(1).and_then(|r| r.split("```").next()).expect("the example");
+        let f = SequenceFile::parse(Path::new("example"), example.as_bytes()).unwrap();
+        let lines: Vec<usize> = f.sequences.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [3, 5], "PROTOCOL.md: \"sequence 0 is on line 3 and sequence 1 on line 5\"");
+        assert!(doc.contains("sequence 0 is on line 3 and sequence 1 on line 5"));
+    }
 }

@@ -3,6 +3,9 @@
 //! a profile (`knock --profile NAME [--wait]`).
 #![forbid(unsafe_code)]
 
+mod exit;
+mod generate;
+mod profiles;
 mod send;
 mod store;
 
@@ -12,13 +15,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use knock_core::profile::Bundle;
 use knock_core::sequence::{derive, Mode, Purpose, SequenceId};
 use knock_core::time::{unix_now, utc_day};
 use knock_core::Knock;
 use zeroize::Zeroizing;
 
+use exit::Failure;
 use store::Store;
 
 /// Knock on a server's ports: a one-time sequence from a profile, or a classic knockd sequence.
@@ -95,13 +99,31 @@ enum ProfileCommand {
         /// The bundle file, or `-`.
         file: PathBuf,
     },
+    /// List the installed profiles: server, door, client, mode and the next sequence of each.
+    List {
+        /// Only the names, one per line (for scripts and shell completion).
+        #[arg(long)]
+        names: bool,
+    },
+    /// Show a profile: everything but its key or sequence list, which it never prints.
+    Show {
+        /// The profile.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Delete a profile with its key or sequence list and its counter (asks nothing).
+    Remove {
+        /// The profile.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
-fn classic(args: &KnockArgs) -> Result<(), String> {
-    let (host, ports) =
-        args.target.split_first().ok_or("usage: knock [options] host port[:tcp|udp] ... (see --help)")?;
+fn classic(args: &KnockArgs) -> Result<(), Failure> {
+    let usage = "usage: knock [options] host port[:tcp|udp] ... (see --help)";
+    let (host, ports) = args.target.split_first().ok_or_else(|| Failure::Usage(usage.into()))?;
     if ports.is_empty() {
-        return Err("no ports to knock: knock [options] host port[:tcp|udp] ...".into());
+        return Err(Failure::Usage("no ports to knock: knock [options] host port[:tcp|udp] ...".into()));
     }
     let knocks = ports
         .iter()
@@ -112,13 +134,14 @@ fn classic(args: &KnockArgs) -> Result<(), String> {
             }
             Ok(k)
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Failure::Usage)?;
     let server = resolve(host, args.ipv4, args.ipv6)?;
-    send::send_sequence(server, &knocks, Duration::from_millis(args.delay.unwrap_or(0)), |_, k| {
+    Ok(send::send_sequence(server, &knocks, Duration::from_millis(args.delay.unwrap_or(0)), |_, k| {
         if args.verbose {
             println!("hitting {} {}:{}", k.proto, server, k.port);
         }
-    })
+    })?)
 }
 
 fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
@@ -138,7 +161,7 @@ fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
 }
 
 /// The knocks of the next sequence of a profile, reserving it unless `dry_run`.
-fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), String> {
+fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), Failure> {
     let p = store.profile(name)?;
     let counter = match (p.mode, dry_run) {
         (Mode::Totp, true) => (unix_now() / p.step_secs).max(store.peek_counter(name)?),
@@ -179,13 +202,15 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> 
             derive(&key, &id, &p.alphabet(), p.length, source)
         }
         Mode::File if purpose == Purpose::Close => {
-            return Err(format!("profile `{name}` is a file profile; file doors have no closing sequence"))
+            return Err(Failure::Usage(format!(
+                "profile `{name}` is a file profile; file doors have no closing sequence"
+            )))
         }
         Mode::File => {
             let f = store.sequences(name)?;
             let total = f.sequences.len();
             let s = f.sequences.get(counter as usize).ok_or_else(|| {
-                format!("profile `{name}` has used all {total} sequences of its list; import a new list from `knockd sequences generate`")
+                Failure::Failed(format!("profile `{name}` has used all {total} sequences of its list; import a new list from `knockd sequences generate`"))
             })?;
             let left = total - counter as usize - 1;
             if (left as u64) < p.warn_below {
@@ -196,20 +221,20 @@ fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> 
             }
             s.knocks.clone()
         }
-        other => return Err(format!("profile mode {} cannot be knocked", other.label())),
+        other => return Err(Failure::Config(format!("profile mode {} cannot be knocked", other.label()))),
     };
     Ok((counter, knocks))
 }
 
-fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
+fn with_profile(args: &KnockArgs, name: &str) -> Result<(), Failure> {
     let store = Store::locate()?;
     let p = store.profile(name)?;
     let delay = Duration::from_millis(args.delay.unwrap_or(p.delay_ms));
     if args.close && !p.close {
-        return Err(format!(
+        return Err(Failure::Usage(format!(
             "profile `{name}`: door {} on {} has no closing sequence (the server sets `close = true` on the door)",
             p.door, p.server
-        ));
+        )));
     }
     let purpose = if args.close { Purpose::Close } else { Purpose::Open };
     if args.dry_run {
@@ -220,7 +245,9 @@ fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
     }
     let wait_port = match args.wait {
         None => None,
-        Some(0) => Some(p.open.first().map(|o| o.port).ok_or("the profile opens no port to wait for")?),
+        Some(0) => Some(p.open.first().map(|o| o.port).ok_or_else(|| {
+            Failure::Usage(format!("profile `{name}` opens no port to wait for; give one: --wait PORT"))
+        })?),
         Some(port) => Some(port),
     };
     let attempts = if wait_port.is_some() { args.attempts.max(1) } else { 1 };
@@ -269,38 +296,51 @@ fn with_profile(args: &KnockArgs, name: &str) -> Result<(), String> {
             timeout.as_secs_f64()
         );
     }
-    Err(format!(
+    Err(Failure::Failed(format!(
         "port did not open after {attempts} sequences. Check that the server runs knockd, that this machine's clock is \
          within a day of UTC (now {}), and that the profile's server id matches the server",
         unix_now()
-    ))
+    )))
 }
 
-fn import(file: &PathBuf) -> Result<String, String> {
+fn import(file: &PathBuf) -> Result<String, Failure> {
     let mut text = Zeroizing::new(String::new());
     if file.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("standard input: {e}"))?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::Io(format!("standard input: {e}")))?;
     } else {
-        *text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        *text = std::fs::read_to_string(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
     }
-    let bundle = Bundle::parse_any(file, &text).map_err(|e| e.to_string())?;
+    let bundle = Bundle::parse_any(file, &text).map_err(|e| Failure::Data(e.to_string()))?;
     Store::locate()?.import(&bundle)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
+fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
         Some(Command::Profile(ProfileCommand::Import { file })) => import(file).map(|m| println!("{m}")),
+        Some(Command::Profile(ProfileCommand::List { names })) => profiles::list(&Store::locate()?, *names),
+        Some(Command::Profile(ProfileCommand::Show { name })) => profiles::show(&Store::locate()?, name),
+        Some(Command::Profile(ProfileCommand::Remove { name })) => profiles::remove(&Store::locate()?, name),
         None => match &cli.knock.profile {
             Some(name) => with_profile(&cli.knock, name),
             None => classic(&cli.knock),
         },
+    }
+}
+
+/// The one place where a failure becomes a message and an exit status (`knock_core::exit`);
+/// clap exits 2 on usage errors before this.
+fn main() -> ExitCode {
+    // `--generate` stays out of `Cli`, so that neither --help nor the completions offer it.
+    let matches = Cli::command().arg(generate::arg()).get_matches();
+    let result = match generate::requested(&matches) {
+        Some(kind) => generate::render(kind, Cli::command()).map(|text| print!("{text}")),
+        None => run(&Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("knock: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("knock: {failure}");
+            ExitCode::from(failure.status())
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Admin subcommands that change state on disk: `init`, `client add`, `sequences generate`,
-//! and the read-only `check` and `audit` listings.
+//! and the read-only `check`, `status` and `audit` reports.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use knock_core::sequence::Mode;
 use zeroize::Zeroizing;
 
 use crate::doors::key_path;
+use crate::report::Report;
 use crate::state::StateDir;
 
 /// `knockd init`: the state directory and a random server id.
@@ -314,9 +315,10 @@ pub fn migrate(config: &Config, out: Option<&Path>) -> Result<String, String> {
 /// The least a door may offer an off-path attacker, in bits (PROTOCOL.md section 8).
 pub const MIN_BITS: f64 = 64.0;
 
-/// `knockd check`: validates the config and prints each door's strength; a door below
-/// [`MIN_BITS`] is a problem unless `force`.
-pub fn check(config: &Config, force: bool) -> Result<String, String> {
+/// `knockd check`: validates the config and reports each door's strength; a door below
+/// [`MIN_BITS`] is a problem unless `force`, and so is a key or sequence file the daemon would
+/// refuse.
+pub fn check(config: &Config, force: bool) -> Report {
     let mut out = format!("{}: configuration is valid\n", config.path.display());
     for w in &config.warnings {
         out.push_str(&format!("warning: {w}\n"));
@@ -400,9 +402,9 @@ pub fn check(config: &Config, force: bool) -> Result<String, String> {
         }
     }
     if problems > 0 {
-        return Err(format!("{out}{problems} problem(s) above"));
+        out.push_str(&format!("{problems} problem(s) above\n"));
     }
-    Ok(out)
+    Report { text: out, problems }
 }
 
 /// knockd.conf doors run shell commands (iptables ...) that need root, which the package's
@@ -440,9 +442,9 @@ fn sequence_file_problems(d: &Door) -> Vec<String> {
     }
 }
 
-/// `knockd audit`: the table or JSON lines, `--verify [--key FILE]`, or `init-key --out FILE`
-/// (see [`crate::audit::command`]).
-pub fn audit(config: &Config, args: &crate::audit::AuditArgs) -> Result<String, String> {
+/// `knockd audit`: the table or JSON lines, `--verify [--key FILE]` (a changed log is a problem
+/// in the report), or `init-key --out FILE` (see [`crate::audit::command`]).
+pub fn audit(config: &Config, args: &crate::audit::AuditArgs) -> Result<Report, String> {
     crate::audit::command(&StateDir::new(&config.server.state_dir).audit_log(), args)
 }
 
@@ -464,8 +466,9 @@ pub fn format_utc_ms(ms: u64) -> String {
 }
 
 /// `knockd status`: the server's clock, each door's clients and counters, how many sequences
-/// file doors have left (warning below `warn_below`), and refused doors or clients.
-pub fn status(config: &Config, warn_below: usize) -> Result<String, String> {
+/// file doors have left (warning below `warn_below`), and refused doors or clients; each
+/// warning counts as a problem of the report.
+pub fn status(config: &Config, warn_below: usize) -> Result<Report, String> {
     let state = StateDir::new(&config.server.state_dir);
     let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
     let server_id = if derives { state.server_id().map_err(|e| e.to_string())? } else { [0; 16] };
@@ -481,9 +484,9 @@ pub fn status(config: &Config, warn_below: usize) -> Result<String, String> {
     let (text, warnings) = doors.status(warn_below);
     out.push_str(&text);
     if warnings > 0 {
-        return Err(format!("{out}{warnings} warning(s) above"));
+        out.push_str(&format!("{warnings} warning(s) above\n"));
     }
-    Ok(out)
+    Ok(Report { text: out, problems: warnings })
 }
 
 #[cfg(test)]

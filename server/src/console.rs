@@ -394,8 +394,12 @@ fn recover_one_time(
             "door `{door_name}` is a knockd one_time_sequences door: it has no clients (leave out --client)"
         ));
     }
+    // The daemon rewrites this file as lines are used: like ledgers, it is recovered only while
+    // the daemon, the holder of the writer's lock, is stopped.
+    let state = StateDir::new(&config.server.state_dir);
+    let _lock = WriterLock::acquire(&state.ledger_dir()).map_err(|e| e.to_string())?;
     let mut file = OneTimeFile::load(path)?;
-    let audit_path = StateDir::new(&config.server.state_dir).audit_log();
+    let audit_path = state.audit_log();
     let through = match from {
         RecoverFrom::Line(line) => {
             if !file.entries().iter().any(|e| e.line == line && !e.knocks.is_empty()) {

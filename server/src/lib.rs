@@ -15,4 +15,5 @@ pub mod hardening;
 pub mod journal;
 pub mod notify;
 pub mod onetime;
+pub mod report;
 pub mod state;

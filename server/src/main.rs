@@ -1,14 +1,20 @@
 //! `knockd`: the one-time port knocking daemon and its admin commands.
 
+mod exit;
+mod generate;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use knock_core::config::Config;
+use knockd::report::Report;
 use knockd::{admin, daemon::Daemon, hardening};
+
+use exit::Failure;
 
 /// Opens a firewall port only for the address that knocked a valid, never-used sequence.
 #[derive(Parser)]
@@ -233,6 +239,7 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
 }
 
 /// Loads the configuration with the command line's overrides (`--state-dir`, `-i`).
+/// (Its errors are configuration errors: `run` maps them to [`Failure::Config`].)
 fn load_config(cli: &Cli) -> Result<Config, String> {
     let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(knockd::default_config::TOML));
     let mut config = Config::load(&path).map_err(|e| e.to_string())?;
@@ -335,7 +342,17 @@ fn absolute(path: &mut PathBuf) {
     }
 }
 
-fn run(mut cli: Cli) -> Result<String, String> {
+/// The door a command names, or a usage error that lists the configured doors.
+fn known_door(config: &Config, name: &str) -> Result<(), Failure> {
+    if config.door(name).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = config.doors.iter().map(|d| d.name.as_str()).collect();
+    Err(Failure::Usage(format!("{}: no door `{name}` (doors: {})", config.path.display(), names.join(", "))))
+}
+
+/// Runs the command: its output for standard output (a report may count problems), or why it failed.
+fn run(mut cli: Cli) -> Result<Report, Failure> {
     // Without -c: knockd.toml, else knockd 0.8's knockd.conf (a server moved from Debian's knockd).
     let default = cli.config.is_none().then(knockd::default_config::choose);
     if let Some(d) = &default {
@@ -346,19 +363,24 @@ fn run(mut cli: Cli) -> Result<String, String> {
             absolute(p);
         }
     }
-    let config = load_config(&cli)?;
+    let config = load_config(&cli).map_err(Failure::Config)?;
     let command = cli.command.take().unwrap_or(Command::Run);
     if let (Some(d), false) = (&default, matches!(command, Command::Run)) {
         if d.fell_back {
             eprintln!("knockd: {}", d.describe());
         }
     }
+    if let Some(door) = command.door() {
+        known_door(&config, door)?;
+    }
     // Admin commands run as root hand what they create to the daemon's account when they end.
     let _handover = (!matches!(command, Command::Run)).then(|| HandOver(config.clone()));
-    match command {
+    let text = match command {
         Command::Run => run_daemon(&cli, config, default.as_ref()).map(|()| String::new()),
         Command::Init => admin::init(&config),
-        Command::Check { force } => admin::check(&config, force),
+        Command::Check { force } => return Ok(admin::check(&config, force)),
+        Command::Status { warn_below } => return Ok(admin::status(&config, warn_below)?),
+        Command::Audit(args) => return Ok(admin::audit(&config, &args)?),
         Command::Client(ClientCommand::Add { door, name, server_addr, out, export }) => {
             let dest = match (export, out) {
                 (true, _) => admin::BundleDest::Line,
@@ -386,25 +408,50 @@ fn run(mut cli: Cli) -> Result<String, String> {
             let from = next.map(RecoverFrom::Next).or(line.map(RecoverFrom::Line)).unwrap_or(RecoverFrom::Skip(skip));
             knockd::console::ledger_recover(&config, &door, client.as_deref(), from)
         }
-        Command::Audit(args) => admin::audit(&config, &args),
-        Command::Status { warn_below } => admin::status(&config, warn_below),
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
+    }?;
+    Ok(Report::clean(text))
+}
+
+impl Command {
+    /// The door the command names with `--door`, if any.
+    fn door(&self) -> Option<&str> {
+        match self {
+            Command::Client(
+                ClientCommand::Add { door, .. } | ClientCommand::Revoke { door, .. } | ClientCommand::List { door },
+            )
+            | Command::Grant { door, .. }
+            | Command::Ledger(LedgerCommand::Recover { door, .. }) => Some(door),
+            Command::Sequences(SequencesCommand::Generate { args, .. } | SequencesCommand::Rotate(args)) => {
+                Some(&args.door)
+            }
+            // `audit --door` may name a door the configuration no longer has: its records stay.
+            _ => None,
+        }
     }
 }
 
+/// The one place where a command's outcome becomes output and an exit status
+/// (`knock_core::exit`): a report on standard output, exit 1 when it counts problems; a failure
+/// on standard error with its own status. clap exits 2 on usage errors before this.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(out) => {
-            print!("{out}");
-            if !out.is_empty() && !out.ends_with('\n') {
+    // `--generate` stays out of `Cli`, so that neither --help nor the completions offer it.
+    let matches = Cli::command().arg(generate::arg()).get_matches();
+    let outcome = match generate::requested(&matches) {
+        Some(kind) => generate::render(kind, Cli::command()).map(Report::clean),
+        None => run(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+    };
+    match outcome {
+        Ok(report) => {
+            print!("{}", report.text);
+            if !report.text.is_empty() && !report.text.ends_with('\n') {
                 println!();
             }
-            ExitCode::SUCCESS
+            ExitCode::from(if report.is_clean() { knock_core::exit::SUCCESS } else { knock_core::exit::PROBLEMS })
         }
-        Err(e) => {
-            eprintln!("knockd: {e}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("knockd: {failure}");
+            ExitCode::from(failure.status())
         }
     }
 }

@@ -154,3 +154,94 @@ fn firewall_backends() {
     assert!(e.message.contains("expected nftables, iptables or none"), "{e}");
     assert_eq!(parse(GOOD).unwrap().server.firewall, FirewallKind::Nftables);
 }
+
+/// The keys the parser accepts in one table, read from its own "unknown field" error (serde
+/// lists every field it expects), so this cannot drift from the parser.
+fn accepted_keys(table: &str) -> Vec<String> {
+    let e = parse(&format!("{table}\nzz_not_a_key = 1\n")).unwrap_err();
+    let expected = e.message.split("expected").nth(1).unwrap_or_else(|| panic!("{e}"));
+    let mut keys: Vec<String> = expected.split('`').skip(1).step_by(2).map(String::from).collect();
+    keys.sort();
+    keys
+}
+
+/// The keys knockd.toml(5) documents in a section: the `.B key` tag of each `.TP` entry.
+fn documented_keys(page: &str, section: &str) -> Vec<String> {
+    let body = page.split(&format!(".SH \"{section}\"\n")).nth(1).unwrap_or_else(|| panic!("no section {section}"));
+    let body = body.split("\n.SH ").next().unwrap_or_default();
+    let lines: Vec<&str> = body.lines().collect();
+    let mut keys: Vec<String> = lines
+        .windows(2)
+        .filter(|w| w[0] == ".TP")
+        .map(|w| w[1].strip_prefix(".B ").unwrap_or_else(|| panic!("{section}: tag `{}` is not `.B key`", w[1])))
+        .map(String::from)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn every_key_the_parser_accepts_is_documented_in_knockd_toml_5() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/knockd.toml.5"));
+    let page = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(accepted_keys(""), ["door", "server"], "top-level tables");
+    let server = accepted_keys("[server]");
+    assert!(server.contains(&"state_dir".to_string()), "{server:?}");
+    assert_eq!(documented_keys(&page, "[SERVER] TABLE"), server, "[server] keys in {}", path.display());
+    let door = accepted_keys("[[door]]");
+    assert!(door.len() > 20 && door.contains(&"bind_source".to_string()), "{door:?}");
+    assert_eq!(documented_keys(&page, "[[DOOR]] TABLES"), door, "[[door]] keys in {}", path.display());
+}
+
+/// The text of one key's entry in knockd.toml(5), roff requests and font escapes dropped.
+fn documented_entry(page: &str, key: &str) -> String {
+    let entry = page.split(&format!(".TP\n.B {key}\n")).nth(1).unwrap_or_else(|| panic!("no entry for {key}"));
+    let entry = entry.split("\n.TP\n").next().unwrap_or_default().split("\n.SH").next().unwrap_or_default();
+    entry
+        .lines()
+        .map(|l| l.split_once(' ').filter(|_| l.starts_with('.')).map_or(l, |(_, rest)| rest))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("\\-", "-")
+}
+
+/// The word after `label` in an entry ("Default: 8." gives "8").
+fn after<'a>(entry: &'a str, label: &str) -> &'a str {
+    let rest = entry.split(label).nth(1).unwrap_or_else(|| panic!("no `{label}` in `{entry}`"));
+    rest.split_whitespace().next().unwrap_or_default().trim_end_matches(['.', ','])
+}
+
+#[test]
+fn knockd_toml_5_states_the_defaults_and_bounds_the_parser_applies() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/knockd.toml.5")).unwrap();
+    let door = "[[door]]\nname = \"ssh\"\nmode = \"totp\"\nopen = [\"22/tcp\"]\nkeys = \"keys\"\n";
+    let defaults = parse(door).unwrap().doors.remove(0);
+    let integers = [
+        ("length", defaults.length as i64),
+        ("window", defaults.window.into()),
+        ("skew", defaults.skew.into()),
+        ("misses", defaults.misses.into()),
+    ];
+    for (key, default) in integers {
+        let entry = documented_entry(&page, key);
+        assert_eq!(after(&entry, "Default:"), default.to_string(), "default of {key}: {entry}");
+        let low: i64 = after(&entry, "Bounds:").parse().unwrap_or_else(|_| panic!("bounds of {key}: {entry}"));
+        let high: i64 = after(&entry, &format!("Bounds: {low} to")).parse().unwrap();
+        for (value, ok) in [(low - 1, false), (low, true), (high, true), (high + 1, false)] {
+            assert_eq!(
+                parse(&format!("{door}{key} = {value}\n")).is_ok(),
+                ok,
+                "{key} = {value} (documented {low} to {high})"
+            );
+        }
+    }
+    let durations = [("seq_timeout", defaults.seq_timeout), ("open_for", defaults.open_for), ("step", defaults.step)];
+    for (key, default) in durations {
+        let entry = documented_entry(&page, key);
+        assert_eq!(parse_duration(after(&entry, "Default:")), Ok(default), "default of {key}: {entry}");
+    }
+    let entry = documented_entry(&page, "cmd_timeout");
+    assert_eq!(parse_duration(after(&entry, "Default:")), Ok(DEFAULT_CMD_TIMEOUT), "{entry}");
+    let entry = documented_entry(&page, "knock_ports");
+    assert!(entry.contains(&format!("Default: \\(dq{DEFAULT_KNOCK_PORTS}\\(dq")), "{entry}");
+}

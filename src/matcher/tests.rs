@@ -407,20 +407,36 @@ fn a_nat_that_changes_ports_on_every_knock_still_opens_once() {
     assert_eq!(m.track_count(), 0);
 }
 
-/// The address's attempt dies of misses after 3 knocks while the port attempts (a NAT that
-/// changes ports) never got past one: the candidate still burns when the last sibling ends,
-/// since three of its knocks were seen.
+/// The address's attempt dies of misses after 3 knocks while the port attempts (a sender whose
+/// ports change) never got past one: no sibling carries the attempt, so the candidate burns at
+/// once, and the one-knock siblings end with it.
 #[test]
-fn a_prefix_seen_by_any_sibling_burns_when_the_last_one_ends() {
+fn a_prefix_seen_only_by_the_address_burns_at_once_when_its_attempt_ends() {
     let (mut m, keys) = setup((40000, 42047), 8, false, 10);
     let seq = keys.sequence(&cid(1), CLIENT);
     let noise = strays(&keys, 10);
     let mut ev = send_ports(&mut m, &keys, CLIENT, &seq[..3], |i| 20000 + i as u16, 1);
+    assert!(burned(&ev).is_empty());
     ev.extend(send_ports(&mut m, &keys, CLIENT, &noise[..3], |i| 31000 + i as u16, 2));
-    assert!(burned(&ev).is_empty(), "a sibling still lives: {ev:?}");
-    let ev = m.tick(60_000);
     assert_eq!(burned(&ev), vec![cid(1)], "{ev:?}");
-    assert_eq!(m.track_count(), 0);
+    assert_eq!(m.track_count(), 0, "the siblings ended with it");
+    assert!(burned(&m.tick(60_000)).is_empty(), "burned once");
+}
+
+/// Both siblings saw the prefix (one port): when one ends, the other carries on; when it ends
+/// too, the candidate burns once.
+#[test]
+fn a_sibling_that_saw_the_prefix_carries_the_attempt_and_the_last_burns_once() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let seq = keys.sequence(&cid(3), CLIENT);
+    let noise = strays(&keys, 10);
+    let mut ev = send(&mut m, &keys, CLIENT, &seq[..4], 1);
+    // Three wrong knocks from other ports: the address's attempt dies, the port's lives.
+    ev.extend(send_ports(&mut m, &keys, CLIENT, &noise[..3], |i| 31000 + i as u16, 2));
+    assert!(burned(&ev).is_empty(), "{ev:?}");
+    assert_eq!(m.track_count(), 1);
+    let ev = m.tick(60_000);
+    assert_eq!(burned(&ev), vec![cid(3)], "{ev:?}");
 }
 
 /// Issue 9, lockout 1: an eavesdropper who replays the prefix of a used sequence from two

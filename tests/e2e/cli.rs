@@ -1,6 +1,8 @@
 //! The command lines' own words, pinned in golden files under tests/golden/: `--help`, a config
-//! error with its line and column, and the refusal of a key file others can read. Run with
-//! `BLESS=1` to rewrite the golden files after an intended change, then review the diff.
+//! error with its line and column, the refusal of a key file others can read, and `knock
+//! profile list | show | remove`. Run with `BLESS=1` to rewrite the golden files after an
+//! intended change, then review the diff. Also the exit statuses of knock_core::exit, and which
+//! stream a report or an error goes to.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -20,15 +22,22 @@ fn golden(name: &str, actual: &str) {
     assert_eq!(actual, expected, "output differs from {} (BLESS=1 rewrites it)", path.display());
 }
 
-fn scratch(tag: &str) -> PathBuf {
+pub fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("knock-cli-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
     d
 }
 
-/// Runs a binary in `dir` (HOME and XDG dirs inside it) and returns stdout + stderr and the code.
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+/// What a run printed on each stream, and its exit status.
+pub struct Ran {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// Runs a binary in `dir` (XDG dirs inside it).
+pub fn run_split(dir: &Path, program: &str, args: &[&str]) -> Ran {
     let out = Command::new(bin(program))
         .args(args)
         .current_dir(dir)
@@ -37,12 +46,17 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
         .env("COLUMNS", "100")
         .output()
         .unwrap();
-    format!(
-        "{}{}[exit {}]\n",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code().unwrap_or(-1)
-    )
+    Ran {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Runs a binary in `dir` (HOME and XDG dirs inside it) and returns stdout + stderr and the code.
+pub fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+    let r = run_split(dir, program, args);
+    format!("{}{}[exit {}]\n", r.stdout, r.stderr, r.code)
 }
 
 #[test]
@@ -122,5 +136,141 @@ fn key_files_open_to_others_are_refused_on_both_sides() {
     golden("key-too-open-server.txt", &check);
     let knock = run(&d, "knock", &["--profile", "ssh-alice", "--dry-run"]);
     golden("key-too-open-client.txt", &knock.replace(&d.display().to_string(), "$DIR"));
+    let _ = fs::remove_dir_all(&d);
+}
+
+/// A hotp door with a closing sequence and a file door, for the profile and exit-status tests.
+const TWO_DOORS: &str = "[server]\nstate_dir = \"state\"\ninterfaces = [\"lo\"]\n\n[[door]]\nname = \"ssh\"\n\
+    mode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\nclose = true\n\n[[door]]\nname = \"paper\"\nmode = \"file\"\n\
+    open = [\"23/tcp\"]\nsequence_file = \"paper.seq\"\nknock_ports = \"43000-43999\"\n";
+
+/// `dir` with TWO_DOORS, a server id, client alice of door ssh and a list of 5 for door paper,
+/// both imported as profiles `ssh-alice` and `paper-file` whose server is 127.0.0.1 (loopback:
+/// the only address these tests may knock outside a namespace).
+pub fn two_profiles(dir: &Path) {
+    fs::write(dir.join("knockd.toml"), TWO_DOORS).unwrap();
+    let ok = |program: &str, args: &[&str]| {
+        let r = run(dir, program, args);
+        assert!(r.ends_with("[exit 0]\n"), "{program} {args:?}: {r}");
+    };
+    ok("knockd", &["-c", "knockd.toml", "init"]);
+    let add = ["client", "add", "--door", "ssh", "--name", "alice", "--server-addr", "127.0.0.1", "--out", "a.knock"];
+    ok("knockd", &[&["-c", "knockd.toml"][..], &add].concat());
+    let seq =
+        ["sequences", "generate", "--door", "paper", "--count", "5", "--server-addr", "127.0.0.1", "--out", "p.knock"];
+    ok("knockd", &[&["-c", "knockd.toml"][..], &seq].concat());
+    ok("knock", &["profile", "import", "a.knock"]);
+    ok("knock", &["profile", "import", "p.knock"]);
+}
+
+/// The placeholders that make a profile's output stable: its directory, server id and key
+/// fingerprint.
+fn stable(dir: &Path, text: &str) -> String {
+    let id = fs::read_to_string(dir.join("state/server-id")).unwrap();
+    let fingerprint = text.split("fingerprint ").nth(1).map_or("", |f| &f[..32.min(f.len())]).to_string();
+    let mut out = text.replace(&dir.display().to_string(), "$DIR").replace(id.trim(), "<SERVER-ID>");
+    if !fingerprint.is_empty() {
+        out = out.replace(&fingerprint, "<FINGERPRINT>");
+    }
+    out
+}
+
+/// The words of the secrets: the key's base64 and every sequence of the list.
+fn secrets(dir: &Path) -> Vec<String> {
+    let key = fs::read_to_string(dir.join("keys/ssh/alice.key")).unwrap();
+    let mut out = vec![key.split_whitespace().nth(1).unwrap().to_string()];
+    let list = fs::read_to_string(dir.join("paper.seq")).unwrap();
+    out.extend(list.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(String::from));
+    assert_eq!(out.len(), 6, "the key and 5 sequences");
+    out
+}
+
+#[test]
+fn profile_list_show_and_remove() {
+    let d = scratch("profiles");
+    two_profiles(&d);
+    golden("profile-list-fresh.txt", &run(&d, "knock", &["profile", "list"]));
+    // One knock each (to loopback), so the next counter and line move on.
+    for profile in ["ssh-alice", "paper-file"] {
+        let r = run(&d, "knock", &["--profile", profile, "-d", "0"]);
+        assert!(r.ends_with("[exit 0]\n"), "{r}");
+    }
+    golden("profile-list.txt", &run(&d, "knock", &["profile", "list"]));
+    golden("profile-list-names.txt", &run(&d, "knock", &["profile", "list", "--names"]));
+    let hotp = run(&d, "knock", &["profile", "show", "ssh-alice"]);
+    let file = run(&d, "knock", &["profile", "show", "paper-file"]);
+    for secret in secrets(&d) {
+        assert!(
+            !hotp.contains(&secret) && !file.contains(&secret),
+            "`show` printed a secret ({secret}):\n{hotp}{file}"
+        );
+    }
+    golden("profile-show-hotp.txt", &stable(&d, &hotp));
+    golden("profile-show-file.txt", &stable(&d, &file));
+
+    let removed = run(&d, "knock", &["profile", "remove", "ssh-alice"]);
+    golden("profile-remove.txt", &stable(&d, &removed));
+    for gone in [
+        "config/knock/profiles/ssh-alice.toml",
+        "config/knock/keyring/ssh-alice.key",
+        "state-home/knock/ssh-alice.next",
+    ] {
+        assert!(!d.join(gone).exists(), "{gone} is still there");
+    }
+    assert!(d.join("config/knock/profiles/paper-file.toml").exists(), "the other profile stays");
+    assert_eq!(run_split(&d, "knock", &["profile", "list", "--names"]).stdout, "paper-file\n");
+    let again = run_split(&d, "knock", &["profile", "remove", "ssh-alice"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("no profile `ssh-alice`"), "{}", again.stderr);
+    let _ = fs::remove_dir_all(&d);
+}
+
+/// Exit statuses (knock_core::exit) and streams: a report on standard output with status 1, a
+/// failure on standard error with its own status, for both binaries.
+#[test]
+fn exit_statuses_and_where_reports_go() {
+    use knock_core::exit;
+    let d = scratch("exit");
+    two_profiles(&d);
+    let status = |ran: &Ran| u8::try_from(ran.code).unwrap_or(u8::MAX);
+
+    let check = run_split(&d, "knockd", &["-c", "knockd.toml", "check"]);
+    assert_eq!((status(&check), check.stderr.as_str()), (exit::SUCCESS, ""), "{}", check.stdout);
+    fs::write(d.join("weak.toml"), format!("{TWO_DOORS}length = 3\n")).unwrap();
+    let weak = run_split(&d, "knockd", &["-c", "weak.toml", "check"]);
+    assert_eq!((status(&weak), weak.stderr.as_str()), (exit::PROBLEMS, ""), "the report goes to stdout");
+    assert!(weak.stdout.contains("problem: door paper offers") && weak.stdout.ends_with("1 problem(s) above\n"));
+    let status_report = run_split(&d, "knockd", &["-c", "knockd.toml", "status", "--warn-below", "6"]);
+    assert_eq!((status(&status_report), status_report.stderr.as_str()), (exit::PROBLEMS, ""));
+    assert!(status_report.stdout.contains("warning: only 5 unused sequences left"), "{}", status_report.stdout);
+    assert_eq!(status(&run_split(&d, "knockd", &["-c", "knockd.toml", "status", "--warn-below", "5"])), exit::SUCCESS);
+
+    fs::write(d.join("bad.toml"), TWO_DOORS.replace("close = true", "close = 1")).unwrap();
+    for args in [&["-c", "bad.toml", "check"][..], &["-c", "bad.toml"], &["-c", "missing.toml", "status"]] {
+        let r = run_split(&d, "knockd", args);
+        assert_eq!((status(&r), r.stdout.as_str()), (exit::CONFIG, ""), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("knockd: ") && r.stderr.contains(".toml"), "{}", r.stderr);
+    }
+    let no_door = run_split(&d, "knockd", &["-c", "knockd.toml", "client", "list", "--door", "web"]);
+    assert_eq!(status(&no_door), exit::USAGE);
+    assert!(no_door.stderr.contains("no door `web` (doors: ssh, paper)"), "{}", no_door.stderr);
+    assert_eq!(status(&run_split(&d, "knockd", &["--no-such-flag"])), exit::USAGE);
+    let twice = run_split(&d, "knockd", &["-c", "knockd.toml", "init"]);
+    assert_eq!(status(&twice), exit::FAILED, "{}", twice.stderr);
+
+    assert_eq!(status(&run_split(&d, "knock", &["--profile", "nosuch", "--dry-run"])), exit::USAGE);
+    assert_eq!(status(&run_split(&d, "knock", &["profile", "show", "../../etc"])), exit::USAGE);
+    assert_eq!(status(&run_split(&d, "knock", &["127.0.0.1"])), exit::USAGE);
+    assert_eq!(status(&run_split(&d, "knock", &["127.0.0.1", "70000"])), exit::USAGE);
+    fs::write(d.join("damaged.knock"), "one-time-knock-profile-v1:!!not base64!!\n").unwrap();
+    let damaged = run_split(&d, "knock", &["profile", "import", "damaged.knock"]);
+    assert_eq!(status(&damaged), exit::DATA, "{}", damaged.stderr);
+    let missing = run_split(&d, "knock", &["profile", "import", "nowhere.knock"]);
+    assert_eq!(status(&missing), exit::IO, "{}", missing.stderr);
+    let profile = d.join("config/knock/profiles/ssh-alice.toml");
+    let text = fs::read_to_string(&profile).unwrap();
+    fs::write(&profile, text.replace("length = 8", "length = 99")).unwrap();
+    let broken = run_split(&d, "knock", &["--profile", "ssh-alice", "--dry-run"]);
+    assert_eq!(status(&broken), exit::CONFIG, "{}", broken.stderr);
     let _ = fs::remove_dir_all(&d);
 }

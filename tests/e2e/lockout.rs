@@ -6,36 +6,6 @@ use std::time::Duration;
 use crate::lab::{bin, Host, Lab, CLIENT, SERVER};
 use crate::{answered, hotp_door, require_root};
 
-/// Starts a flood from the outsider's wire, spoofing `source` (random source ports) into the
-/// door's whole knock range at about `pps` for at most `seconds`. Returns its background index.
-fn flood_from(lab: &mut Lab, source: &str, pps: u64, seconds: u64) -> usize {
-    let (src_mac, dst_mac) = (lab.mac(Host::Outsider), lab.mac(Host::Server));
-    let sources = format!("{source}/32");
-    let (pps, count, seconds) = (pps.to_string(), (pps * seconds).to_string(), seconds.to_string());
-    let args = [
-        "flood",
-        "--iface",
-        "eth0",
-        "--dst",
-        SERVER,
-        "--src-mac",
-        &src_mac,
-        "--dst-mac",
-        &dst_mac,
-        "--ports",
-        "40000-42047",
-        "--sources",
-        &sources,
-        "--pps",
-        &pps,
-        "--count",
-        &count,
-        "--max-seconds",
-        &seconds,
-    ];
-    lab.background(Host::Outsider, bin("knock-lab"), &args)
-}
-
 /// The packets per second a finished flood reports ("sent N packets in S s (R pps)").
 fn flood_rate(out: &std::process::Output) -> f64 {
     let text = String::from_utf8_lossy(&out.stdout);
@@ -54,7 +24,7 @@ fn regression_9_a_flood_from_the_clients_own_address_does_not_keep_it_out() {
     lab.nat_behind_client(false);
     let profile = lab.add_client("ssh", "alice", SERVER, Host::Behind);
     lab.start_daemon();
-    let flood = flood_from(&mut lab, CLIENT, 10_000, 12);
+    let flood = lab.flood(Host::Outsider, &format!("{CLIENT}/32"), &["--ports", "40000-42047"], 10_000, 12);
     std::thread::sleep(Duration::from_secs(2));
     let o = lab.knock(Host::Behind, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "3"]);
     let rate = flood_rate(&lab.wait_background(flood, Duration::from_secs(20)));
@@ -118,34 +88,9 @@ fn regression_9_a_replayed_prefix_from_two_addresses_cannot_fill_the_disk() {
     assert!(o.status.success(), "{o:?}");
     let state = lab.dir.join("state");
     let (bytes_before, lines_before) = (tree_bytes(&state), lab.log().lines().count());
-    let (src_mac, dst_mac) = (lab.mac(Host::Outsider), lab.mac(Host::Server));
     let prefix = seen[..3].join(",");
     let seconds = 60;
-    let flood = lab.background(
-        Host::Outsider,
-        bin("knock-lab"),
-        &[
-            "flood",
-            "--iface",
-            "eth0",
-            "--dst",
-            SERVER,
-            "--src-mac",
-            &src_mac,
-            "--dst-mac",
-            &dst_mac,
-            "--knocks",
-            &prefix,
-            "--sources",
-            "198.18.0.4/31",
-            "--pps",
-            "10000",
-            "--count",
-            "600000",
-            "--max-seconds",
-            "60",
-        ],
-    );
+    let flood = lab.flood(Host::Outsider, "198.18.0.4/31", &["--knocks", &prefix], 10_000, seconds);
     std::thread::sleep(Duration::from_secs(seconds - 10));
     let o = lab.knock(Host::Client, &["--profile", &profile, "--wait", "--wait-timeout", "1", "--attempts", "3"]);
     let rate = flood_rate(&lab.wait_background(flood, Duration::from_secs(30)));

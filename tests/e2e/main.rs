@@ -6,6 +6,7 @@
 mod attacks;
 mod cli;
 mod file_mode;
+mod generate;
 mod keys;
 mod knockd_compat;
 mod lab;

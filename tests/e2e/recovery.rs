@@ -549,33 +549,11 @@ fn type_sheet_line(lab: &Lab, sheet: &str, n: usize) {
     assert!(o.status.success(), "knock {line}: {}", out(&o));
 }
 
-/// Waits until the client can reach port 22, or `timeout` passes; true if it could.
-fn opens_within(lab: &Lab, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if lab.can_connect(Host::Client, SERVER, 22, 300) {
-            return true;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
     require_root();
     let mut lab = Lab::new(PAPER_DOOR);
-    let sheet = lab.knockd(&[
-        "sequences",
-        "generate",
-        "--door",
-        "paper",
-        "--count",
-        "5",
-        "--server-addr",
-        SERVER,
-        "--emergency",
-    ]);
+    let sheet = print_sheet(&lab);
     let first = sheet.lines().next().unwrap_or_default();
     assert!(first.contains("EMERGENCY") && first.contains("door paper") && first.contains(SERVER), "{sheet}");
     let today = Command::new("date").args(["-u", "+%F"]).output().unwrap();
@@ -591,19 +569,28 @@ fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
 
     assert!(!lab.can_connect(Host::Client, SERVER, 22, 500));
     type_sheet_line(&lab, &sheet, 1);
-    assert!(opens_within(&lab, Duration::from_secs(2)), "line 1 typed as printed opens:\n{}", lab.log());
+    assert!(
+        lab.opens_within(Host::Client, 22, Duration::from_secs(2)),
+        "line 1 typed as printed opens:\n{}",
+        lab.log()
+    );
     assert!(!lab.can_connect(Host::Outsider, SERVER, 22, 500));
     lab.wait_closed(Host::Client, Duration::from_secs(6));
 
     // Line 1 again (not crossed out): refused as a replay.
     type_sheet_line(&lab, &sheet, 1);
     lab.wait_log("replayed knock sequence", Duration::from_secs(3));
-    assert!(!opens_within(&lab, Duration::from_millis(800)), "a used line never opens again");
+    assert!(!lab.opens_within(Host::Client, 22, Duration::from_millis(800)), "a used line never opens again");
     // The next line does.
     type_sheet_line(&lab, &sheet, 2);
-    assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens");
+    assert!(lab.opens_within(Host::Client, 22, Duration::from_secs(2)), "line 2 opens");
     let grants = lab.audit_events("grant");
     assert_eq!(grants.len(), 2, "{grants:?}");
+}
+
+/// `knockd sequences generate --emergency` for the paper door: five sequences, the sheet.
+fn print_sheet(lab: &Lab) -> String {
+    lab.knockd(&["sequences", "generate", "--door", "paper", "--count", "5", "--server-addr", SERVER, "--emergency"])
 }
 
 /// The paper door next to a hotp door `web` on 8080 (so the daemon starts when paper is refused),
@@ -611,17 +598,7 @@ fn the_emergency_sheet_opens_once_per_line_typed_as_printed() {
 fn paper_and_web() -> (Lab, String, String) {
     let web = hotp_door("web", "8080/tcp", "");
     let lab = Lab::new(&format!("{PAPER_DOOR}\n{web}"));
-    let sheet = lab.knockd(&[
-        "sequences",
-        "generate",
-        "--door",
-        "paper",
-        "--count",
-        "5",
-        "--server-addr",
-        SERVER,
-        "--emergency",
-    ]);
+    let sheet = print_sheet(&lab);
     let web_alice = lab.add_client("web", "alice", SERVER, Host::Client);
     (lab, sheet, web_alice)
 }
@@ -637,7 +614,7 @@ fn a_file_doors_ledger_restored_to_an_older_copy_is_refused_until_ledger_recover
     let backup = std::fs::read(&ledger).unwrap();
     lab.start_daemon();
     type_sheet_line(&lab, &sheet, 1);
-    assert!(opens_within(&lab, Duration::from_secs(2)), "line 1 opens:\n{}", lab.log());
+    assert!(lab.opens_within(Host::Client, 22, Duration::from_secs(2)), "line 1 opens:\n{}", lab.log());
     let grant = lab.audit_events("grant");
     assert!(grant.len() == 1 && grant[0].contains("\"key\":\"file-"), "{grant:?}");
     lab.stop_daemon("TERM");
@@ -653,21 +630,21 @@ fn a_file_doors_ledger_restored_to_an_older_copy_is_refused_until_ledger_recover
     assert_eq!(&fix[..3], ["--door", "paper", "--line"], "{line}");
     lab.wait_closed(Host::Client, Duration::from_secs(6));
     type_sheet_line(&lab, &sheet, 1);
-    assert!(!opens_within(&lab, Duration::from_secs(1)), "a used line opened again after the snapshot");
+    assert!(!lab.opens_within(Host::Client, 22, Duration::from_secs(1)), "a used line opened again after the snapshot");
     let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
     assert!(o.status.success(), "the other door works: {}", out(&o));
 
     let mut recover = vec!["-c", "knockd.toml", "ledger", "recover"];
     recover.extend(&fix);
+    lab.stop_daemon("TERM"); // recover refuses to run beside the ledgers' writer
     let o = lab.exec(Host::Server, bin("knockd"), &recover);
     assert!(o.status.success(), "{}", out(&o));
-    lab.stop_daemon("TERM");
     lab.start_daemon();
     assert_eq!(lab.log().matches("was rolled back").count(), 1, "{}", lab.log());
     type_sheet_line(&lab, &sheet, 1);
-    assert!(!opens_within(&lab, Duration::from_secs(1)), "line 1 stays used");
+    assert!(!lab.opens_within(Host::Client, 22, Duration::from_secs(1)), "line 1 stays used");
     type_sheet_line(&lab, &sheet, 2);
-    assert!(opens_within(&lab, Duration::from_secs(2)), "line 2 opens:\n{}", lab.log());
+    assert!(lab.opens_within(Host::Client, 22, Duration::from_secs(2)), "line 2 opens:\n{}", lab.log());
 }
 
 /// A sequence file others can read is refused like a key file, with the same message and fix,
@@ -697,6 +674,6 @@ fn a_sequence_file_others_can_read_refuses_its_door_loudly_and_the_other_door_wo
     let o = lab.knock(Host::Client, &["--profile", &web_alice, "--wait", "--wait-timeout", "1", "--attempts", "1"]);
     assert!(o.status.success(), "the other door keeps working: {}", out(&o));
     type_sheet_line(&lab, &sheet, 1);
-    assert!(!opens_within(&lab, Duration::from_secs(1)), "the refused door opens nothing");
+    assert!(!lab.opens_within(Host::Client, 22, Duration::from_secs(1)), "the refused door opens nothing");
     assert_eq!(lab.audit_events("grant").len(), 1, "{:?}", lab.audit_lines());
 }

@@ -9,8 +9,11 @@ Usage:
     python3 reference.py generate > sequences.toml    # write the test vectors
     python3 reference.py check sequences.toml         # recompute and compare them
 
-`check` exits 0 when every vector matches, 1 (naming the first mismatch) when one does not,
-and 2 on a malformed file or bad usage.
+A vector with `fail = true` is an expected failure: its `expected` is what a named mistake
+(`mistake`, one of MISTAKES) makes of the same inputs, so a correct implementation must NOT
+reproduce it. `check` recomputes every vector; it exits 0 when every vector behaves as marked
+(the others match, the `fail` ones do not, and a named mistake does reproduce its vector), 1
+(naming the first one) when one does not, and 2 on a malformed file or bad usage.
 """
 
 from __future__ import annotations
@@ -130,20 +133,35 @@ def message(
 # --------------------------------------------------------------------------------------
 
 
+# Mistakes a third-party implementation could make in section 4 step 3 and section 5 (the
+# skip-the-previous-symbol rule). Expected-failure vectors carry one: a correct implementation
+# must not reproduce them, and `check` confirms that the mistake does.
+MISTAKES = {
+    "no-skip": "keeps a symbol equal to the previous knock's",
+    "shift-instead-of-redraw": "replaces a symbol equal to the previous one by the next symbol (v+1 mod N)",
+    "no-recheck-after-skip": "after skipping a word, takes the next word without checking it again",
+    "avoid-first-knock": "avoids the symbol of knock 1 for every knock, not the previous knock's",
+}
+
+
 class Stream:
     """HMAC-SHA256(k, M || u32(j)) for j = 0, 1, 2, ... read as one plain byte sequence.
 
     `u32(j)` is appended raw (big-endian, no length prefix).  `rejections` counts draws
-    thrown away by the bias rule (step 2) and `avoided` those thrown away by the
-    adjacent-distinct rule (step 3); both are only for choosing interesting vectors.
+    thrown away by the bias rule (step 2), `avoided` those thrown away by the
+    adjacent-distinct rule (step 3) and `most_avoided` the most avoided within one draw; all
+    are only for choosing interesting vectors.  `mistake` (one of MISTAKES, or None) makes
+    the stream draw wrongly, for expected-failure vectors.
     """
 
-    def __init__(self, key: bytes, msg: bytes) -> None:
+    def __init__(self, key: bytes, msg: bytes, mistake: str | None = None) -> None:
         self.key, self.msg = key, msg
+        self.mistake = mistake
         self.block_index = 0
         self.buf = b""
         self.rejections = 0
         self.avoided = 0
+        self.most_avoided = 0
         self.blocks_used = 0
 
     def take(self, n: int) -> bytes:
@@ -160,14 +178,21 @@ class Stream:
         if n < 1 or (n == 1 and avoid is not None):
             raise ValueError("alphabet too small to draw from")
         limit = (1 << 32) - ((1 << 32) % n)  # L = 2^32 - (2^32 mod N)
+        avoided_here = 0
         while True:
             x = int.from_bytes(self.take(4), "big")
             if x >= limit:
                 self.rejections += 1
                 continue
             v = x % n
-            if v == avoid:
+            if v == avoid and self.mistake != "no-skip":
                 self.avoided += 1
+                avoided_here += 1
+                self.most_avoided = max(self.most_avoided, avoided_here)
+                if self.mistake == "shift-instead-of-redraw":
+                    return (v + 1) % n
+                if self.mistake == "no-recheck-after-skip":
+                    return self.draw(n, None)
                 continue
             return v
 
@@ -204,8 +229,13 @@ def derive_detailed(
     protocols: list[str],
     length: int,
     source: str | None,
+    mistake: str | None = None,
 ) -> tuple[list[tuple[int, str]], dict]:
-    """derive() plus the messages and stream statistics (for vectors and debugging)."""
+    """derive() plus the messages and stream statistics (for vectors and debugging).
+
+    `mistake` (one of MISTAKES) derives wrongly on purpose, for expected-failure vectors."""
+    if mistake is not None and mistake not in MISTAKES:
+        raise ValueError(f"unknown mistake {mistake!r}")
     if len(key) != 32:
         raise ValueError("key must be 32 bytes")
     if length < 1:
@@ -230,9 +260,9 @@ def derive_detailed(
     first = Stream(key, first_msg)
     symbols = [first.draw(n, None)]
     # Knocks 2..K: one continuous `rest` stream, each avoiding the previous symbol.
-    rest = Stream(key, rest_msg)
+    rest = Stream(key, rest_msg, mistake)
     for _ in range(length - 1):
-        symbols.append(rest.draw(n, symbols[-1]))
+        symbols.append(rest.draw(n, symbols[0] if mistake == "avoid-first-knock" else symbols[-1]))
 
     knocks = [(range_first + v % p, protos[v // p]) for v in symbols]
     info = dict(
@@ -241,6 +271,7 @@ def derive_detailed(
         rejections=first.rejections + rest.rejections,
         first_rejections=first.rejections,
         avoided=rest.avoided,
+        most_avoided=rest.most_avoided,
         rest_blocks=rest.blocks_used,
     )
     return knocks, info
@@ -345,6 +376,39 @@ def vector_specs() -> list[dict]:
                    **dict(rej_base, counter=c, length=4, protocols=["tcp", "udp"])))  # fmt: skip
     c = find_counter(lambda i: i["rejections"] > i["first_rejections"], rej_base)
     specs.append(v("rejection-in-rest-stream-protocols-given-udp-first", **dict(rej_base, counter=c)))
+
+    # The skip-the-previous-symbol rule acting on alphabets of 3 symbols or more (with 2 it
+    # only alternates), each beside expected failures: what a named mistake makes of the same
+    # inputs. The counters are the first whose sequence exercises the rule and the mistakes.
+    def spec(name: str, mistakes: list[str], pred, **kw) -> None:
+        inputs = dict(base, **kw)
+
+        def wanted(info) -> bool:
+            return pred(info) and all(wrong(inputs_at, m) for m in mistakes)
+
+        def wrong(at: dict, mistake: str) -> bool:
+            return derive_detailed(**at, mistake=mistake)[0] != derive_detailed(**at)[0]
+
+        c = None
+        for counter in range(0, 100_000):
+            inputs_at = dict(inputs, counter=counter)
+            if wanted(derive_detailed(**inputs_at)[1]):
+                c = counter
+                break
+        if c is None:
+            raise RuntimeError(f"no counter for {name}")
+        specs.append(v(name, **dict(inputs, counter=c)))
+        for m in mistakes:
+            specs.append(v(f"fail-{name}-{m}", **dict(inputs, counter=c), fail=True, mistake=m))
+
+    three = dict(range_first=40000, range_last=40002, protocols=["tcp"])
+    spec("skip-previous-3-symbols", ["no-skip", "shift-instead-of-redraw", "avoid-first-knock"],
+         lambda i: i["avoided"] >= 2, **three)  # fmt: skip
+    spec("skip-previous-3-symbols-twice-in-one-draw", ["no-recheck-after-skip"],
+         lambda i: i["most_avoided"] >= 2, length=16, **three)  # fmt: skip
+    spec("skip-previous-4-symbols-tcp-udp", ["no-skip"], lambda i: i["avoided"] >= 2,
+         range_first=50000, range_last=50001, protocols=["udp", "tcp"], length=10)  # fmt: skip
+    spec("skip-previous-default-alphabet", ["no-skip"], lambda i: i["avoided"] >= 1, length=32)
     return specs
 
 
@@ -371,12 +435,18 @@ def generate() -> str:
         "# `first_message_hex` / `rest_message_hex` are the derivation messages M (without the",
         "# u32 block index) of the `first` and `rest` streams.",
         "# Keys and server ids are fixed, arbitrary test values.",
+        "# `fail = true` marks an expected failure: `expected` is what `mistake` (see MISTAKES in",
+        "# reference.py) makes of the inputs, and a correct implementation must not reproduce it.",
         "",
     ]
     for s in vector_specs():
-        knocks, info = derive_detailed(**{k: s[k] for k in s if k != "name"})
+        inputs = {k: s[k] for k in s if k not in ("name", "fail")}
+        knocks, info = derive_detailed(**inputs)
         out.append("[[vector]]")
         out.append(f"name = {toml_str(s['name'])}")
+        if s.get("fail"):
+            out.append("fail = true")
+            out.append(f"mistake = {toml_str(s['mistake'])}")
         out.append(f"key_hex = {toml_str(s['key'].hex())}")
         out.append(f"server_id_hex = {toml_str(s['server_id'].hex())}")
         out.append(f"door = {toml_str(s['door'])}")
@@ -416,29 +486,59 @@ def check(path: str) -> int:
         print(f"error: {path}: {e}", file=sys.stderr)
         return 2
 
+    passes = fails = 0
     for i, vec in enumerate(vectors):
         name = vec.get("name", f"#{i}")
+        fail = vec.get("fail", False)
+        if fail is not True and fail is not False:
+            print(f"error: vector {name!r}: fail must be true or false", file=sys.stderr)
+            return 2
+        if fail != name.startswith("fail-"):
+            print(f"error: vector {name!r}: a name starts with fail- exactly when fail = true", file=sys.stderr)
+            return 2
+        mistake = vec.get("mistake")
+        if fail and mistake not in MISTAKES and mistake != "edited":
+            print(f"error: vector {name!r}: an expected failure names its mistake: one of "
+                  f"{', '.join(MISTAKES)}, or edited (changed by hand)", file=sys.stderr)  # fmt: skip
+            return 2
         try:
             first, last = parse_range(vec["knock_ports"])
-            knocks, info = derive_detailed(
-                bytes.fromhex(vec["key_hex"]),
-                bytes.fromhex(vec["server_id_hex"]),
-                vec["door"],
-                vec["client"],
-                vec["mode"],
-                vec["counter"],
-                vec["epoch"],
-                vec["purpose"],
-                first,
-                last,
-                vec["protocols"],
-                vec["length"],
-                vec.get("source"),
+            inputs = dict(
+                key=bytes.fromhex(vec["key_hex"]),
+                server_id=bytes.fromhex(vec["server_id_hex"]),
+                door=vec["door"],
+                client=vec["client"],
+                mode=vec["mode"],
+                counter=vec["counter"],
+                epoch=vec["epoch"],
+                purpose=vec["purpose"],
+                range_first=first,
+                range_last=last,
+                protocols=vec["protocols"],
+                length=vec["length"],
+                source=vec.get("source"),
             )
+            knocks, info = derive_detailed(**inputs)
+            mistaken = derive_detailed(**inputs, mistake=mistake)[0] if mistake in MISTAKES else None
         except (KeyError, ValueError, TypeError) as e:
+            if fail:
+                fails += 1
+                continue
             print(f"MISMATCH vector {name!r}: cannot derive: {e!r}", file=sys.stderr)
             return 1
         got = [f"{p}:{q}" for p, q in knocks]
+        if fail:
+            if got == vec["expected"]:
+                print(f"MISMATCH vector {name!r}: marked fail, but the correct derivation reproduces it",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            if mistaken is not None and [f"{p}:{q}" for p, q in mistaken] != vec["expected"]:
+                print(f"MISMATCH vector {name!r}: the mistake {mistake!r} does not reproduce it",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            fails += 1
+            continue
+        passes += 1
         if got != vec["expected"]:
             for k, (g, e) in enumerate(zip(got, vec["expected"])):
                 if g != e:
@@ -454,7 +554,7 @@ def check(path: str) -> int:
                 print(f"MISMATCH vector {name!r}: {fld}: expected {vec[fld]}, "
                       f"computed {info[key].hex()}", file=sys.stderr)  # fmt: skip
                 return 1
-    print(f"ok: {len(vectors)} vectors match")
+    print(f"ok: {passes} vectors match, {fails} expected failures fail")
     return 0
 
 

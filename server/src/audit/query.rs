@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::files;
 use super::keyfile::{export_first_key, read_auditor_key, KeyFile};
+use crate::report::Report;
 
 /// The arguments of `knockd audit`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -35,7 +36,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub json: bool,
     /// Check the log instead of listing it: sequence numbers, the hash chain and, with --key,
-    /// every record's MAC. Names the first bad record and exits non-zero if the log was changed.
+    /// every record's MAC. Names the first bad record and exits 1 if the log was changed.
     #[arg(long, conflicts_with_all = ["door", "client", "since", "until", "replays", "json"])]
     pub verify: bool,
     /// The auditor's first key, from `knockd audit init-key` (for --verify).
@@ -54,12 +55,12 @@ pub enum AuditAction {
     },
 }
 
-/// Runs `knockd audit` for the log at `log`.
-pub fn command(log: &Path, args: &AuditArgs) -> Result<String, String> {
+/// Runs `knockd audit` for the log at `log`. Only `--verify` can find problems: a changed log.
+pub fn command(log: &Path, args: &AuditArgs) -> Result<Report, String> {
     match &args.action {
-        Some(AuditAction::InitKey { out }) => export_first_key(log, out),
+        Some(AuditAction::InitKey { out }) => export_first_key(log, out).map(Report::clean),
         None if args.verify => verify(log, args.key.as_deref()),
-        None => list(log, args),
+        None => list(log, args).map(Report::clean),
     }
 }
 
@@ -219,9 +220,10 @@ pub fn list(log: &Path, args: &AuditArgs) -> Result<String, String> {
     Ok(out)
 }
 
-/// `knockd audit --verify [--key FILE]`: the report, as `Ok` when the log verifies (a torn last
-/// record is a crash, not tampering) and as `Err` naming the first bad record otherwise.
-pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<String, String> {
+/// `knockd audit --verify [--key FILE]`: the report, clean when the log verifies (a torn last
+/// record is a crash, not tampering), with one problem naming the first bad record otherwise.
+/// `Err` only when the log cannot be checked at all (missing, unreadable, a bad key file).
+pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<Report, String> {
     let paths = files::chain_files(log).map_err(|e| format!("{}: {e}", log.display()))?;
     if paths.is_empty() {
         return Err(format!(
@@ -327,15 +329,15 @@ pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<String, String> {
         ));
     }
     if let Some((at, fault)) = &report.fault {
-        out.push_str(&format!("NOT VERIFIED: first bad record at {at}: {fault}"));
-        return Err(out);
+        out.push_str(&format!("NOT VERIFIED: first bad record at {at}: {fault}\n"));
+        return Ok(Report { text: out, problems: 1 });
     }
     if let Some(at) = bad_json {
-        out.push_str(&format!("NOT VERIFIED: first bad record at {at}: its fields are not a JSON object"));
-        return Err(out);
+        out.push_str(&format!("NOT VERIFIED: first bad record at {at}: its fields are not a JSON object\n"));
+        return Ok(Report { text: out, problems: 1 });
     }
-    out.push_str("verified");
-    Ok(out)
+    out.push_str("verified\n");
+    Ok(Report::clean(out))
 }
 
 #[cfg(test)]

@@ -1,0 +1,272 @@
+//! `knock --generate man|bash|zsh|fish`: knock(1) and the shell completion scripts, made from
+//! the clap definitions and printed on standard output for packagers (ripgrep's `rg --generate`).
+//!
+//! The man page is clap_mangen's name, synopsis, description and options, then one subsection
+//! per command, then EXIT STATUS (from `knock_core::exit::TABLE`), FILES, ENVIRONMENT, EXAMPLES
+//! and SEE ALSO. (knockd's `generate.rs` renders its page the same way.)
+//!
+//! clap_complete's scripts are static; [`profile_names`] adds the one dynamic part: where a
+//! profile name goes (`--profile`, `-p`, `profile show`, `profile remove`) the shell asks
+//! `knock profile list --names`.
+
+use clap::{Arg, ArgMatches, Command, ValueEnum};
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, italic, roman, Roff};
+use clap_mangen::Man;
+
+use crate::exit::Failure;
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// knock(1), in roff.
+    Man,
+    /// The bash completion script.
+    Bash,
+    /// The zsh completion script.
+    Zsh,
+    /// The fish completion script.
+    Fish,
+}
+
+/// The hidden `--generate KIND` flag, added to the command line beside the derived `Cli`, so
+/// that the completions made from `Cli` do not offer it.
+pub fn arg() -> Arg {
+    Arg::new("generate")
+        .long("generate")
+        .value_name("KIND")
+        .value_parser(clap::value_parser!(Kind))
+        .hide(true)
+        .help("Print knock(1) (man) or a completion script (bash, zsh, fish) on standard output")
+}
+
+/// The kind `--generate` asks for, if it was given.
+pub fn requested(matches: &ArgMatches) -> Option<Kind> {
+    matches.get_one::<Kind>("generate").copied()
+}
+
+/// The text `--generate KIND` prints.
+pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
+    let shell = match kind {
+        Kind::Man => return man_page(cmd).map_err(|e| Failure::Io(format!("rendering knock(1): {e}"))),
+        Kind::Bash => Shell::Bash,
+        Kind::Zsh => Shell::Zsh,
+        Kind::Fish => Shell::Fish,
+    };
+    let mut cmd = cmd;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "knock", &mut out);
+    let script = String::from_utf8(out)
+        .map_err(|e| Failure::Failed(format!("the {shell} completion script is not UTF-8: {e}")))?;
+    profile_names(shell, &script)
+}
+
+/// The command that lists profile names for completion; quiet when there are none.
+const NAMES: &str = "knock profile list --names 2>/dev/null";
+
+/// bash: a wrapper around clap's `_knock` that answers where a profile name goes and leaves
+/// the rest to clap.
+const BASH_PROFILES: &str = r#"
+# Profile names, which a static script cannot know, come from `knock profile list --names`.
+_knock_profiles() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
+    if [[ $prev == --profile || $prev == -p ]] ||
+        [[ $COMP_CWORD -eq 3 && ${COMP_WORDS[1]} == profile && $cur != -* &&
+            ( ${COMP_WORDS[2]} == show || ${COMP_WORDS[2]} == remove ) ]]; then
+        COMPREPLY=($(compgen -W "$(knock profile list --names 2>/dev/null)" -- "$cur"))
+        return 0
+    fi
+    _knock "$@"
+}
+"#;
+
+/// zsh: the completer clap's specs call where a profile name goes.
+const ZSH_PROFILES: &str = r#"(( $+functions[_knock_profile_names] )) ||
+_knock_profile_names() {
+    local -a names
+    names=(${(f)"$(knock profile list --names 2>/dev/null)"})
+    _describe -t profiles 'profile' names
+}
+
+"#;
+
+/// Makes the places where a profile name goes (`--profile`, `-p`, `profile show`, `profile
+/// remove`) complete the installed profiles' names. Fails, rather than print a script without
+/// them, if clap_complete's output no longer has the shape this expects.
+fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
+    let missing = |what: &str| {
+        Failure::Failed(format!("the {shell} script from clap_complete has no {what} to complete profile names at"))
+    };
+    let replace_all = |text: &str, from: &str, to: &str, expected: usize| {
+        let found = text.matches(from).count();
+        (found == expected).then(|| text.replace(from, to)).ok_or_else(|| missing(&format!("{expected} × `{from}`")))
+    };
+    match shell {
+        Shell::Bash => {
+            let registered = "complete -F _knock ";
+            let script = replace_all(script, registered, "complete -F _knock_profiles ", 2)?;
+            let at = script.find("\nif [[ \"${BASH_VERSINFO[0]}\"").ok_or_else(|| missing("`complete` lines"))?;
+            Ok(format!("{}\n{}{}", &script[..at], BASH_PROFILES.trim_start(), &script[at..]))
+        }
+        Shell::Zsh => {
+            let script = replace_all(script, "]:NAME:_default'", "]:NAME:_knock_profile_names'", 2)?;
+            let positional = "':name -- The profile:_default'";
+            let script = replace_all(&script, positional, "':name -- The profile:_knock_profile_names'", 2)?;
+            // clap's spec for the classic form's HOST PORT words takes the first word, so that
+            // `knock profile ...` never reaches the subcommands (and the command is `$line[2]`).
+            // Those words have nothing to complete: the spec goes, and the command is `$line[1]`.
+            let target = script
+                .lines()
+                .find(|l| l.starts_with("'::target -- "))
+                .ok_or_else(|| missing("`::target` spec"))?
+                .to_string();
+            let script = replace_all(&script, &format!("{target}\n"), "", 1)?;
+            let script = replace_all(&script, "$line[2]", "$line[1]", 3)?;
+            let at = script.find("if [ \"$funcstack[1]\" = \"_knock\" ]").ok_or_else(|| missing("closing dispatch"))?;
+            Ok(format!("{}{ZSH_PROFILES}{}", &script[..at], &script[at..]))
+        }
+        Shell::Fish => {
+            // clap's conditions fail while an option still lacks its value, so the option's
+            // own line would never apply to `knock --profile <TAB>`: these carry no such condition.
+            let mut script = script.to_string();
+            script.push_str(&format!(
+                "complete -c knock -n \"not __fish_seen_subcommand_from profile help\" -s p -l profile -r -f -a \
+                 \"({NAMES})\"\n\
+                 complete -c knock -n \"__fish_knock_using_subcommand profile; and __fish_seen_subcommand_from show \
+                 remove\" -f -a \"({NAMES})\"\n"
+            ));
+            Ok(script)
+        }
+        _ => Ok(script.to_string()),
+    }
+}
+
+/// knock(1).
+fn man_page(cmd: Command) -> std::io::Result<String> {
+    let mut cmd = cmd.long_about(DESCRIPTION).disable_help_subcommand(true);
+    cmd.build();
+    let man = Man::new(cmd.clone()).section("1").manual("User Commands");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    Roff::new().control("SH", ["COMMANDS"]).to_writer(&mut out)?;
+    for sub in documented_commands(&cmd) {
+        command_section(sub, &mut out)?;
+    }
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXIT STATUS"]);
+    for status in knock_core::exit::TABLE {
+        roff.control("TP", []).text([bold(status.code.to_string())]).text([roman(status.meaning)]);
+    }
+    roff.control("SH", ["FILES"]);
+    for (path, what) in FILES {
+        roff.control("TP", []).text([italic(*path)]).text([roman(*what)]);
+    }
+    roff.control("SH", ["ENVIRONMENT"]);
+    for (var, what) in ENVIRONMENT {
+        roff.control("TP", []).text([bold(*var)]).text([roman(*what)]);
+    }
+    roff.control("SH", ["EXAMPLES"]);
+    for (command, what) in EXAMPLES {
+        roff.control("TP", []).text([bold(*command)]).text([roman(*what)]);
+    }
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([roman(SEE_ALSO)]);
+    roff.to_writer(&mut out)?;
+    man.render_version_section(&mut out)?;
+    String::from_utf8(out).map_err(std::io::Error::other)
+}
+
+/// Every command a subsection documents: those that take arguments or have no subcommands of
+/// their own (`profile` is only a group).
+fn documented_commands(cmd: &Command) -> Vec<&Command> {
+    let mut out = Vec::new();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let own_args = sub.get_arguments().any(|a| !a.is_global_set() && !is_builtin(a));
+        if own_args || !sub.has_subcommands() {
+            out.push(sub);
+        }
+        out.extend(documented_commands(sub));
+    }
+    out
+}
+
+/// `-h` / `-V`, which every command has and OPTIONS describes once.
+fn is_builtin(arg: &Arg) -> bool {
+    matches!(arg.get_id().as_str(), "help" | "version")
+}
+
+/// One command's subsection: its synopsis, what it does, and its own options.
+fn command_section(sub: &Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name()).to_string();
+    let mut own = sub.clone();
+    for id in sub.get_arguments().filter(|a| a.is_global_set() || is_builtin(a)).map(|a| a.get_id().clone()) {
+        own = own.mut_arg(id, |a| a.hide(true));
+    }
+    let man = Man::new(own);
+    let mut synopsis = Vec::new();
+    man.render_synopsis_section(&mut synopsis)?;
+    let mut about = Roff::new();
+    about.control("PP", []);
+    if let Some(text) = sub.get_long_about().or_else(|| sub.get_about()) {
+        about.text([roman(text.to_string())]);
+    }
+    let mut options = Vec::new();
+    man.render_options_section(&mut options)?;
+    Roff::new().control("SS", [name.as_str()]).to_writer(out)?;
+    for text in [synopsis, about.render().into_bytes(), options] {
+        let text = String::from_utf8(text).map_err(std::io::Error::other)?;
+        // Our own heading (.SS) stands for clap_mangen's .SH SYNOPSIS / .SH OPTIONS.
+        for line in text.lines().filter(|l| !l.starts_with(".SH ")) {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+    }
+    Ok(())
+}
+
+/// DESCRIPTION: more than `--help` says (which stays short).
+const DESCRIPTION: &str =
+    "Knock on a server's ports: a one-time sequence from a profile, or a classic knockd sequence.\n\n\
+        With --profile NAME, knock sends the next one-time sequence of a profile imported from the server's \
+        bundle (knock profile import), and reserves it on disk before the first packet leaves, so no sequence is \
+        ever sent twice. Without it, knock takes knockd's classic form, a host and its ports, like knockd's own knock.";
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "~/.config/knock/profiles/NAME.toml",
+        "A profile: the server, its id, the door, the client, the mode and the alphabet (no secret).",
+    ),
+    (
+        "~/.config/knock/keyring/NAME.key, NAME.seq",
+        "The profile's key (hotp, totp) or sequence list (file), mode 0600 in a 0700 directory; knock refuses \
+         them when group or others may read them.",
+    ),
+    (
+        "~/.local/state/knock/NAME.next",
+        "The next counter, time step or sequence of the profile, reserved and synced before a knock is sent, so \
+         a crash never reuses one.",
+    ),
+];
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("XDG_CONFIG_HOME", "Where profiles and the keyring live instead of ~/.config."),
+    ("XDG_STATE_HOME", "Where counters live instead of ~/.local/state."),
+];
+
+const EXAMPLES: &[(&str, &str)] = &[
+    ("knock profile import ssh-alice.knock", "Install a bundle from knockd client add, then delete the file."),
+    (
+        "knock --profile ssh-alice --wait",
+        "Send the next sequence and wait until the door's port answers (a new sequence if it does not).",
+    ),
+    ("knock --profile ssh-alice --dry-run", "Print the next sequence without sending or consuming it."),
+    ("knock profile show ssh-alice", "Show the profile, never its key."),
+    ("knock -v 198.18.0.1 7000 8000:udp 9000", "Knock a classic knockd sequence."),
+];
+
+const SEE_ALSO: &str = "knockd(8), knockd.toml(5); PROTOCOL.md (the protocol and the profile bundle, for \
+    other clients) in the documentation directory";
