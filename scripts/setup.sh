@@ -2,6 +2,15 @@
 # Installs what building, testing and the demonstration need on a fresh Debian/Ubuntu machine,
 # and only what is missing. Elsewhere it names the packages and stops. Sourced by test.sh,
 # demo/run.sh and .ci/run; `require_cargo` then finds the Rust toolchain.
+#
+# Every program a test runs comes from a package below: libpcap, nftables, iptables and ipset
+# (firewall backends), iproute2 (namespaces), tcpdump (captures), python3 (the protocol's
+# reference implementation), procps (kill, sysctl), mount; man-db and groff-base (the man
+# pages render), zsh and fish (their completions load); and for the package test
+# (tests/deb/run.sh): dpkg-dev (with build-essential), systemd (systemd-analyze) and adduser
+# (the package's postinst). Debian's knockd 0.8, the real peer of the
+# compatibility tests, is not installed: it is unpacked under target/peers/ (below), because
+# the package test installs this project's package, which replaces Debian's knockd.
 set -euo pipefail
 
 need_pkgs=()
@@ -13,7 +22,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 knockd groff-base man-db zsh fish)
+packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 procps mount
+  systemd man-db groff-base zsh fish adduser)
 if have dpkg-query && have apt-get; then
   for p in "${packages[@]}"; do pkg_missing "$p" && need_pkgs+=("$p"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -29,6 +39,28 @@ else
     echo "  Needed: libpcap with its headers, nftables, iproute2, tcpdump, pkg-config, a C compiler, python3." >&2
     echo "  Fedora/RHEL: libpcap-devel nftables iproute tcpdump pkgconf-pkg-config gcc make python3" >&2
     echo "  Arch: libpcap nftables iproute2 tcpdump pkgconf base-devel python" >&2
+    exit 1
+  fi
+fi
+
+# Debian's knockd 0.8 for the compatibility tests (tests/e2e/knockd_compat.rs), fetched with
+# `apt-get download` and unpacked with `dpkg-deb -x` into <target>/peers/knockd/ (its
+# usr/sbin/knockd and usr/bin/knock; libpcap0.8 comes with libpcap-dev). Nothing is installed.
+peers_dir="${CARGO_TARGET_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target}/peers"
+if [ ! -x "$peers_dir/knockd/usr/sbin/knockd" ] || [ ! -x "$peers_dir/knockd/usr/bin/knock" ]; then
+  if have apt-get && have dpkg-deb; then
+    echo "setup: fetching Debian's knockd (the compatibility tests' peer) into $peers_dir"
+    mkdir -p "$peers_dir"
+    rm -f "$peers_dir"/knockd_*.deb
+    if ! (cd "$peers_dir" && apt-get download -q knockd >/dev/null 2>&1); then
+      apt-get update -qq
+      (cd "$peers_dir" && apt-get download -q knockd >/dev/null)
+    fi
+    rm -rf "$peers_dir/knockd"
+    dpkg-deb -x "$peers_dir"/knockd_*.deb "$peers_dir/knockd"
+  else
+    echo "setup: the compatibility tests need Debian's knockd 0.8 unpacked in $peers_dir/knockd" >&2
+    echo "  (usr/sbin/knockd and usr/bin/knock, e.g. from the knockd .deb with dpkg-deb -x)" >&2
     exit 1
   fi
 fi

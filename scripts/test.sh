@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, protocol vectors (checked against an independent Python
-# implementation), and the end-to-end tests that run the real binaries in network namespaces
-# with real packets and nftables. Needs root; installs what is missing first.
+# implementation), the end-to-end tests that run the real binaries in network namespaces
+# with real packets and nftables, and the package test (tests/deb/run.sh: the .deb built,
+# installed, run and removed). Needs root; installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 require_cargo
 cargo build --workspace --all-targets
 cargo test --workspace
+# Alone, after the rest: it installs the package into this machine (and leaves it as it was).
+bash tests/deb/run.sh

@@ -324,6 +324,7 @@ pub fn check(config: &Config, force: bool) -> Report {
     for w in &config.warnings {
         out.push_str(&format!("warning: {w}\n"));
     }
+    out.push_str(&command_doors_note(config));
     let mut problems = 0;
     for d in &config.doors {
         let clients = match (&d.keys_dir, d.mode) {
@@ -405,6 +406,26 @@ pub fn check(config: &Config, force: bool) -> Report {
         out.push_str(&format!("{problems} problem(s) above\n"));
     }
     Report { text: out, problems }
+}
+
+/// knockd.conf doors run shell commands (iptables ...) that need root, which the package's
+/// systemd unit (user knockd, two capabilities) does not give: its drop-in does.
+fn command_doors_note(config: &Config) -> String {
+    let doors: Vec<&str> = config
+        .doors
+        .iter()
+        .filter(|d| matches!(d.action, knock_core::config::Action::Commands(_)))
+        .map(|d| d.name.as_str())
+        .collect();
+    if doors.is_empty() {
+        return String::new();
+    }
+    format!(
+        "note: door(s) {} run shell commands, which need root: the package's systemd unit runs knockd as user \
+         knockd, so enable its drop-in /usr/share/knockd-onetime/knockd-conf.conf (docs/OPERATIONS.md, \
+         \"Coming from Debian's knockd\")\n",
+        doors.join(", ")
+    )
 }
 
 /// Why the daemon would refuse a door's sequence files (its incoming one too, and a knockd
@@ -493,5 +514,18 @@ mod tests {
         assert!(sheet.contains("CROSS OUT THAT LINE"), "{sheet}");
         assert!(sheet.contains("\n1.  knock -d 50 198.18.0.1 43001 43002:udp 43003\n"), "{sheet}");
         assert!(sheet.ends_with("\n2.  knock -d 50 198.18.0.1 43004 43005 43006\n"), "{sheet}");
+    }
+
+    #[test]
+    fn check_says_command_doors_need_the_drop_in() {
+        let conf = "[openSSH]\n\tsequence = 7000,8000,9000\n\tcommand = iptables -A INPUT -s %IP% -j ACCEPT\n\n\
+                    [ping]\n\tsequence = 6001,6002,6003\n\tcommand = true\n";
+        let legacy = knock_core::config::parse_knockd_conf(Path::new("/etc/knockd.conf"), conf).unwrap();
+        let note = command_doors_note(&legacy);
+        assert!(note.starts_with("note: door(s) openSSH, ping run shell commands, which need root"), "{note}");
+        assert!(note.contains("/usr/share/knockd-onetime/knockd-conf.conf"), "{note}");
+        let toml = "[server]\nstate_dir = \"s\"\n[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"k\"\n";
+        let config = Config::parse(Path::new("/etc/knockd/knockd.toml"), toml).unwrap();
+        assert_eq!(command_doors_note(&config), "", "firewall doors need no root");
     }
 }

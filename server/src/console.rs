@@ -83,6 +83,8 @@ fn journal(state_dir: &Path, grant: &ManualGrant) -> std::io::Result<()> {
     let path = state_dir.join(MANUAL_GRANTS);
     let tmp = state_dir.join(format!("{MANUAL_GRANTS}.tmp"));
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    // The daemon reads this journal when it reinstalls its table: its account keeps the file.
+    crate::handover::keep_owner(&f, &path)?;
     for g in &grants {
         writeln!(f, "{}", g.to_line())?;
     }

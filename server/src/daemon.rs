@@ -27,6 +27,7 @@ use crate::commands::CommandRunner;
 use crate::doors::Doors;
 use crate::firewall::{Firewall, Nftables};
 use crate::grants::LiveGrants;
+use crate::notify::Notifier;
 use crate::state::StateDir;
 use resync::PendingResyncs;
 
@@ -70,6 +71,8 @@ pub struct Daemon {
     /// Each door's time bucket its candidates were built for (day, or totp step).
     buckets: Vec<u64>,
     only_ipv4: bool,
+    /// systemd's readiness notifications (`Type=notify`), when started by it.
+    notifier: Option<Notifier>,
 }
 
 fn firewall_for(config: &Config) -> Result<Option<Box<dyn Firewall>>, String> {
@@ -136,6 +139,7 @@ impl Daemon {
             started: Instant::now(),
             buckets,
             only_ipv4: false,
+            notifier: None,
         })
     }
 
@@ -169,6 +173,8 @@ impl Daemon {
             .with("doors", names.join(","))
             .with("config_sha256", reload::config_hash(&self.config));
         self.audit_write(start, true);
+        // The table was installed in `new` and every capture is open (packets queue from now on).
+        self.notify_ready();
         let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(TICK) {
@@ -179,17 +185,26 @@ impl Daemon {
                     break;
                 }
             }
-            if reload.swap(false, Ordering::Relaxed) && self.reload(load()) {
-                match self.start_capture(&tx) {
-                    // The old threads are told to stop; their last packets still count.
-                    Ok(new) => handle = new,
-                    Err(e) => error!("capture on the new interfaces failed, keeping the old capture: {e}"),
+            if reload.swap(false, Ordering::Relaxed) {
+                if let Some(n) = &mut self.notifier {
+                    n.reloading();
                 }
+                if self.reload(load()) {
+                    match self.start_capture(&tx) {
+                        // The old threads are told to stop; their last packets still count.
+                        Ok(new) => handle = new,
+                        Err(e) => error!("capture on the new interfaces failed, keeping the old capture: {e}"),
+                    }
+                }
+                self.notify_ready();
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.tick();
             }
+        }
+        if let Some(n) = &mut self.notifier {
+            n.stopping();
         }
         // Signal the capture threads but do not join them: libpcap 1.10 can sit in its read past
         // the read timeout on an idle link, and the process is about to exit anyway.
@@ -202,6 +217,20 @@ impl Daemon {
     /// Ignore IPv6 knocks (knockd's -4).
     pub fn only_ipv4(&mut self, yes: bool) {
         self.only_ipv4 = yes;
+    }
+
+    /// Tells systemd (`Type=notify`) when the daemon is ready, reloading and stopping.
+    pub fn notify_with(&mut self, notifier: Notifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// READY=1, with the interfaces and doors as the status systemctl shows.
+    fn notify_ready(&mut self) {
+        let names: Vec<&str> = self.doors.doors.iter().map(|d| d.config.name.as_str()).collect();
+        let status = format!("capturing on {}; doors {}", self.config.server.interfaces.join(","), names.join(","));
+        if let Some(n) = &mut self.notifier {
+            n.ready(&status);
+        }
     }
 
     /// Feeds one captured knock.

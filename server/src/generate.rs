@@ -159,11 +159,14 @@ const DESCRIPTION: &str = "Opens a firewall port only for the address that knock
         commands below set it up, inspect it and repair it.";
 
 const FILES: &[(&str, &str)] = &[
-    ("/etc/knockd/knockd.toml", "The configuration (knockd.toml(5)); another file with -c."),
+    (
+        "/etc/knockd/knockd.toml",
+        "The configuration (knockd.toml(5)), read without -c when it exists; another file with -c.",
+    ),
     (
         "/etc/knockd.conf",
-        "A knockd 0.8 configuration, read as it is when -c names it (any name not ending in .toml); \
-         knockd migrate turns it into a knockd.toml.",
+        "A knockd 0.8 configuration, read as it is when -c names it (any name not ending in .toml) or, \
+         without -c, when /etc/knockd/knockd.toml does not exist; knockd migrate turns it into a knockd.toml.",
     ),
     (
         "/var/lib/knockd/",
@@ -175,6 +178,11 @@ const FILES: &[(&str, &str)] = &[
 
 const ENVIRONMENT: &[(&str, &str)] = &[
     ("KNOCKD_LOG", "A tracing filter (e.g. knockd=debug) that overrides -D and -v."),
+    ("NOTIFY_SOCKET", "Set by systemd (Type=notify): READY=1 is sent there once the capture and the table are up."),
+    (
+        "JOURNAL_STREAM",
+        "Set by systemd: when it names standard error, lines carry syslog priorities and no timestamps.",
+    ),
     ("KNOCKD_AUDIT_ROTATE_BYTES", "Rotate the audit log after this many bytes instead of 64 MiB (tests, small disks)."),
 ];
 

@@ -1,5 +1,5 @@
-//! Process hardening: no core dumps, so key material never lands on disk in a crash; and the
-//! free-space query behind failing closed on a full state directory.
+//! Process hardening: no core dumps, so key material never lands on disk in a crash; the
+//! free-space query behind failing closed on a full state directory; the effective user id.
 //! The only unsafe code of the daemon lives here.
 #![allow(unsafe_code)]
 
@@ -27,6 +27,13 @@ pub fn daemonize() -> Result<(), String> {
         return Err(format!("daemon(3): {}", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// The effective user id: admin commands run by root hand what they create to the daemon's
+/// account (crate::handover).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
 }
 
 /// Bytes free for a privileged writer (`f_bfree * f_frsize` of statvfs(3)) in the file system

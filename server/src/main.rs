@@ -24,9 +24,10 @@ use exit::Failure;
     after_help = "Examples:\n  knockd -c /etc/knockd/knockd.toml init\n  knockd client add --door ssh --name alice --server-addr 198.18.0.1\n  knockd check\n  knockd                       (runs the daemon)\n  knockd audit --replays"
 )]
 struct Cli {
-    /// The configuration file.
-    #[arg(short = 'c', long, global = true, default_value = "/etc/knockd/knockd.toml")]
-    config: PathBuf,
+    /// The configuration file [default: /etc/knockd/knockd.toml, or /etc/knockd.conf when only
+    /// that exists].
+    #[arg(short = 'c', long, global = true, value_name = "CONFIG")]
+    config: Option<PathBuf>,
     /// Log format: text for journald, json for collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -226,9 +227,13 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
     };
     let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    // Under systemd, standard error is the journal: priorities, no timestamps of our own.
+    let journal = file.is_none() && knockd::journal::stderr_is_journal();
+    match (format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Text, true) => builder.event_format(knockd::journal::text_format()).init(),
+        (LogFormat::Json, true) => builder.json().event_format(knockd::journal::json_format()).init(),
     }
     Ok(())
 }
@@ -236,7 +241,8 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
 /// Loads the configuration with the command line's overrides (`--state-dir`, `-i`).
 /// (Its errors are configuration errors: `run` maps them to [`Failure::Config`].)
 fn load_config(cli: &Cli) -> Result<Config, String> {
-    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(knockd::default_config::TOML));
+    let mut config = Config::load(&path).map_err(|e| e.to_string())?;
     if let Some(dir) = &cli.state_dir {
         config.server.state_dir = dir.clone();
     }
@@ -246,8 +252,13 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-/// The daemon itself: logging, hardening, signals, then the loop.
-fn run_daemon(cli: &Cli, config: Config) -> Result<(), String> {
+/// The daemon itself: logging, hardening, signals, then the loop. `default` is the
+/// configuration taken without `-c`, which the log names.
+fn run_daemon(
+    cli: &Cli,
+    config: Config,
+    default: Option<&knockd::default_config::DefaultConfig>,
+) -> Result<(), String> {
     let legacy = config.legacy_options.clone().unwrap_or_default();
     let logfile = cli.logfile.clone().or(legacy.log_file);
     let pidfile = cli.pidfile.clone().or(legacy.pid_file);
@@ -265,6 +276,9 @@ fn run_daemon(cli: &Cli, config: Config) -> Result<(), String> {
         "info"
     };
     init_logging(cli.log_format, level, logfile.as_deref())?;
+    if let Some(default) = default {
+        tracing::info!("{}", default.describe());
+    }
     if legacy.use_syslog && logfile.is_none() {
         tracing::warn!("UseSyslog: logging to standard error, which journald or your service manager collects");
     }
@@ -285,6 +299,11 @@ fn run_daemon(cli: &Cli, config: Config) -> Result<(), String> {
     let load = || load_config(cli);
     let mut daemon = Daemon::new(config)?;
     daemon.only_ipv4(cli.only_ipv4);
+    match knockd::notify::Notifier::from_env() {
+        Some(Ok(notifier)) => daemon.notify_with(notifier),
+        Some(Err(e)) => tracing::warn!("systemd will not hear that knockd is ready: {e}"),
+        None => {}
+    }
     daemon.run(stop, reload, &load)
 }
 
@@ -302,6 +321,17 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Hands what an admin command created to the daemon's account when dropped (crate::handover).
+struct HandOver(Config);
+
+impl Drop for HandOver {
+    fn drop(&mut self) {
+        for w in knockd::handover::after_admin_command(&self.0).map(|r| r.warnings).unwrap_or_default() {
+            eprintln!("knockd: warning: {w}");
+        }
     }
 }
 
@@ -323,19 +353,30 @@ fn known_door(config: &Config, name: &str) -> Result<(), Failure> {
 
 /// Runs the command: its output for standard output (a report may count problems), or why it failed.
 fn run(mut cli: Cli) -> Result<Report, Failure> {
+    // Without -c: knockd.toml, else knockd 0.8's knockd.conf (a server moved from Debian's knockd).
+    let default = cli.config.is_none().then(knockd::default_config::choose);
+    if let Some(d) = &default {
+        cli.config = Some(d.path.clone());
+    }
     if cli.daemonize {
-        absolute(&mut cli.config);
-        for p in [&mut cli.state_dir, &mut cli.pidfile, &mut cli.logfile].into_iter().flatten() {
+        for p in [&mut cli.config, &mut cli.state_dir, &mut cli.pidfile, &mut cli.logfile].into_iter().flatten() {
             absolute(p);
         }
     }
     let config = load_config(&cli).map_err(Failure::Config)?;
     let command = cli.command.take().unwrap_or(Command::Run);
+    if let (Some(d), false) = (&default, matches!(command, Command::Run)) {
+        if d.fell_back {
+            eprintln!("knockd: {}", d.describe());
+        }
+    }
     if let Some(door) = command.door() {
         known_door(&config, door)?;
     }
+    // Admin commands run as root hand what they create to the daemon's account when they end.
+    let _handover = (!matches!(command, Command::Run)).then(|| HandOver(config.clone()));
     let text = match command {
-        Command::Run => run_daemon(&cli, config).map(|()| String::new()),
+        Command::Run => run_daemon(&cli, config, default.as_ref()).map(|()| String::new()),
         Command::Init => admin::init(&config),
         Command::Check { force } => return Ok(admin::check(&config, force)),
         Command::Status { warn_below } => return Ok(admin::status(&config, warn_below)?),

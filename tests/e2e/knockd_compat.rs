@@ -1,11 +1,12 @@
 //! Drop-in for knockd 0.8 (issue 3): knockd.conf doors with their commands, tested against
-//! Debian's real `knock` and `knockd` in both directions.
+//! Debian's real `knock` and `knockd` in both directions (unpacked under target/peers/ by
+//! scripts/setup.sh, not installed: see `lab::peer`).
 
 use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::lab::{bin, Host, Lab, SERVER};
+use crate::lab::{bin, peer, Host, Lab, SERVER};
 use crate::require_root;
 
 /// The server's own firewall, as a knockd user has it: 22 dropped unless a rule accepts it.
@@ -34,7 +35,7 @@ const OPENCLOSE: &str = "[options]
 fn debian_knock(lab: &Lab, host: Host, ports: &[&str]) {
     let mut args = vec!["-d", "50", SERVER];
     args.extend_from_slice(ports);
-    let o = lab.exec(host, "/usr/bin/knock", &args);
+    let o = lab.exec(host, peer("usr/bin/knock"), &args);
     assert!(o.status.success(), "Debian's knock failed: {o:?}");
 }
 

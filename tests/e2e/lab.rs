@@ -42,6 +42,22 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// A program of Debian's knockd 0.8 package (`usr/sbin/knockd`, `usr/bin/knock`), the real peer
+/// of the compatibility tests. scripts/setup.sh unpacks the package into `target/peers/knockd/`
+/// instead of installing it, because the package test replaces Debian's knockd system-wide.
+pub fn peer(path_in_package: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let target = exe.ancestors().nth(3).expect("target dir");
+    let p = target.join("peers/knockd").join(path_in_package);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (the README's test command does), which unpacks Debian's knockd \
+         package there with `apt-get download knockd` and `dpkg-deb -x`",
+        p.display()
+    );
+    p
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
@@ -212,16 +228,17 @@ impl Lab {
         format!("{door}-{name}")
     }
 
-    /// Starts Debian's knockd 0.8 (`/usr/sbin/knockd`) on the lab's `knockd.conf` instead of ours.
+    /// Starts Debian's knockd 0.8 (unpacked by scripts/setup.sh, see [`peer`]) on the lab's
+    /// `knockd.conf` instead of ours.
     pub fn start_real_knockd(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
         let child = self
-            .spawn(Host::Server, "/usr/sbin/knockd", &["-c", "knockd.conf", "-i", "br0", "-v"])
+            .spawn(Host::Server, peer("usr/sbin/knockd"), &["-c", "knockd.conf", "-i", "br0", "-v"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start Debian's knockd (apt-get install knockd)");
+            .expect("start Debian's knockd");
         self.daemon = Some(child);
         self.wait_log("listening on br0", Duration::from_secs(10));
         sleep(Duration::from_millis(300));
@@ -229,19 +246,27 @@ impl Lab {
 
     /// Starts the daemon in the server namespace and waits until it captures.
     pub fn start_daemon(&mut self) {
+        self.spawn_daemon(&[]);
+        self.wait_log("knockd started", Duration::from_secs(10));
+        // The capture threads open right before this line; give them a moment to be attached.
+        sleep(Duration::from_millis(200));
+    }
+
+    /// Starts the daemon in the server namespace with extra environment variables (systemd's
+    /// `NOTIFY_SOCKET`, `JOURNAL_STREAM`), its standard error appended to `daemon.log`, and
+    /// returns at once.
+    pub fn spawn_daemon(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
         let args: Vec<&str> = self.daemon_args.iter().map(String::as_str).collect();
         let child = self
             .spawn(Host::Server, bin("knockd"), &args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start knockd");
         self.daemon = Some(child);
-        self.wait_log("knockd started", Duration::from_secs(10));
-        // The capture threads open right before this line; give them a moment to be attached.
-        sleep(Duration::from_millis(200));
     }
 
     /// The daemon's log so far.

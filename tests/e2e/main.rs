@@ -14,6 +14,7 @@ mod lockout;
 mod lossy;
 mod one_time;
 mod recovery;
+mod service;
 
 /// Every test starts here: these tests cannot run without root, and say so instead of passing.
 pub fn require_root() {

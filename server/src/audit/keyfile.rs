@@ -120,6 +120,8 @@ impl KeyFile {
             Zeroizing::new(hex(state.key.expose())).as_str()
         ));
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        // Written by root beside the daemon (`knockd grant`): the daemon's account keeps it.
+        crate::handover::keep_owner(&f, &self.path)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
