@@ -23,7 +23,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 procps mount
-  systemd man-db groff-base zsh fish adduser)
+  systemd man-db groff-base zsh fish adduser openssl)
 if have dpkg-query && have apt-get; then
   for p in "${packages[@]}"; do pkg_missing "$p" && need_pkgs+=("$p"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -43,27 +43,35 @@ else
   fi
 fi
 
-# Debian's knockd 0.8 for the compatibility tests (tests/e2e/knockd_compat.rs), fetched with
-# `apt-get download` and unpacked with `dpkg-deb -x` into <target>/peers/knockd/ (its
-# usr/sbin/knockd and usr/bin/knock; libpcap0.8 comes with libpcap-dev). Nothing is installed.
+# Real peers the tests run but nothing installs (so no service of theirs starts on this
+# machine): fetched with `apt-get download` and unpacked with `dpkg-deb -x` into
+# <target>/peers/NAME/. Debian's knockd 0.8 for the compatibility tests
+# (tests/e2e/knockd_compat.rs; libpcap0.8 comes with libpcap-dev), and etcd for the shared
+# ledger's tests (etcd/tests, tests/e2e; a static binary).
 peers_dir="${CARGO_TARGET_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target}/peers"
-if [ ! -x "$peers_dir/knockd/usr/sbin/knockd" ] || [ ! -x "$peers_dir/knockd/usr/bin/knock" ]; then
+# fetch_peer PACKAGE DIR BINARY...: unpacks PACKAGE into $peers_dir/DIR unless its BINARYs are there.
+fetch_peer() {
+  local package=$1 dir=$2; shift 2
+  local bin missing=0
+  for bin in "$@"; do [ -x "$peers_dir/$dir/$bin" ] || missing=1; done
+  [ "$missing" = 0 ] && return 0
   if have apt-get && have dpkg-deb; then
-    echo "setup: fetching Debian's knockd (the compatibility tests' peer) into $peers_dir"
+    echo "setup: fetching Debian's $package (a peer the tests run) into $peers_dir/$dir"
     mkdir -p "$peers_dir"
-    rm -f "$peers_dir"/knockd_*.deb
-    if ! (cd "$peers_dir" && apt-get download -q knockd >/dev/null 2>&1); then
+    rm -f "$peers_dir/${package}"_*.deb
+    if ! (cd "$peers_dir" && apt-get download -q "$package" >/dev/null 2>&1); then
       apt-get update -qq
-      (cd "$peers_dir" && apt-get download -q knockd >/dev/null)
+      (cd "$peers_dir" && apt-get download -q "$package" >/dev/null)
     fi
-    rm -rf "$peers_dir/knockd"
-    dpkg-deb -x "$peers_dir"/knockd_*.deb "$peers_dir/knockd"
+    rm -rf "${peers_dir:?}/$dir"
+    dpkg-deb -x "$peers_dir/${package}"_*.deb "$peers_dir/$dir"
   else
-    echo "setup: the compatibility tests need Debian's knockd 0.8 unpacked in $peers_dir/knockd" >&2
-    echo "  (usr/sbin/knockd and usr/bin/knock, e.g. from the knockd .deb with dpkg-deb -x)" >&2
+    echo "setup: the tests need Debian's $package unpacked in $peers_dir/$dir ($*), e.g. with dpkg-deb -x" >&2
     exit 1
   fi
-fi
+}
+fetch_peer knockd knockd usr/sbin/knockd usr/bin/knock
+fetch_peer etcd-server etcd usr/bin/etcd
 
 # require_cargo: puts a rustup cargo on PATH if it is not there, or stops with the fix.
 require_cargo() {
