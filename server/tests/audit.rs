@@ -5,28 +5,18 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use knock_core::auditchain::{line_hash, parse_line, seal, AuditKey};
+use knock_test_support::golden::check as golden;
 use knockd::audit::{AuditLog, AuditOptions, Record};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// 2026-11-25T13:00:00Z.
 const T0: u64 = 1_795_611_600_000;
-
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
-    if std::env::var_os("BLESS").is_some() {
-        fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (BLESS=1 rewrites it)", path.display());
-}
 
 /// A directory with `knockd.toml` and an empty, private `state/`.
 struct Fixture {

@@ -9,18 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::lab::bin;
+use knock_test_support::golden::check as golden;
+use knock_test_support::repo;
 
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("BLESS").is_some() {
-        fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (BLESS=1 rewrites it)", path.display());
-}
+use crate::lab::bin;
 
 pub fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("knock-cli-{tag}-{}", std::process::id()));
@@ -88,9 +80,9 @@ fn knockd_conf_errors_and_migration() {
     )
     .unwrap();
     golden("knockd-conf-error.txt", &run(&d, "knockd", &["-c", "knockd.conf", "check"]));
-    let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/knockd.conf");
+    let etc = repo().join("etc/knockd.conf");
     let migrated = run(&d, "knockd", &["-c", etc.to_str().unwrap(), "migrate"]);
-    golden("knockd-migrate.txt", &migrated.replace(env!("CARGO_MANIFEST_DIR"), "$REPO"));
+    golden("knockd-migrate.txt", &migrated.replace(repo().to_str().unwrap(), "$REPO"));
     let _ = fs::remove_dir_all(&d);
 }
 

@@ -1,5 +1,5 @@
 //! End-to-end check of knock-lab between two network namespaces joined by a
-//! veth pair (needs root, `ip` and `tcpdump`; skipped otherwise): crafted
+//! veth pair (needs root, `ip` and `tcpdump`): crafted
 //! knocks arrive in order with the right ports, protocols, source and valid
 //! checksums; a replay with `--src` arrives rewritten with valid checksums; a
 //! plain replay arrives byte-exact; a capture holding a forbidden address is
@@ -9,22 +9,19 @@
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_knock-lab");
+use knock_test_support::netns::{unique_tag, Netns};
+use knock_test_support::require_root;
+use knock_test_support::run::{wait_bounded, Reaped};
+
+use crate::lab::bin;
+
 const WAIT: Duration = Duration::from_secs(5);
 const A_IP: &str = "198.18.88.1";
 const B_IP: &str = "198.18.88.2";
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
-
-fn have(tool: &str, version_flag: &str) -> bool {
-    Command::new(tool).arg(version_flag).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-}
 
 /// Runs a command to completion within `WAIT`, killing it otherwise; returns
 /// (success, stdout, stderr).
@@ -42,32 +39,11 @@ fn run_bounded(cmd: &mut Command, dir: &Path, tag: &str) -> (bool, String, Strin
     (ok, out, err)
 }
 
-/// Waits up to `limit` for a child; kills and reaps it after that.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if start.elapsed() >= limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("cannot run ip");
-    assert!(status.success(), "ip {args:?} failed");
-}
-
 /// Two namespaces joined by a veth pair, deleted (with the scratch
 /// directory) on drop, also when the test fails.
 struct Lab {
-    ns_a: String,
-    ns_b: String,
+    ns_a: Netns,
+    ns_b: Netns,
     veth_a: String,
     veth_b: String,
     mac_a: String,
@@ -77,58 +53,32 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("klab-{pid}"));
+        let tag = unique_tag();
+        let dir = std::env::temp_dir().join(format!("klab-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let mut lab = Lab {
-            ns_a: format!("klab-{pid}-a"),
-            ns_b: format!("klab-{pid}-b"),
-            veth_a: format!("kl{pid}a"),
-            veth_b: format!("kl{pid}b"),
-            mac_a: String::new(),
-            mac_b: String::new(),
-            dir,
-        };
-        // From here on Drop cleans up whatever was created.
-        ip(&["netns", "add", &lab.ns_a]);
-        ip(&["netns", "add", &lab.ns_b]);
-        ip(&[
-            "-n",
-            &lab.ns_a,
-            "link",
-            "add",
-            &lab.veth_a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.veth_b,
-            "netns",
-            &lab.ns_b,
-        ]);
-        for (ns, dev, addr) in [(&lab.ns_a, &lab.veth_a, "198.18.88.1/24"), (&lab.ns_b, &lab.veth_b, "198.18.88.2/24")]
-        {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        lab.mac_a = mac_of(&lab.ns_a, &lab.veth_a);
-        lab.mac_b = mac_of(&lab.ns_b, &lab.veth_b);
-        lab
+        let (ns_a, ns_b) = (Netns::create(format!("klab-{tag}-a")), Netns::create(format!("klab-{tag}-b")));
+        let (veth_a, veth_b) = ("kla".to_string(), "klb".to_string());
+        ns_a.veth(&veth_a, &ns_b, &veth_b);
+        ns_a.addr(&veth_a, "198.18.88.1/24");
+        ns_b.addr(&veth_b, "198.18.88.2/24");
+        let (mac_a, mac_b) = (mac_of(ns_a.name(), &veth_a), mac_of(ns_b.name(), &veth_b));
+        Lab { ns_a, ns_b, veth_a, veth_b, mac_a, mac_b, dir }
     }
 
     /// `ip netns exec A knock-lab ARGS`, bounded.
     fn lab_a(&self, args: &[&str], tag: &str) -> (bool, String, String) {
-        run_bounded(Command::new("ip").args(["netns", "exec", &self.ns_a, BIN]).args(args), &self.dir, tag)
+        run_bounded(self.ns_a.command(bin("knock-lab")).args(args), &self.dir, tag)
     }
 
     /// Starts tcpdump in B on its veth, incoming only, stopping after
-    /// `count` packets; returns once it is listening.
-    fn capture(&self, count: usize, file: &Path) -> Child {
+    /// `count` packets; returns once it is listening (killed when dropped).
+    fn capture(&self, count: usize, file: &Path) -> Reaped {
         let err_path = file.with_extension("tcpdump.err");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns_b, "tcpdump", "-i", &self.veth_b])
+        let mut child = self
+            .ns_b
+            .command("tcpdump")
+            .args(["-i", &self.veth_b])
             .args(["--immediate-mode", "-B", "8192", "-Q", "in", "-n", "-U", "-c", &count.to_string(), "-w"])
             .arg(file)
             .arg(format!("(tcp or udp) and dst host {B_IP}"))
@@ -140,7 +90,7 @@ impl Lab {
         loop {
             let err = fs::read_to_string(&err_path).unwrap_or_default();
             if err.contains("listening on") {
-                return child;
+                return Reaped(child);
             }
             if start.elapsed() >= WAIT || matches!(child.try_wait(), Ok(Some(_))) {
                 let _ = child.kill();
@@ -154,9 +104,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [&self.ns_a, &self.ns_b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
-        }
+        // The namespaces go with their fields.
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -173,8 +121,8 @@ fn mac_of(ns: &str, dev: &str) -> String {
 
 /// Waits (bounded) for a capture to end and returns `tcpdump -vv -r` of the
 /// file, one string per packet.
-fn finish_capture(mut child: Child, file: &Path, expected: usize) -> Vec<String> {
-    let status = wait_bounded(&mut child, WAIT);
+fn finish_capture(mut capture: Reaped, file: &Path, expected: usize) -> Vec<String> {
+    let status = wait_bounded(&mut capture.0, WAIT);
     let mut read = Command::new("tcpdump");
     read.args(["-vv", "-n", "-r"]).arg(file);
     let (_, text, err) = run_bounded(&mut read, file.parent().unwrap(), "decode");
@@ -223,10 +171,7 @@ fn frames(file: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn send_replay_and_flood_between_namespaces() {
-    assert!(
-        is_root() && have("ip", "-V") && have("tcpdump", "--version"),
-        "this test needs root, ip and tcpdump: run the README's test command as root"
-    );
+    require_root();
     let lab = Lab::new();
     let knocks = [(40001, "tcp"), (40002, "udp"), (40003, "tcp")];
     let send_args = |src: &str| {

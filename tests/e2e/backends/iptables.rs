@@ -20,8 +20,10 @@ use knock_core::Proto;
 use knockd::firewall::iptables::Iptables;
 use knockd::firewall::{Firewall, FirewallError, OpenPort};
 
-mod support;
-use support::{is_root, sock, Lab, Listeners, Outcome, Reexec};
+use knock_test_support::reexec::Reexec;
+use knock_test_support::require_root;
+
+use super::{sock, Lab, Listeners, Outcome};
 
 /// This test's name, for re-executing only it.
 const TEST: &str = "iptables_backend_in_namespaces";
@@ -34,7 +36,7 @@ const PEER6: &str = "2001:db8:67::2";
 const TAGGED_RULES: usize = 5;
 
 static LAB: Lab = Lab {
-    reexec: Reexec { test: TEST, role_env: "KIPT_ROLE" },
+    reexec: Reexec { module: module_path!(), test: TEST, role_env: "KIPT_ROLE" },
     peer_ns_env: "KIPT_PEER_NS",
     target_env: "KIPT_TARGET",
     ns_prefix: "kipt",
@@ -53,10 +55,7 @@ fn iptables_backend_in_namespaces() {
         Some("granter") => granter(),
         _ => {}
     }
-    assert!(
-        is_root(),
-        "{TEST} needs root (network namespaces, iptables, ipset): run the README's test command as root"
-    );
+    require_root();
     LAB.run_in_namespaces();
 }
 

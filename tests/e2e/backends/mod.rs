@@ -1,51 +1,29 @@
-//! Fixtures shared by the tests that run in network namespaces (needs root): a namespace guard,
-//! re-execution of the test binary in a role, and for the firewall tests a server and a peer
-//! namespace joined by a veth pair, with echo listeners and probes run from the peer.
+//! The daemon's parts against a real kernel, through knockd's library: the nftables and the
+//! iptables backends, the ways past the door, and live capture. Each test makes its namespaces
+//! (knock-test-support's `Netns`) and re-executes itself inside them (`Reexec`).
 //!
-//! Only 198.18.0.0/15 and 2001:db8::/32 are used.
+//! This module holds the firewall tests' fixture: a server and a peer namespace joined by a veth
+//! pair, the test re-run in the server namespace as the firewall side, with echo listeners, and
+//! probes run from the peer. Only 198.18.0.0/15 and 2001:db8::/32 are used.
+
+mod capture;
+mod iptables;
+mod nftables;
+mod nftables_ways_past;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use knock_test_support::netns::{unique_tag, Netns};
+use knock_test_support::reexec::Reexec;
 
 /// How long a probe waits for a connection before calling it dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Whole test, as seen from the outer process.
 pub const CHILD_DEADLINE: Duration = Duration::from_secs(120);
-
-static NEXT_NS: AtomicU32 = AtomicU32::new(0);
-
-/// How a test binary re-executes itself: only test `test`, with its role in env var `role_env`.
-pub struct Reexec {
-    pub test: &'static str,
-    pub role_env: &'static str,
-}
-
-impl Reexec {
-    /// The role of this process; None in the outer test.
-    pub fn role(&self) -> Option<String> {
-        std::env::var(self.role_env).ok()
-    }
-
-    /// This test binary in role `role`: inside namespace `ns` (`ip netns exec`), or in the
-    /// current one.
-    pub fn command(&self, ns: Option<&str>, role: &str) -> Command {
-        let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = match ns {
-            Some(ns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(exe);
-                cmd
-            }
-            None => Command::new(exe),
-        };
-        cmd.args(["--exact", self.test, "--nocapture", "--test-threads=1"]).env(self.role_env, role);
-        cmd
-    }
-}
 
 /// A firewall test: the outer process creates a server and a peer namespace joined by a veth pair
 /// (veth0 in the server, veth1 in the peer), then re-executes the test in the server namespace in
@@ -70,25 +48,21 @@ impl Lab {
     /// and fails if it fails or does not finish within [`CHILD_DEADLINE`]. The namespaces are
     /// deleted even when it fails.
     pub fn run_in_namespaces(&self) {
-        let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
-        let server = Netns::create(format!("{}-{}-{n}", self.ns_prefix, std::process::id()));
-        let peer = Netns::create(format!("{}-{}-{n}p", self.ns_prefix, std::process::id()));
-        for ns in [&server, &peer] {
-            ns.ip(&["link", "set", "lo", "up"]);
-        }
-        server.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", &peer.0]);
+        let tag = unique_tag();
+        let server = Netns::create(format!("{}-{tag}", self.ns_prefix));
+        let peer = Netns::create(format!("{}-{tag}p", self.ns_prefix));
+        server.veth("veth0", &peer, "veth1");
         for (ns, dev, v4, v6) in
             [(&server, "veth0", self.server4, self.server6), (&peer, "veth1", self.peer4, self.peer6)]
         {
-            ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
-            ns.ip(&["link", "set", dev, "up"]);
+            ns.addr(dev, &format!("{v4}/24"));
+            ns.addr(dev, &format!("{v6}/64"));
         }
 
         let mut child = self
             .reexec
-            .command(Some(&server.0), "firewall")
-            .env(self.peer_ns_env, &peer.0)
+            .command(Some(server.name()), "firewall")
+            .env(self.peer_ns_env, peer.name())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -107,12 +81,14 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(50));
         };
-        println!("{}", out.join().unwrap_or_default());
+        let out = out.join().unwrap_or_default();
+        println!("{out}");
         eprintln!("{}", err.join().unwrap_or_default());
         match status {
             Some(status) => assert!(status.success(), "firewall side failed: {status}"),
             None => panic!("firewall side did not finish within {CHILD_DEADLINE:?}"),
         }
+        self.reexec.assert_ran(&out);
     }
 
     /// On the firewall side: probes run in the peer namespace.
@@ -308,40 +284,4 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
         }
         text
     })
-}
-
-/// Whether this process runs as root (effective uid 0).
-pub fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip (install iproute2)");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// A network namespace, deleted on drop (also when the test fails).
-pub struct Netns(pub String);
-
-impl Netns {
-    pub fn create(name: String) -> Netns {
-        ip(&["netns", "add", &name]);
-        Netns(name)
-    }
-
-    /// `ip -n NS ARGS...`
-    pub fn ip(&self, args: &[&str]) {
-        ip(&[&["-n", self.0.as_str()], args].concat());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }

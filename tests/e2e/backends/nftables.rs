@@ -15,10 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
+use knock_test_support::reexec::Reexec;
+use knock_test_support::require_root;
 use knockd::firewall::{Firewall, FirewallError, Nftables, OpenPort};
 
-mod support;
-use support::{is_root, Lab, Listeners, Outcome, Reexec};
+use super::{Lab, Listeners, Outcome};
 
 /// This test's name, for re-executing only it.
 const TEST: &str = "nftables_backend_in_namespaces";
@@ -29,7 +30,7 @@ const SRV6: &str = "2001:db8:66::1";
 const PEER6: &str = "2001:db8:66::2";
 
 static LAB: Lab = Lab {
-    reexec: Reexec { test: TEST, role_env: "KNFT_ROLE" },
+    reexec: Reexec { module: module_path!(), test: TEST, role_env: "KNFT_ROLE" },
     peer_ns_env: "KNFT_PEER_NS",
     target_env: "KNFT_TARGET",
     ns_prefix: "knft",
@@ -47,7 +48,7 @@ fn nftables_backend_in_namespaces() {
         Some("hold") => LAB.hold_probe(),
         _ => {}
     }
-    assert!(is_root(), "{TEST} needs root (network namespaces, nftables): run the README's test command as root");
+    require_root();
     LAB.run_in_namespaces();
 }
 

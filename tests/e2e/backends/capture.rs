@@ -12,21 +12,20 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use knock_core::config::Config;
 use knockd::capture::{bpf_filter, spawn_live};
 
-// Only the namespace guard, the root check and re-execution are used here.
-#[allow(dead_code)]
-mod support;
-use support::{is_root, Netns, Reexec};
+use knock_test_support::netns::{unique_tag, Netns};
+use knock_test_support::reexec::Reexec;
+use knock_test_support::require_root;
+use knock_test_support::run::{self, Reaped};
 
 /// The children: this binary re-executed as test `child_role`, with its role (`capture` or
 /// `send`) in `KCAP_CHILD`.
-const CHILD: Reexec = Reexec { test: "child_role", role_env: "KCAP_CHILD" };
+const CHILD: Reexec = Reexec { module: module_path!(), test: "child_role", role_env: "KCAP_CHILD" };
 /// What the sender sends: `;`-separated `tcp ADDR` / `udp ADDR`.
 const SEND_ENV: &str = "KCAP_SEND";
 /// Prefix of the lines a child reports on.
@@ -41,29 +40,12 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A network namespace for `role` (`s` or `p`), deleted on drop (also when the test fails).
 fn netns(role: &str) -> Netns {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    Netns::create(format!("kcap-{}-{n}-{role}", std::process::id()))
+    Netns::create(format!("kcap-{}-{role}", unique_tag()))
 }
 
-/// A child process, killed on drop if still running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{cmd:?} failed: {stderr}");
-}
-
-fn assert_root() {
-    assert!(is_root(), "this test creates network namespaces: run it as root");
+/// Runs the sender child, which must succeed having run its test.
+fn send(cmd: &mut Command) {
+    CHILD.assert_ran(&run::ok(cmd));
 }
 
 /// A server namespace and a peer namespace joined by a veth pair (kc0 in the server, kc1 in
@@ -77,12 +59,10 @@ fn topology() -> (Netns, Netns) {
 
 /// The veth pair of [`topology`], with its addresses.
 fn veth(server: &Netns, peer: &Netns) {
-    server.ip(&["link", "add", "kc0", "type", "veth", "peer", "name", "kc1", "netns", &peer.0]);
+    server.veth("kc0", peer, "kc1");
     for (ns, dev, host) in [(&server, "kc0", "1"), (&peer, "kc1", "2")] {
-        ns.ip(&["addr", "add", &format!("198.18.77.{host}/24"), "dev", dev]);
-        ns.ip(&["addr", "add", &format!("2001:db8:77::{host}/64"), "dev", dev, "nodad"]);
-        ns.ip(&["link", "set", dev, "up"]);
-        ns.ip(&["link", "set", "lo", "up"]);
+        ns.addr(dev, &format!("198.18.77.{host}/24"));
+        ns.addr(dev, &format!("2001:db8:77::{host}/64"));
     }
 }
 
@@ -185,9 +165,9 @@ fn collect(rx: &Receiver<String>) -> Vec<String> {
 
 #[test]
 fn live_capture_in_a_namespace_sees_only_knocks() {
-    assert_root();
+    require_root();
     let (server, peer) = topology();
-    let mut capture = CHILD.command(Some(&server.0), "capture");
+    let mut capture = CHILD.command(Some(server.name()), "capture");
     capture.env(IFACES_ENV, INTERFACES.join(",")).stdout(Stdio::piped());
     let mut capture = Reaped(capture.spawn().expect("start the capture child"));
     let rx = reports(&mut capture.0);
@@ -205,7 +185,7 @@ fn live_capture_in_a_namespace_sees_only_knocks() {
         "tcp 198.18.77.1:22",
     ];
     let list = format!("{};udp {SENTINEL}", sends.join(";"));
-    run(CHILD.command(Some(&peer.0), "send").env(SEND_ENV, list));
+    send(CHILD.command(Some(peer.name()), "send").env(SEND_ENV, list));
 
     let lines = collect(&rx);
     let stopped = lines.iter().find_map(|l| l.strip_prefix("STOPPED "));
@@ -231,9 +211,9 @@ fn live_capture_in_a_namespace_sees_only_knocks() {
 
 #[test]
 fn live_capture_reopens_an_interface_that_went_away() {
-    assert_root();
+    require_root();
     let (server, peer) = topology();
-    let mut capture = CHILD.command(Some(&server.0), "capture");
+    let mut capture = CHILD.command(Some(server.name()), "capture");
     capture.env(IFACES_ENV, "kc0").stdout(Stdio::piped());
     let mut capture = Reaped(capture.spawn().expect("start the capture child"));
     let rx = reports(&mut capture.0);
@@ -246,7 +226,7 @@ fn live_capture_reopens_an_interface_that_went_away() {
     let mut lines = Vec::new();
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline && !lines.iter().any(|l: &String| l.starts_with("STOPPED")) {
-        run(CHILD.command(Some(&peer.0), "send").env(SEND_ENV, format!("udp {SENTINEL}")));
+        send(CHILD.command(Some(peer.name()), "send").env(SEND_ENV, format!("udp {SENTINEL}")));
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(line);
         }

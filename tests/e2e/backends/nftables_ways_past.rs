@@ -10,7 +10,7 @@
 //! Each test builds a server and a peer namespace joined by a veth pair with the shared fixture
 //! (addresses only in 198.18.0.0/15 and 2001:db8::/32), then re-executes itself inside the
 //! server namespace (`KWAY_ROLE=firewall`), where it installs the firewall and checks, with
-//! probes run in the peer namespace: TCP connects and held connections (support), and a UDP
+//! probes run in the peer namespace: TCP connects and held connections (`backends`), and a UDP
 //! sender (`KWAY_ROLE=udp-send`). Every case is first shown open without the firewall, so a
 //! closed result is the firewall's doing.
 
@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use knock_core::Proto;
 use knockd::firewall::{Firewall, Nftables, OpenPort};
 
-mod support;
-use support::{is_root, sock, Lab, Listeners, Outcome, Reexec};
+use knock_test_support::reexec::Reexec;
+use knock_test_support::require_root;
+
+use super::{sock, Lab, Listeners, Outcome};
 
 const SSH: OpenPort = OpenPort { port: 22, proto: Proto::Tcp };
 const DNS: OpenPort = OpenPort { port: 53, proto: Proto::Udp };
@@ -40,7 +42,7 @@ const UDP_ARRIVAL: Duration = Duration::from_secs(2);
 /// A lab whose tests re-execute test `test`, in namespaces `kway<n>-...`.
 const fn lab(test: &'static str, prefix: &'static str, net: Nets) -> Lab {
     Lab {
-        reexec: Reexec { test, role_env: "KWAY_ROLE" },
+        reexec: Reexec { module: module_path!(), test, role_env: "KWAY_ROLE" },
         peer_ns_env: "KWAY_PEER_NS",
         target_env: "KWAY_TARGET",
         ns_prefix: prefix,
@@ -79,11 +81,7 @@ fn run(lab: &'static Lab, firewall_side: fn(&'static Lab)) {
         Some("udp-send") => udp_send_probe(lab),
         _ => {}
     }
-    assert!(
-        is_root(),
-        "{} needs root (network namespaces, nftables): run the README's test command as root",
-        lab.reexec.test
-    );
+    require_root();
     lab.run_in_namespaces();
 }
 
