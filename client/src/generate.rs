@@ -14,7 +14,30 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
 
-use crate::exit::Failure;
+/// Why `--generate` printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// clap_mangen could not render the page.
+    #[error("rendering knock(1): {0}")]
+    ManPage(std::io::Error),
+    /// clap_complete wrote something that is not text.
+    #[error("the {shell} completion script is not UTF-8: {source}")]
+    NotUtf8 {
+        /// The shell.
+        shell: Shell,
+        /// Where the bytes went wrong.
+        source: std::string::FromUtf8Error,
+    },
+    /// clap_complete's script no longer has the shape the profile-name completion hooks into
+    /// (a clap_complete upgrade; the fix is in this file).
+    #[error("the {shell} script from clap_complete has no {what} to complete profile names at")]
+    ScriptShape {
+        /// The shell.
+        shell: Shell,
+        /// What is missing.
+        what: String,
+    },
+}
 
 /// What `--generate` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,9 +69,9 @@ pub fn requested(matches: &ArgMatches) -> Option<Kind> {
 }
 
 /// The text `--generate KIND` prints.
-pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
+pub fn render(kind: Kind, cmd: Command) -> Result<String, GenerateError> {
     let shell = match kind {
-        Kind::Man => return man_page(cmd).map_err(|e| Failure::Io(format!("rendering knock(1): {e}"))),
+        Kind::Man => return man_page(cmd).map_err(GenerateError::ManPage),
         Kind::Bash => Shell::Bash,
         Kind::Zsh => Shell::Zsh,
         Kind::Fish => Shell::Fish,
@@ -56,8 +79,7 @@ pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
     let mut cmd = cmd;
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "knock", &mut out);
-    let script = String::from_utf8(out)
-        .map_err(|e| Failure::Failed(format!("the {shell} completion script is not UTF-8: {e}")))?;
+    let script = String::from_utf8(out).map_err(|source| GenerateError::NotUtf8 { shell, source })?;
     profile_names(shell, &script)
 }
 
@@ -93,10 +115,8 @@ _knock_profile_names() {
 /// Makes the places where a profile name goes (`--profile`, `-p`, `profile show`, `profile
 /// remove`) complete the installed profiles' names. Fails, rather than print a script without
 /// them, if clap_complete's output no longer has the shape this expects.
-fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
-    let missing = |what: &str| {
-        Failure::Failed(format!("the {shell} script from clap_complete has no {what} to complete profile names at"))
-    };
+fn profile_names(shell: Shell, script: &str) -> Result<String, GenerateError> {
+    let missing = |what: &str| GenerateError::ScriptShape { shell, what: what.to_string() };
     let replace_all = |text: &str, from: &str, to: &str, expected: usize| {
         let found = text.matches(from).count();
         (found == expected).then(|| text.replace(from, to)).ok_or_else(|| missing(&format!("{expected} × `{from}`")))

@@ -267,6 +267,58 @@ fn exit_statuses_and_where_reports_go() {
     let _ = fs::remove_dir_all(&d);
 }
 
+/// Each of knock's failures: its exit status, and a message on standard error alone that says
+/// what failed, on which file or profile, and the fix.
+#[test]
+fn knock_failures_name_what_failed_where_and_the_fix() {
+    use knock_core::exit;
+    let d = scratch("failures");
+    two_profiles(&d);
+    let dir = d.display().to_string();
+    let expect = |args: &[&str], code: u8, words: &[&str]| {
+        let r = run_split(&d, "knock", args);
+        assert_eq!((r.code, r.stdout.as_str()), (i32::from(code), ""), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("knock: ") && r.stderr.lines().count() == 1, "{args:?}: {}", r.stderr);
+        for word in words {
+            assert!(r.stderr.contains(word), "{args:?}: `{word}` missing from: {}", r.stderr);
+        }
+    };
+
+    let list = format!("{dir}/config/knock/keyring/paper-file.seq");
+    fs::set_permissions(&list, fs::Permissions::from_mode(0o644)).unwrap();
+    expect(&["--profile", "paper-file", "--dry-run"], exit::PERMISSION, &[&list, "mode 0644", "chmod 600"]);
+    fs::set_permissions(&list, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let counter = format!("{dir}/state-home/knock/ssh-alice.next");
+    fs::create_dir_all(d.join("state-home/knock")).unwrap();
+    fs::write(&counter, "seven\n").unwrap();
+    expect(&["--profile", "ssh-alice", "--dry-run"], exit::DATA, &["`ssh-alice`", &counter, "a number"]);
+    fs::remove_file(&counter).unwrap();
+
+    expect(&["profile", "import", "a.knock"], exit::FAILED, &["`ssh-alice` exists", "knock profile remove ssh-alice"]);
+    expect(&["profile", "show", "nobody"], exit::USAGE, &["no profile `nobody`", "knock profile import FILE"]);
+    expect(
+        &["profile", "remove", "Bad/Name"],
+        exit::USAGE,
+        &["`Bad/Name` is not a profile name", "knock profile list"],
+    );
+    expect(&["profile", "reset-step", "paper-file"], exit::USAGE, &["`paper-file` is a file profile", "totp"]);
+    expect(&["--profile", "paper-file", "--close"], exit::USAGE, &["`paper-file`", "no closing sequence"]);
+    expect(&["-4", "::1", "7000"], exit::FAILED, &["::1 has no IPv4 address", "without -4"]);
+    expect(&["127.0.0.1", "7000:sctp"], exit::USAGE, &["`sctp`", "tcp or udp"]);
+    expect(&["profile", "import", "nowhere.knock"], exit::IO, &["cannot read the bundle nowhere.knock"]);
+
+    // Nothing listens on port 1 of loopback: the port never answers.
+    let wait = ["--profile", "ssh-alice", "--wait", "1", "--wait-timeout", "0.2", "--attempts", "1"];
+    let r = run_split(&d, "knock", &wait);
+    assert_eq!(r.code, i32::from(exit::FAILED), "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default();
+    for words in ["knock: port 1 on 127.0.0.1 did not open after 1 sequences of profile `ssh-alice`", "clock"] {
+        assert!(last.contains(words), "`{words}` missing from: {}", r.stderr);
+    }
+    let _ = fs::remove_dir_all(&d);
+}
+
 /// A totp profile whose next step ran far ahead (a clock that was a year fast when it last
 /// knocked) is refused at once, naming the profile and the command that resets it; the reset
 /// skips every step the server accepts now (issue 9).
