@@ -3,9 +3,10 @@
 //! firewall backends and live capture against a real kernel (`backends`); knock-lab's own test
 //! (`lab_tool`); the command lines' words pinned in golden files (`cli`, `generate`).
 //!
-//! Every test of the repository that needs root is here, in this one binary: `cargo test --test
-//! e2e`, as root, after `cargo build --workspace` (the tests run the binaries it builds next to
-//! this one). The README's test command does both. The namespaces come from knock-test-support.
+//! The tests that need root (namespaces, nftables, iptables) are here, in this one binary:
+//! `cargo test --test e2e`, as root, after `cargo build --workspace` (the tests run the binaries
+//! it builds next to this one). The README's test command does both. The namespaces come from
+//! knock-test-support.
 
 mod attacks;
 mod backends;
