@@ -3,8 +3,8 @@
 //! Each takes arbitrary bytes and panics only when an invariant breaks. The cargo-fuzz targets
 //! in `fuzz/` call these, and so does a short mutating smoke test here (`cargo test`).
 
-use crate::firewall::ack::{self, Reply};
-use crate::firewall::watch::{self, Removed};
+use crate::runtime::firewall::ack::{self, Reply};
+use crate::runtime::firewall::watch::{self, Removed};
 
 /// The table and chains [`nft_watch`] looks for (the defaults).
 pub const TABLE: &str = "knockd";

@@ -30,7 +30,7 @@ pub fn daemonize() -> Result<(), String> {
 }
 
 /// The effective user id: admin commands run by root hand what they create to the daemon's
-/// account (crate::handover).
+/// account (crate::state::handover).
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }

@@ -1,8 +1,5 @@
 //! `knockd`: the one-time port knocking daemon and its admin commands.
 
-mod exit;
-mod generate;
-
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,10 +8,12 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use knock_core::config::Config;
-use knockd::report::Report;
-use knockd::{admin, daemon::Daemon, hardening};
-
-use exit::Failure;
+use knockd::cli::exit::Failure;
+use knockd::cli::generate;
+use knockd::cli::report::Report;
+use knockd::cli::{admin, default_config};
+use knockd::hardening;
+use knockd::runtime::daemon::Daemon;
 
 /// Opens a firewall port only for the address that knocked a valid, never-used sequence.
 #[derive(Parser)]
@@ -108,14 +107,14 @@ enum Command {
         #[arg(long)]
         door: String,
         /// How long: 30s, 10m, 2h (at most 168h).
-        #[arg(long = "for", value_name = "DURATION", value_parser = knockd::console::grant_duration)]
+        #[arg(long = "for", value_name = "DURATION", value_parser = knockd::cli::console::grant_duration)]
         duration: std::time::Duration,
     },
     /// Repair a door's ledgers.
     #[command(subcommand)]
     Ledger(LedgerCommand),
     /// Show the audit log.
-    Audit(knockd::audit::AuditArgs),
+    Audit(knockd::cli::audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,12 +227,12 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
     let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     // Under systemd, standard error is the journal: priorities, no timestamps of our own.
-    let journal = file.is_none() && knockd::journal::stderr_is_journal();
+    let journal = file.is_none() && knockd::cli::journal::stderr_is_journal();
     match (format, journal) {
         (LogFormat::Text, false) => builder.init(),
         (LogFormat::Json, false) => builder.json().init(),
-        (LogFormat::Text, true) => builder.event_format(knockd::journal::text_format()).init(),
-        (LogFormat::Json, true) => builder.json().event_format(knockd::journal::json_format()).init(),
+        (LogFormat::Text, true) => builder.event_format(knockd::cli::journal::text_format()).init(),
+        (LogFormat::Json, true) => builder.json().event_format(knockd::cli::journal::json_format()).init(),
     }
     Ok(())
 }
@@ -241,7 +240,7 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&std::path::Path>) 
 /// Loads the configuration with the command line's overrides (`--state-dir`, `-i`).
 /// (Its errors are configuration errors: `run` maps them to [`Failure::Config`].)
 fn load_config(cli: &Cli) -> Result<Config, String> {
-    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(knockd::default_config::TOML));
+    let path = cli.config.clone().unwrap_or_else(|| PathBuf::from(default_config::TOML));
     let mut config = Config::load(&path).map_err(|e| e.to_string())?;
     if let Some(dir) = &cli.state_dir {
         config.server.state_dir = dir.clone();
@@ -254,11 +253,7 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 /// The daemon itself: logging, hardening, signals, then the loop. `default` is the
 /// configuration taken without `-c`, which the log names.
-fn run_daemon(
-    cli: &Cli,
-    config: Config,
-    default: Option<&knockd::default_config::DefaultConfig>,
-) -> Result<(), String> {
+fn run_daemon(cli: &Cli, config: Config, default: Option<&default_config::DefaultConfig>) -> Result<(), String> {
     let legacy = config.legacy_options.clone().unwrap_or_default();
     let logfile = cli.logfile.clone().or(legacy.log_file);
     let pidfile = cli.pidfile.clone().or(legacy.pid_file);
@@ -299,7 +294,7 @@ fn run_daemon(
     let load = || load_config(cli);
     let mut daemon = Daemon::new(config)?;
     daemon.only_ipv4(cli.only_ipv4);
-    match knockd::notify::Notifier::from_env() {
+    match knockd::runtime::notify::Notifier::from_env() {
         Some(Ok(notifier)) => daemon.notify_with(notifier),
         Some(Err(e)) => tracing::warn!("systemd will not hear that knockd is ready: {e}"),
         None => {}
@@ -324,12 +319,12 @@ impl Drop for PidFile {
     }
 }
 
-/// Hands what an admin command created to the daemon's account when dropped (crate::handover).
+/// Hands what an admin command created to the daemon's account when dropped (crate::state::handover).
 struct HandOver(Config);
 
 impl Drop for HandOver {
     fn drop(&mut self) {
-        for w in knockd::handover::after_admin_command(&self.0).map(|r| r.warnings).unwrap_or_default() {
+        for w in knockd::state::handover::after_admin_command(&self.0).map(|r| r.warnings).unwrap_or_default() {
             eprintln!("knockd: warning: {w}");
         }
     }
@@ -354,7 +349,7 @@ fn known_door(config: &Config, name: &str) -> Result<(), Failure> {
 /// Runs the command: its output for standard output (a report may count problems), or why it failed.
 fn run(mut cli: Cli) -> Result<Report, Failure> {
     // Without -c: knockd.toml, else knockd 0.8's knockd.conf (a server moved from Debian's knockd).
-    let default = cli.config.is_none().then(knockd::default_config::choose);
+    let default = cli.config.is_none().then(default_config::choose);
     if let Some(d) = &default {
         cli.config = Some(d.path.clone());
     }
@@ -402,11 +397,11 @@ fn run(mut cli: Cli) -> Result<Report, Failure> {
             let out = admin::SequencesOut::Bundle(&out);
             admin::sequences_generate(&config, &args.door, args.count, args.server_addr, out, true)
         }
-        Command::Grant { addr, door, duration } => knockd::console::grant(&config, addr, &door, duration),
+        Command::Grant { addr, door, duration } => knockd::cli::console::grant(&config, addr, &door, duration),
         Command::Ledger(LedgerCommand::Recover { door, client, next, line, skip }) => {
-            use knockd::console::RecoverFrom;
+            use knockd::cli::console::RecoverFrom;
             let from = next.map(RecoverFrom::Next).or(line.map(RecoverFrom::Line)).unwrap_or(RecoverFrom::Skip(skip));
-            knockd::console::ledger_recover(&config, &door, client.as_deref(), from)
+            knockd::cli::console::ledger_recover(&config, &door, client.as_deref(), from)
         }
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }?;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use knock_core::auditchain::{line_hash, parse_line, seal, AuditKey};
-use knockd::audit::{AuditLog, AuditOptions, Record};
+use knockd::state::audit::{AuditLog, AuditOptions, Record};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 

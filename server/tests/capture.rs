@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use knock_core::config::Config;
-use knockd::capture::{bpf_filter, spawn_live};
+use knockd::runtime::capture::{bpf_filter, spawn_live};
 
 // Only the namespace guard, the root check and re-execution are used here.
 #[allow(dead_code)]

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
-use knockd::firewall::{Firewall, FirewallError, Nftables, OpenPort};
+use knockd::runtime::firewall::{Firewall, FirewallError, Nftables, OpenPort};
 
 mod support;
 use support::{is_root, Lab, Listeners, Outcome, Reexec};

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
-use knockd::firewall::{Firewall, Nftables, OpenPort};
+use knockd::runtime::firewall::{Firewall, Nftables, OpenPort};
 
 mod support;
 use support::{is_root, sock, Lab, Listeners, Outcome, Reexec};

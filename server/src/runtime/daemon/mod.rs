@@ -21,13 +21,13 @@ use tracing::{error, info, warn};
 mod reload;
 mod resync;
 
-use crate::audit::{AuditLog, Record};
-use crate::capture::{self, CaptureHandle, CapturedKnock};
-use crate::commands::CommandRunner;
-use crate::doors::Doors;
-use crate::firewall::{Firewall, Nftables};
-use crate::grants::LiveGrants;
-use crate::notify::Notifier;
+use crate::runtime::actions::grants::LiveGrants;
+use crate::runtime::actions::shell::CommandRunner;
+use crate::runtime::capture::{self, CaptureHandle, CapturedKnock};
+use crate::runtime::doors::Doors;
+use crate::runtime::firewall::{Firewall, Nftables};
+use crate::runtime::notify::Notifier;
+use crate::state::audit::{AuditLog, Record};
 use crate::state::StateDir;
 use resync::PendingResyncs;
 
@@ -78,7 +78,7 @@ pub struct Daemon {
 fn firewall_for(config: &Config) -> Result<Option<Box<dyn Firewall>>, String> {
     let mut fw: Box<dyn Firewall> = match config.server.firewall {
         FirewallKind::Nftables => Box::new(Nftables::new(&config.server.nft_table).map_err(|e| e.to_string())?),
-        FirewallKind::Iptables => Box::new(crate::firewall::iptables::Iptables::new()),
+        FirewallKind::Iptables => Box::new(crate::runtime::firewall::iptables::Iptables::new()),
         FirewallKind::None => return Ok(None),
     };
     let protected: Vec<_> = config.doors.iter().flat_map(|d| d.open.iter().copied()).collect();

@@ -20,9 +20,8 @@
 //! Never key material, never a sequence: only door, client, source, counter labels and reasons.
 
 mod aggregate;
-mod files;
-mod keyfile;
-mod query;
+pub(crate) mod files;
+pub(crate) mod keyfile;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -37,7 +36,6 @@ use tracing::{error, info, warn};
 use aggregate::Aggregator;
 pub use keyfile::{export_first_key, read_auditor_key};
 use keyfile::{ChainState, KeyFile};
-pub use query::{command, list, parse_time, verify, AuditAction, AuditArgs};
 
 /// Size after which the live file is rotated (before the next record).
 pub const ROTATE_BYTES: u64 = 64 << 20;

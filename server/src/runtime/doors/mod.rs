@@ -19,7 +19,7 @@ use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, 
 use knock_core::time::utc_day;
 use knock_core::Knock;
 
-use crate::onetime::OneTimeFile;
+use crate::state::legacy_onetime::OneTimeFile;
 
 pub(crate) mod rollback;
 

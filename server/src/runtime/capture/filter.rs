@@ -142,7 +142,7 @@ mod tests {
     use pcap::{BpfProgram, Capture, Linktype};
 
     use super::*;
-    use crate::capture::testframes::{self as tf, Link, V4_DST, V4_SRC, V6_DST, V6_SRC};
+    use crate::runtime::capture::testframes::{self as tf, Link, V4_DST, V4_SRC, V6_DST, V6_SRC};
 
     const LINKS: [Link; 3] = [Link::Ethernet, Link::LinuxSll, Link::LinuxSll2];
 

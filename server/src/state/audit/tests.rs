@@ -333,6 +333,7 @@ fn init_key_exports_once_and_only_before_the_first_record() {
 
 #[test]
 fn the_verify_command_names_the_first_bad_record() {
+    use crate::cli::audit::verify;
     let (d, log) = scratch("verifycmd");
     let out = d.join("auditor.key");
     export_first_key(&log, &out).unwrap();

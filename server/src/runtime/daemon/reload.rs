@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use super::Daemon;
-use crate::audit::Record;
-use crate::capture;
-use crate::doors::Doors;
+use crate::runtime::capture;
+use crate::runtime::doors::Doors;
+use crate::state::audit::Record;
 use crate::state::StateDir;
 
 /// SHA-256 of a configuration file, for the audit trail (empty when unreadable).

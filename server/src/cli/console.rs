@@ -24,10 +24,10 @@ use knock_core::sequence::Mode;
 use knock_core::time::unix_now_ms;
 use serde_json::{json, Value};
 
-use crate::audit::{AuditLog, Record};
-use crate::doors::rollback::audited_use;
-use crate::firewall::{iptables::Iptables, Firewall, Nftables};
-use crate::onetime::OneTimeFile;
+use crate::runtime::doors::rollback::audited_use;
+use crate::runtime::firewall::{iptables::Iptables, Firewall, Nftables};
+use crate::state::audit::{AuditLog, Record};
+use crate::state::legacy_onetime::OneTimeFile;
 use crate::state::StateDir;
 
 /// The journal of manual grants inside the state directory.
@@ -84,7 +84,7 @@ fn journal(state_dir: &Path, grant: &ManualGrant) -> std::io::Result<()> {
     let tmp = state_dir.join(format!("{MANUAL_GRANTS}.tmp"));
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     // The daemon reads this journal when it reinstalls its table: its account keeps the file.
-    crate::handover::keep_owner(&f, &path)?;
+    crate::state::handover::keep_owner(&f, &path)?;
     for g in &grants {
         writeln!(f, "{}", g.to_line())?;
     }
@@ -234,7 +234,7 @@ fn ledger_of(config: &Config, d: &Door, client: Option<&str>) -> Result<LedgerOf
                     }
                 }
             };
-            let key = crate::doors::key_path(keys, &client);
+            let key = crate::runtime::doors::key_path(keys, &client);
             let secret = read_key_file(&key).map_err(|e| e.to_string())?;
             let label = secret.fingerprint();
             Ok(LedgerOf {

@@ -19,7 +19,7 @@ use knock_core::seqfile::SequenceFile;
 use serde_json::{Map, Value};
 
 use super::{DoorKind, Doors, RuntimeDoor};
-use crate::onetime::OneTimeFile;
+use crate::state::legacy_onetime::OneTimeFile;
 
 /// The events whose `sequence` was used up in a ledger.
 const USES: [&str; 4] = ["grant", "close", "burn", "resync"];
@@ -107,7 +107,7 @@ impl AuditedUse {
 /// What the current audit file records as used (`None` when it cannot be read: nothing to
 /// compare with). Rotated files are not read.
 pub(crate) fn audited_use(audit_log: &Path) -> Option<AuditedUse> {
-    crate::audit::read_records(audit_log).ok().map(|r| AuditedUse::from_records(&r))
+    crate::state::audit::read_records(audit_log).ok().map(|r| AuditedUse::from_records(&r))
 }
 
 /// The highest sequence index of `file` that the audit log records as used (`lines`) and that

@@ -13,8 +13,8 @@ use knock_core::seqfile::{generate, SequenceFile};
 use knock_core::sequence::Mode;
 use zeroize::Zeroizing;
 
-use crate::doors::key_path;
-use crate::report::Report;
+use crate::cli::report::Report;
+use crate::runtime::doors::key_path;
 use crate::state::StateDir;
 
 /// `knockd init`: the state directory and a random server id.
@@ -213,7 +213,7 @@ pub fn sequences_generate(
             current.display()
         ));
     }
-    let path = if rotate { crate::doors::incoming_path(&current) } else { current };
+    let path = if rotate { crate::runtime::doors::incoming_path(&current) } else { current };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -433,20 +433,22 @@ fn command_doors_note(config: &Config) -> String {
 fn sequence_file_problems(d: &Door) -> Vec<String> {
     let one_time = d.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref());
     match (one_time, &d.sequence_file) {
-        (Some(path), _) if path.exists() => crate::onetime::OneTimeFile::load(path).err().into_iter().collect(),
-        (None, Some(path)) if d.mode == Mode::File => [path.clone(), crate::doors::incoming_path(path)]
+        (Some(path), _) if path.exists() => {
+            crate::state::legacy_onetime::OneTimeFile::load(path).err().into_iter().collect()
+        }
+        (None, Some(path)) if d.mode == Mode::File => [path.clone(), crate::runtime::doors::incoming_path(path)]
             .iter()
             .filter(|p| p.exists())
-            .filter_map(|p| crate::doors::load_sequence_file(p).err())
+            .filter_map(|p| crate::runtime::doors::load_sequence_file(p).err())
             .collect(),
         _ => Vec::new(),
     }
 }
 
 /// `knockd audit`: the table or JSON lines, `--verify [--key FILE]` (a changed log is a problem
-/// in the report), or `init-key --out FILE` (see [`crate::audit::command`]).
-pub fn audit(config: &Config, args: &crate::audit::AuditArgs) -> Result<Report, String> {
-    crate::audit::command(&StateDir::new(&config.server.state_dir).audit_log(), args)
+/// in the report), or `init-key --out FILE` (see [`crate::cli::audit::command`]).
+pub fn audit(config: &Config, args: &crate::cli::audit::AuditArgs) -> Result<Report, String> {
+    crate::cli::audit::command(&StateDir::new(&config.server.state_dir).audit_log(), args)
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC (civil-from-days, no time-zone database needed).
@@ -474,7 +476,7 @@ pub fn status(config: &Config, warn_below: usize) -> Result<Report, String> {
     let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
     let server_id = if derives { state.server_id().map_err(|e| e.to_string())? } else { [0; 16] };
     // Read-only: the daemon may be appending to these very files.
-    let mut doors = crate::doors::Doors::load(config, server_id, &state.ledger_dir(), None);
+    let mut doors = crate::runtime::doors::Doors::load(config, server_id, &state.ledger_dir(), None);
     doors.refuse_rolled_back(&state.audit_log());
     let now = knock_core::time::unix_now_ms();
     let mut out = format!(

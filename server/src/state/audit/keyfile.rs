@@ -121,7 +121,7 @@ impl KeyFile {
         ));
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         // Written by root beside the daemon (`knockd grant`): the daemon's account keeps it.
-        crate::handover::keep_owner(&f, &self.path)?;
+        crate::state::handover::keep_owner(&f, &self.path)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
@@ -182,7 +182,7 @@ pub fn export_first_key(log: &Path, out: &Path) -> Result<String, String> {
     })?;
     let mark = format!(
         "exported {} UTC fingerprint {fingerprint}\n",
-        crate::admin::format_utc_ms(knock_core::time::unix_now_ms())
+        crate::cli::admin::format_utc_ms(knock_core::time::unix_now_ms())
     );
     write_private_file(&keys.exported_path(), mark.as_bytes())
         .map_err(|e| format!("{}: {e}", keys.exported_path().display()))?;

@@ -3,6 +3,10 @@
 //! Layout: `server-id` (32 hex digits, made once by `knockd init`), `ledger/<label>.ledger`
 //! (one per key fingerprint or sequence-file hash), `audit.log`. The directory is 0700.
 
+pub mod audit;
+pub mod handover;
+pub mod legacy_onetime;
+
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};

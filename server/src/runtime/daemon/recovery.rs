@@ -14,9 +14,9 @@ use knock_core::time::unix_now_ms;
 use tracing::{error, warn};
 
 use super::Daemon;
-use crate::audit::Record;
-use crate::console::live_manual_grants;
-use crate::firewall::{Allowed, Firewall};
+use crate::cli::console::live_manual_grants;
+use crate::runtime::firewall::{Allowed, Firewall};
+use crate::state::audit::Record;
 
 /// Hands every door's `always_allow` to the backend before it installs its ruleset; warns when
 /// the backend cannot honour them (an admin relying on them would be locked out).

@@ -6,9 +6,9 @@ use knock_core::auditchain::{self, ChainFile};
 use knock_core::keys::hex;
 use serde_json::{Map, Value};
 
-use super::files;
-use super::keyfile::{export_first_key, read_auditor_key, KeyFile};
-use crate::report::Report;
+use crate::cli::report::Report;
+use crate::state::audit::files;
+use crate::state::audit::keyfile::{export_first_key, read_auditor_key, KeyFile};
 
 /// The arguments of `knockd audit`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -206,7 +206,7 @@ pub fn list(log: &Path, args: &AuditArgs) -> Result<String, String> {
         }
         let row = format!(
             "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}",
-            crate::admin::format_utc_ms(ms),
+            crate::cli::admin::format_utc_ms(ms),
             event,
             s("door"),
             s("client"),
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn format_and_parse_agree() {
         for ms in [0u64, 951_782_400_000, 1_795_564_800_123, 4_102_444_799_999] {
-            let text = crate::admin::format_utc_ms(ms).replacen(' ', "T", 1) + "Z";
+            let text = crate::cli::admin::format_utc_ms(ms).replacen(' ', "T", 1) + "Z";
             assert_eq!(parse_time(&text), Ok(ms), "{text}");
         }
     }
