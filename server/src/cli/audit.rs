@@ -1,14 +1,17 @@
-//! `knockd audit`: the table or JSON lines, `--verify`, and `init-key`.
+//! `knockd audit`: its clap arguments and its output: the table or JSON lines of the records,
+//! the `--verify` report, and `init-key`. Reading the files is `state/audit`'s.
 
 use std::path::{Path, PathBuf};
 
 use knock_core::auditchain::{self, ChainFile};
 use knock_core::keys::hex;
+use knock_core::time::{format_utc_ms, parse_utc_ms};
 use serde_json::{Map, Value};
 
-use crate::cli::report::Report;
-use crate::state::audit::files;
-use crate::state::audit::keyfile::{export_first_key, read_auditor_key, KeyFile};
+use super::report::Report;
+use crate::state::audit::files::{self, all_records};
+use crate::state::audit::keyfile::{read_auditor_key, KeyFile};
+use crate::state::audit::{export_first_key, AuditError};
 
 /// The arguments of `knockd audit`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -24,10 +27,10 @@ pub struct AuditArgs {
     #[arg(long)]
     pub client: Option<String>,
     /// Only records at or after T: RFC 3339 UTC (2026-11-25T13:00:00Z) or unix seconds.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_utc_ms)]
     pub since: Option<u64>,
     /// Only records at or before T: RFC 3339 UTC (2026-11-25T13:00:00Z) or unix seconds.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_utc_ms)]
     pub until: Option<u64>,
     /// Only replays.
     #[arg(long)]
@@ -56,103 +59,24 @@ pub enum AuditAction {
 }
 
 /// Runs `knockd audit` for the log at `log`. Only `--verify` can find problems: a changed log.
-pub fn command(log: &Path, args: &AuditArgs) -> Result<Report, String> {
+pub fn command(log: &Path, args: &AuditArgs) -> Result<Report, AuditError> {
     match &args.action {
-        Some(AuditAction::InitKey { out }) => export_first_key(log, out).map(Report::clean),
+        Some(AuditAction::InitKey { out }) => init_key(log, out).map(Report::clean),
         None if args.verify => verify(log, args.key.as_deref()),
         None => list(log, args).map(Report::clean),
     }
 }
 
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Parses `--since` / `--until`: RFC 3339 in UTC (`2026-11-25T13:00:00Z`, optional fraction,
-/// `Z` or `+00:00`; a bare date means its midnight) or unix seconds. Unix milliseconds out.
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    let bad = || format!("`{s}` is not a time; use RFC 3339 in UTC (2026-11-25T13:00:00Z) or unix seconds");
-    let t = s.trim();
-    if !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()) {
-        return t.parse::<u64>().ok().and_then(|v| v.checked_mul(1000)).ok_or_else(bad);
-    }
-    if !t.is_ascii() || t.len() < 10 {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<u32, String> {
-        let part = t.get(r).ok_or_else(bad)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().map_err(|_| bad())
-        } else {
-            Err(bad())
-        }
-    };
-    if &t[4..5] != "-" || &t[7..8] != "-" {
-        return Err(bad());
-    }
-    let (y, mo, d) = (i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
-        return Err(bad());
-    }
-    let (mut h, mut mi, mut sec, mut ms) = (0, 0, 0, 0u64);
-    if t.len() > 10 {
-        let rest = &t[10..];
-        let zone_at = rest
-            .strip_suffix(['Z', 'z'])
-            .map(str::len)
-            .or_else(|| rest.strip_suffix("+00:00").map(str::len))
-            .ok_or_else(|| format!("`{s}`: give the time in UTC, ending in Z (2026-11-25T13:00:00Z)"))?;
-        let clock = &rest[..zone_at];
-        if !(clock.starts_with(['T', 't', ' ']) && clock.len() >= 9 && &clock[3..4] == ":" && &clock[6..7] == ":") {
-            return Err(bad());
-        }
-        let at = |r: std::ops::Range<usize>| num(r.start + 10..r.end + 10);
-        (h, mi, sec) = (at(1..3)?, at(4..6)?, at(7..9)?);
-        if let Some(frac) = clock.get(9..).filter(|f| !f.is_empty()) {
-            let digits = frac.strip_prefix('.').filter(|f| !f.is_empty() && f.bytes().all(|c| c.is_ascii_digit()));
-            let digits = digits.ok_or_else(bad)?;
-            ms = format!("{:0<3}", &digits[..digits.len().min(3)]).parse().map_err(|_| bad())?;
-        }
-        if h > 23 || mi > 59 || sec > 59 {
-            return Err(bad());
-        }
-    }
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(sec);
-    u64::try_from(secs).map(|s| s * 1000 + ms).map_err(|_| bad())
-}
-
-/// The records of every file of the chain, oldest first, each with its line as written. Only
-/// the very last line of the live file may be torn.
-fn all_records(log: &Path) -> Result<Vec<files::Line>, String> {
-    let paths = files::chain_files(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    if paths.is_empty() {
-        return Err(format!(
-            "{}: no audit log (has knockd run with this state directory? see -c / --state-dir)",
-            log.display()
-        ));
-    }
-    let mut out = Vec::new();
-    for (i, p) in paths.iter().enumerate() {
-        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        out.extend(files::json_lines(&p.display().to_string(), &bytes, i + 1 == paths.len())?);
-    }
-    Ok(out)
+/// `knockd audit init-key --out FILE`: the chain's first key for the auditor, and what to do with it.
+fn init_key(log: &Path, out: &Path) -> Result<String, AuditError> {
+    let fingerprint = export_first_key(log, out)?;
+    Ok(format!(
+        "wrote the audit log's first key to {} (fingerprint {fingerprint}).\n\
+         It is the auditor's: move it off this host; knockd never needs it again.\n\
+         Check the log with: knockd audit --verify --key {}",
+        out.display(),
+        out.display()
+    ))
 }
 
 fn detail(r: &Map<String, Value>) -> String {
@@ -178,7 +102,7 @@ fn detail(r: &Map<String, Value>) -> String {
 }
 
 /// The table (or, with `--json`, the JSON lines) of the records `args` selects.
-pub fn list(log: &Path, args: &AuditArgs) -> Result<String, String> {
+pub fn list(log: &Path, args: &AuditArgs) -> Result<String, AuditError> {
     let records = all_records(log)?;
     let mut out = String::new();
     if !args.json {
@@ -206,7 +130,7 @@ pub fn list(log: &Path, args: &AuditArgs) -> Result<String, String> {
         }
         let row = format!(
             "{:<24} {:<7} {:<10} {:<10} {:<28} {:<12} {}",
-            crate::cli::admin::format_utc_ms(ms),
+            format_utc_ms(ms),
             event,
             s("door"),
             s("client"),
@@ -223,18 +147,15 @@ pub fn list(log: &Path, args: &AuditArgs) -> Result<String, String> {
 /// `knockd audit --verify [--key FILE]`: the report, clean when the log verifies (a torn last
 /// record is a crash, not tampering), with one problem naming the first bad record otherwise.
 /// `Err` only when the log cannot be checked at all (missing, unreadable, a bad key file).
-pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<Report, String> {
-    let paths = files::chain_files(log).map_err(|e| format!("{}: {e}", log.display()))?;
+pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<Report, AuditError> {
+    let paths = files::chain_files(log).map_err(|source| AuditError::Read { path: log.to_path_buf(), source })?;
     if paths.is_empty() {
-        return Err(format!(
-            "{}: no audit log (has knockd run with this state directory? see -c / --state-dir)",
-            log.display()
-        ));
+        return Err(AuditError::NoLog(log.to_path_buf()));
     }
     let key = key_file.map(read_auditor_key).transpose()?;
     let mut contents = Vec::new();
     for p in &paths {
-        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let bytes = std::fs::read(p).map_err(|source| AuditError::Read { path: p.clone(), source })?;
         contents
             .push((p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()), bytes));
     }
@@ -343,40 +264,33 @@ pub fn verify(log: &Path, key_file: Option<&Path>) -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::audit::{AuditLog, Record};
 
     #[test]
-    fn times_parse_as_rfc3339_utc_or_unix_seconds() {
-        assert_eq!(parse_time("1795564800"), Ok(1_795_564_800_000));
-        assert_eq!(parse_time("2026-11-25T00:00:00Z"), Ok(1_795_564_800_000));
-        assert_eq!(parse_time("2026-11-25T13:00:00Z"), Ok(1_795_564_800_000 + 13 * 3_600_000));
-        assert_eq!(parse_time("2026-11-25t13:00:00.5z"), Ok(1_795_564_800_000 + 13 * 3_600_000 + 500));
-        assert_eq!(parse_time("2026-11-25 13:00:00+00:00"), Ok(1_795_564_800_000 + 13 * 3_600_000));
-        assert_eq!(parse_time("2026-11-25"), Ok(1_795_564_800_000));
-        assert_eq!(parse_time("2000-02-29T00:00:00Z"), Ok(951_782_400_000));
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
-        for bad in [
-            "",
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "2026-02-29T00:00:00Z",
-            "2026-11-25T24:00:00Z",
-            "2026-11-25T13:00:00",
-            "2026-11-25T13:00:00+01:00",
-            "2026-11-25T13:00Z",
-            "2026-11-25T13:00:00.Z",
-            "1969-12-31T23:59:59Z",
-            "2026-11-25T13:00:00Zé",
-        ] {
-            assert!(parse_time(bad).is_err(), "{bad}");
+    fn the_verify_command_names_the_first_bad_record() {
+        let d = std::env::temp_dir().join(format!("knockd-verifycmd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let log = d.join("audit.log");
+        let out = d.join("auditor.key");
+        assert!(init_key(&log, &out).unwrap().contains("--verify --key"));
+        let mut a = AuditLog::open(&log).unwrap();
+        for i in 0..4u64 {
+            a.write(Record::new("grant").with("door", "ssh").with("n", i), true).unwrap();
         }
-        assert!(parse_time("2026-11-25T13:00:00+01:00").unwrap_err().contains("UTC"));
-    }
-
-    #[test]
-    fn format_and_parse_agree() {
-        for ms in [0u64, 951_782_400_000, 1_795_564_800_123, 4_102_444_799_999] {
-            let text = crate::cli::admin::format_utc_ms(ms).replacen(' ', "T", 1) + "Z";
-            assert_eq!(parse_time(&text), Ok(ms), "{text}");
-        }
+        drop(a);
+        let ok = verify(&log, Some(&out)).unwrap();
+        assert!(
+            ok.is_clean() && ok.text.contains("every record verified") && ok.text.ends_with("verified\n"),
+            "{ok:?}"
+        );
+        let nokey = verify(&log, None).unwrap();
+        assert!(nokey.is_clean() && nokey.text.contains("recomputes every later hash"), "{nokey:?}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::write(&log, text.replacen("\"n\":2", "\"n\":7", 1)).unwrap();
+        let bad = verify(&log, Some(&out)).unwrap();
+        assert_eq!(bad.problems, 1, "{bad:?}");
+        assert!(bad.text.contains("NOT VERIFIED: first bad record at audit.log line 3 (seq 2): edited"), "{bad:?}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

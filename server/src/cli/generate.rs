@@ -10,8 +10,6 @@ use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 use clap_mangen::Man;
 
-use crate::cli::exit::Failure;
-
 /// What `--generate` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
@@ -41,10 +39,26 @@ pub fn requested(matches: &ArgMatches) -> Option<Kind> {
     matches.get_one::<Kind>("generate").copied()
 }
 
+/// Why `--generate` printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The man page could not be rendered.
+    #[error("rendering knockd(8): {0}")]
+    Man(std::io::Error),
+    /// A completion script came out as something else than text.
+    #[error("the {shell} completion script is not UTF-8: {source}")]
+    NotText {
+        /// The shell.
+        shell: Shell,
+        /// Where it stops being text.
+        source: std::string::FromUtf8Error,
+    },
+}
+
 /// The text `--generate KIND` prints.
-pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
+pub fn render(kind: Kind, cmd: Command) -> Result<String, GenerateError> {
     let shell = match kind {
-        Kind::Man => return man_page(cmd).map_err(|e| Failure::Io(format!("rendering knockd(8): {e}"))),
+        Kind::Man => return man_page(cmd).map_err(GenerateError::Man),
         Kind::Bash => Shell::Bash,
         Kind::Zsh => Shell::Zsh,
         Kind::Fish => Shell::Fish,
@@ -52,7 +66,7 @@ pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
     let mut cmd = cmd;
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "knockd", &mut out);
-    String::from_utf8(out).map_err(|e| Failure::Failed(format!("the {shell} completion script is not UTF-8: {e}")))
+    String::from_utf8(out).map_err(|source| GenerateError::NotText { shell, source })
 }
 
 /// knockd(8).

@@ -7,6 +7,22 @@
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+/// Why `NOTIFY_SOCKET` cannot be used (systemd then never hears that knockd is ready).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Not a name.
+    #[error("NOTIFY_SOCKET={0:?} is not valid UTF-8")]
+    NotUtf8(std::ffi::OsString),
+    /// Not a socket address, or no socket.
+    #[error("NOTIFY_SOCKET={name}: {source}")]
+    Socket {
+        /// The variable's value.
+        name: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
 /// Where state changes go: systemd's notification socket.
 pub struct Notifier {
     socket: UnixDatagram,
@@ -19,18 +35,19 @@ pub struct Notifier {
 impl Notifier {
     /// The notifier `NOTIFY_SOCKET` asks for: `None` when it is unset (not started by systemd),
     /// an error naming the variable when it cannot be used.
-    pub fn from_env() -> Option<Result<Notifier, String>> {
+    pub fn from_env() -> Option<Result<Notifier, NotifyError>> {
         let name = std::env::var_os("NOTIFY_SOCKET")?;
         Some(match name.to_str() {
             Some(name) => Notifier::new(name),
-            None => Err(format!("NOTIFY_SOCKET={name:?} is not valid UTF-8")),
+            None => Err(NotifyError::NotUtf8(name)),
         })
     }
 
     /// A notifier for the socket `name`: a path, or `@name` for the abstract namespace.
-    pub fn new(name: &str) -> Result<Notifier, String> {
-        let addr = socket_addr(name).map_err(|e| format!("NOTIFY_SOCKET={name}: {e}"))?;
-        let socket = UnixDatagram::unbound().map_err(|e| format!("NOTIFY_SOCKET={name}: {e}"))?;
+    pub fn new(name: &str) -> Result<Notifier, NotifyError> {
+        let err = |source| NotifyError::Socket { name: name.to_string(), source };
+        let addr = socket_addr(name).map_err(err)?;
+        let socket = UnixDatagram::unbound().map_err(err)?;
         Ok(Notifier { socket, addr, name: name.to_string(), warned: false })
     }
 
@@ -120,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_relative_path_is_refused_and_a_lost_socket_does_not_stop_the_daemon() {
-        let e = Notifier::new("notify.sock").err().expect("refused");
+        let e = Notifier::new("notify.sock").err().expect("refused").to_string();
         assert!(e.contains("NOTIFY_SOCKET=notify.sock") && e.contains("absolute path"), "{e}");
         let mut n = Notifier::new("/nonexistent/knockd/notify").unwrap();
         n.ready("up");

@@ -82,7 +82,7 @@ pub fn hand_over(config: &Config, owner: Owner) -> Report {
             if let Some(dir) = file.parent().filter(|dir| strictly_below(dir, config_dir)) {
                 hand_dir_itself(dir, owner, &mut report);
             }
-            for path in [file.clone(), crate::runtime::doors::incoming_path(file)] {
+            for path in [file.clone(), super::door_files::incoming_path(file)] {
                 if let Ok(f) = open_no_follow(&path) {
                     hand(&f, &path, owner, &mut report);
                 }

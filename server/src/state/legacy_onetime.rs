@@ -7,13 +7,13 @@
 //! The file is a secret like a key: it is refused when group or others may read it. Its identity
 //! in the audit log ([`OneTimeFile::label`]) is a hash of its lines without their first bytes,
 //! which the `#` marks do not change, so a copy restored with fewer marks is recognised as the
-//! same list rolled back (`doors/rollback.rs`).
+//! same list rolled back (`runtime/doors/rollback.rs`).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use knock_core::keys::{hex, read_private_file};
+use knock_core::keys::{hex, read_private_file, KeyError};
 use knock_core::Knock;
 use sha2::{Digest, Sha256};
 
@@ -41,16 +41,54 @@ pub struct OneTimeFile {
 /// The largest one-time file read.
 const MAX_BYTES: u64 = 64 << 20;
 
-fn parse_knocks(text: &str) -> Result<Vec<Knock>, String> {
+/// Why a one-time file cannot be used, naming the file (and line).
+#[derive(Debug, thiserror::Error)]
+pub enum OneTimeError {
+    /// Unreadable, or open to group or others.
+    #[error(transparent)]
+    Private(#[from] KeyError),
+    /// Not text.
+    #[error("{path}: not UTF-8 text: {source}")]
+    NotText {
+        /// The file.
+        path: PathBuf,
+        /// Where it stops being text.
+        source: std::str::Utf8Error,
+    },
+    /// An unused line that is not a sequence.
+    #[error("{path}:{line}: {reason}")]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line could not be marked used.
+    #[error("{path}: cannot mark line {line} used: {source}")]
+    Mark {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The knocks of a line, or why it holds none.
+fn parse_knocks(text: &str) -> Result<Vec<Knock>, <Knock as std::str::FromStr>::Err> {
     text.split([',', ' ', '\t']).filter(|w| !w.is_empty()).map(str::parse).collect()
 }
 
 impl OneTimeFile {
     /// Reads and parses the file; a bad unused line is an error naming file and line, and a file
     /// group or others may read is refused as a key file would be.
-    pub fn load(path: &Path) -> Result<OneTimeFile, String> {
-        let bytes = read_private_file(path, "one_time_sequences file", MAX_BYTES).map_err(|e| e.to_string())?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<OneTimeFile, OneTimeError> {
+        let bytes = read_private_file(path, "one_time_sequences file", MAX_BYTES)?;
+        let text =
+            std::str::from_utf8(&bytes).map_err(|source| OneTimeError::NotText { path: path.to_path_buf(), source })?;
         let mut entries = Vec::new();
         let mut offset = 0u64;
         let mut identity = Sha256::new();
@@ -67,7 +105,11 @@ impl OneTimeFile {
                     Entry { line: i + 1, offset: this, knocks: parse_knocks(rest).unwrap_or_default(), used: true }
                 }
                 None => {
-                    let knocks = parse_knocks(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+                    let knocks = parse_knocks(line).map_err(|reason| OneTimeError::BadLine {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        reason,
+                    })?;
                     Entry { line: i + 1, offset: this, knocks, used: false }
                 }
             };
@@ -99,12 +141,12 @@ impl OneTimeFile {
     }
 
     /// Writes `#` over the first byte of line `index` and syncs; the line is used from now on.
-    pub fn invalidate(&mut self, index: usize) -> Result<bool, String> {
+    pub fn invalidate(&mut self, index: usize) -> Result<bool, OneTimeError> {
         let Some(entry) = self.entries.get_mut(index) else { return Ok(false) };
         if entry.used {
             return Ok(false);
         }
-        let err = |e: std::io::Error| format!("{}: cannot mark line {} used: {e}", self.path.display(), entry.line);
+        let err = |source| OneTimeError::Mark { path: self.path.clone(), line: entry.line, source };
         let file = OpenOptions::new().write(true).open(&self.path).map_err(err)?;
         file.write_all_at(b"#", entry.offset).map_err(err)?;
         file.sync_data().map_err(err)?;
@@ -149,7 +191,7 @@ mod tests {
     fn a_bad_line_names_file_and_line() {
         let p = std::env::temp_dir().join(format!("onetime-bad-{}.seq", std::process::id()));
         write_private(&p, " 7000,8000\n 7000,80x0\n");
-        let e = OneTimeFile::load(&p).unwrap_err();
+        let e = OneTimeFile::load(&p).unwrap_err().to_string();
         assert!(e.contains(":2:") && e.contains("80x0"), "{e}");
         std::fs::remove_file(&p).unwrap();
     }
@@ -174,7 +216,7 @@ mod tests {
         let p = std::env::temp_dir().join(format!("onetime-open-{}.seq", std::process::id()));
         write_private(&p, " 7000,8000\n");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = OneTimeFile::load(&p).unwrap_err();
+        let e = OneTimeFile::load(&p).unwrap_err().to_string();
         assert!(e.contains("accessible by group or others (mode 0644)") && e.contains("chmod 600"), "{e}");
         std::fs::remove_file(&p).unwrap();
     }

@@ -1,16 +1,28 @@
-//! The daemon's state directory: the random server id, the ledgers and the audit log.
+//! Everything knockd keeps on disk, in one part that uses neither the runtime nor the command
+//! line (docs/ARCHITECTURE.md). The state directory itself ([`StateDir`]): the random server
+//! id, the ledgers ([`ledgers`]), the audit log ([`audit`]), the journals of manual grants
+//! ([`manual_grants`]) and pending stop commands ([`pending_stops`]); and beside the
+//! configuration, the doors' key and sequence files ([`door_files`]) and knockd's one-time
+//! sequence files ([`legacy_onetime`]). Files an admin command run as root creates go to the
+//! daemon's account ([`handover`]).
 //!
 //! Layout: `server-id` (32 hex digits, made once by `knockd init`), `ledger/<label>.ledger`
-//! (one per key fingerprint or sequence-file hash), `audit.log`. The directory is 0700.
+//! (one per key fingerprint or sequence-file hash), `audit.log` and its companions (docs/AUDIT.md),
+//! `manual-grants`, `pending-stops`. The directory is 0700.
 
 pub mod audit;
+pub mod door_files;
 pub mod handover;
+pub mod ledgers;
 pub mod legacy_onetime;
+pub mod manual_grants;
+pub mod pending_stops;
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use knock_core::durable::ReplaceError;
 use knock_core::keys::{hex, unhex, write_private_file};
 use knock_core::sequence::SERVER_ID_LEN;
 use rand::TryRngCore;
@@ -41,6 +53,19 @@ pub enum StateError {
         /// Its mode.
         mode: u32,
     },
+    /// No room left for a knock's records.
+    #[error(
+        "state directory {path} is full ({free} bytes free, {needed} needed): knocks fail closed until space is \
+         freed there (always_allow and console grants still work)"
+    )]
+    Full {
+        /// The directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
     /// I/O.
     #[error("{path}: {source}")]
     Io {
@@ -49,6 +74,17 @@ pub enum StateError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// Below this many free bytes the state directory counts as full: a knock's consumption and
+/// audit record could not be made durable (or would eat the last blocks), so knocks fail closed.
+pub const MIN_FREE_BYTES: u64 = 16 * 1024;
+
+/// The one durable write of the state part: [`knock_core::durable::replace_file`], the new file
+/// given the owner of the one it replaces (a file the daemon's account owns stays its own when
+/// root writes it beside the daemon, as `knockd grant` does).
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), ReplaceError> {
+    knock_core::durable::replace_file_with(path, data, |f| handover::keep_owner(f, path))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -69,6 +105,22 @@ impl StateDir {
     /// The audit log.
     pub fn audit_log(&self) -> PathBuf {
         self.root.join("audit.log")
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the directory has room for a knock's records ([`StateError::Full`] below
+    /// [`MIN_FREE_BYTES`]). When the space cannot be queried, the writes themselves will tell.
+    pub fn room(&self) -> Result<(), StateError> {
+        match crate::hardening::free_bytes(&self.root) {
+            Ok(free) if free < MIN_FREE_BYTES => {
+                Err(StateError::Full { path: self.root.clone(), free, needed: MIN_FREE_BYTES })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn server_id_path(&self) -> PathBuf {

@@ -7,17 +7,13 @@
 //! reaches the command, so there is no injection path.
 //!
 //! **Pending stops are journaled.** [`CommandRunner::start`] writes the rendered stop command
-//! and its due time to `<state_dir>/pending-stops` durably (write, fsync, rename, fsync of the
-//! directory) *before* it runs the start command, so a crash at any point never leaves a start
-//! without its stop. [`CommandRunner::run_due`] (call it from the daemon's tick) runs what is
-//! due and then removes it from the journal; a crash in between runs that stop again after the
-//! restart (at least once, never lost; knockd-style stops such as `iptables -D` tolerate it).
-//! [`CommandRunner::overdue_at_start`] runs what fell due while the daemon was down.
-//!
-//! **A corrupt journal is refused, not skipped.** The journal is only ever replaced whole by a
-//! rename, so a bad line means outside damage. [`CommandRunner::open`] then fails naming the
-//! file and line and leaves the file untouched: running the readable stops and rewriting the
-//! journal would silently drop the unreadable one, leaving a port open for good.
+//! and its due time to the journal `<state_dir>/pending-stops` ([`crate::state::pending_stops`],
+//! replaced whole and durably) *before* it runs the start command, so a crash at any point never
+//! leaves a start without its stop. [`CommandRunner::run_due`] (call it from the daemon's tick)
+//! runs what is due and then removes it from the journal; a crash in between runs that stop
+//! again after the restart (at least once, never lost; knockd-style stops such as `iptables -D`
+//! tolerate it). [`CommandRunner::overdue_at_start`] runs what fell due while the daemon was
+//! down. A journal with a line that cannot be read is refused: the daemon does not start.
 //!
 //! **The caller is not blocked for long.** A command is spawned in its own process group; the
 //! caller waits for it at most [`CALLER_WAIT`] (2 s). A command still running then is handed to a
@@ -25,12 +21,9 @@
 //! (30 s) from its start, and logs that. Exit statuses are logged with the door, the address and
 //! the command; never the environment.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::thread;
@@ -38,11 +31,9 @@ use std::time::{Duration, Instant};
 
 use knock_core::config::CommandAction;
 use knock_core::time::unix_now_ms;
-use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
-/// The journal's file name inside the state directory.
-pub const JOURNAL: &str = "pending-stops";
+use crate::state::pending_stops::{JournalError, PendingStop, PendingStops};
 /// How long `start` / `run_due` wait for their commands before leaving them to the reaper.
 pub const CALLER_WAIT: Duration = Duration::from_secs(2);
 /// A command still running this long after its start is killed (with its process group).
@@ -59,9 +50,9 @@ const REAP_TICK: Duration = Duration::from_millis(100);
 /// it and there is none), `%DOOR%` the door's name (refused unless it is 1-64 characters of
 /// `[A-Za-z0-9_.-]`). Everything else, other `%` included, is copied verbatim; substituted text
 /// is never scanned again.
-pub fn render(template: &str, addr: IpAddr, port: Option<u16>, door: &str) -> Result<String, String> {
+pub fn render(template: &str, addr: IpAddr, port: Option<u16>, door: &str) -> Result<String, RenderError> {
     if template.contains('\0') {
-        return Err("the command contains a NUL byte, which no shell command can hold; remove it".into());
+        return Err(RenderError::Nul);
     }
     let mut out = String::with_capacity(template.len() + 40);
     let mut rest = template;
@@ -72,18 +63,12 @@ pub fn render(template: &str, addr: IpAddr, port: Option<u16>, door: &str) -> Re
             out.push_str(&addr.to_canonical().to_string());
             rest = after;
         } else if let Some(after) = tail.strip_prefix("%PORT%") {
-            let port = port.ok_or(
-                "the command uses %PORT%, but this action has no single port to give it; \
-                 remove %PORT% from the command or write the port number into it",
-            )?;
+            let port = port.ok_or(RenderError::NoPort)?;
             out.push_str(&port.to_string());
             rest = after;
         } else if let Some(after) = tail.strip_prefix("%DOOR%") {
             if !safe_door(door) {
-                return Err(format!(
-                    "the command uses %DOOR%, but the door name {door:?} is not 1-64 characters of \
-                     A-Z, a-z, 0-9, `_`, `.` or `-`; rename the door or remove %DOOR% from the command"
-                ));
+                return Err(RenderError::UnsafeDoor(door.to_string()));
             }
             out.push_str(door);
             rest = after;
@@ -101,40 +86,73 @@ fn safe_door(door: &str) -> bool {
     (1..=64).contains(&door.len()) && door.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-/// A rendered stop command waiting for its time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingStop {
-    /// When it is due, in unix milliseconds.
-    pub due_unix_ms: u64,
-    /// The door whose start it undoes.
-    pub door: String,
-    /// The address it was rendered for.
-    pub addr: IpAddr,
-    /// The fully rendered command.
-    pub command: String,
+/// Why a command template cannot be rendered safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A NUL byte.
+    #[error("the command contains a NUL byte, which no shell command can hold; remove it")]
+    Nul,
+    /// `%PORT%` without a port.
+    #[error(
+        "the command uses %PORT%, but this action has no single port to give it; remove %PORT% from the \
+         command or write the port number into it"
+    )]
+    NoPort,
+    /// `%DOOR%` with a name that is not safe in a shell command.
+    #[error(
+        "the command uses %DOOR%, but the door name {0:?} is not 1-64 characters of A-Z, a-z, 0-9, `_`, `.` \
+         or `-`; rename the door or remove %DOOR% from the command"
+    )]
+    UnsafeDoor(String),
 }
 
-impl PendingStop {
-    /// One journal line (JSON, without the newline).
-    fn to_line(&self) -> String {
-        json!({
-            "due_ms": self.due_unix_ms,
-            "door": self.door,
-            "addr": self.addr.to_string(),
-            "command": self.command,
-        })
-        .to_string()
-    }
-
-    /// Parses one journal line.
-    fn from_line(line: &str) -> Result<PendingStop, String> {
-        let v: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-        let text = |key: &str| v.get(key).and_then(Value::as_str).ok_or(format!("no string field `{key}`"));
-        let due_unix_ms = v.get("due_ms").and_then(Value::as_u64).ok_or("no integer field `due_ms`")?;
-        let addr = text("addr")?;
-        let addr = addr.parse().map_err(|_| format!("`addr` {addr:?} is not an IP address"))?;
-        Ok(PendingStop { due_unix_ms, door: text("door")?.to_owned(), addr, command: text("command")?.to_owned() })
-    }
+/// Why a door's command did not run, or failed; names the door, the command and the address.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// A template cannot be rendered: nothing ran.
+    #[error("door {door}: cannot render its {which} command for {addr}: {reason}")]
+    Render {
+        /// The door.
+        door: String,
+        /// `start` or `stop`.
+        which: &'static str,
+        /// The address.
+        addr: IpAddr,
+        /// Why.
+        reason: RenderError,
+    },
+    /// The stop could not be journaled: the start did not run.
+    #[error("door {door}: start command for {addr} not run: {source}")]
+    Journal {
+        /// The door.
+        door: String,
+        /// The address.
+        addr: IpAddr,
+        /// Why.
+        source: JournalError,
+    },
+    /// The shell could not be started.
+    #[error("door {door}: cannot run its {which} command for {addr} with {SHELL}: {source}")]
+    Spawn {
+        /// The door.
+        door: String,
+        /// `start` or `stop`.
+        which: &'static str,
+        /// The address.
+        addr: IpAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The start command exited unsuccessfully within the caller's wait.
+    #[error("door {door}: start command for {addr} failed ({status})")]
+    Failed {
+        /// The door.
+        door: String,
+        /// The address.
+        addr: IpAddr,
+        /// `exit code N` or `killed by signal N`.
+        status: String,
+    },
 }
 
 /// Which of a door's commands.
@@ -169,7 +187,7 @@ struct Running {
 /// Dropping it runs nothing: the pending stops stay in the journal for the next
 /// [`CommandRunner::open`], as after a crash.
 pub struct CommandRunner {
-    journal: PathBuf,
+    journal: PendingStops,
     pending: Vec<PendingStop>,
     reaper: Option<Sender<Running>>,
     caller_wait: Duration,
@@ -180,37 +198,15 @@ impl CommandRunner {
     /// Loads the journal `<state_dir>/pending-stops` (missing = nothing pending). Runs nothing:
     /// call [`CommandRunner::overdue_at_start`] next. A line that cannot be read is an error naming
     /// the file and line, and the journal is left as it is.
-    pub fn open(state_dir: &Path) -> Result<CommandRunner, String> {
-        let journal = state_dir.join(JOURNAL);
-        let text = match std::fs::read_to_string(&journal) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(format!("{}: cannot read the journal of pending stop commands: {e}", journal.display()))
-            }
-        };
-        let mut pending = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let stop = PendingStop::from_line(line).map_err(|reason| {
-                format!(
-                    "{}:{}: unreadable pending stop command ({reason}); knockd refuses to start rather than \
-                     lose it. Try: run that line's command by hand if its port is still open, then fix or \
-                     delete the line and start knockd again",
-                    journal.display(),
-                    n + 1
-                )
-            })?;
-            pending.push(stop);
-        }
+    pub fn open(state_dir: &Path) -> Result<CommandRunner, JournalError> {
+        let journal = PendingStops::in_dir(state_dir);
+        let pending = journal.load()?;
         Ok(CommandRunner { journal, pending, reaper: None, caller_wait: CALLER_WAIT, kill_after: KILL_AFTER })
     }
 
     /// The journal's path.
     pub fn journal(&self) -> &Path {
-        &self.journal
+        self.journal.path()
     }
 
     /// How many stop commands are waiting.
@@ -231,7 +227,7 @@ impl CommandRunner {
     /// Runs the door's start command for `addr` (`start6` for IPv6, falling back to `start`; an
     /// IPv4-mapped address counts as IPv4) and journals its stop, due `cmd_timeout` from now.
     /// See [`CommandRunner::start_with`].
-    pub fn start(&mut self, door: &str, action: &CommandAction, addr: IpAddr) -> Result<(), String> {
+    pub fn start(&mut self, door: &str, action: &CommandAction, addr: IpAddr) -> Result<(), ShellError> {
         self.start_with(door, action, addr, None, unix_now_ms())
     }
 
@@ -248,7 +244,7 @@ impl CommandRunner {
         addr: IpAddr,
         port: Option<u16>,
         now_unix_ms: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), ShellError> {
         let addr = addr.to_canonical();
         let (start, stop) = match addr {
             IpAddr::V4(_) => (action.start.as_ref(), action.stop.as_ref()),
@@ -256,11 +252,13 @@ impl CommandRunner {
                 (action.start6.as_ref().or(action.start.as_ref()), action.stop6.as_ref().or(action.stop.as_ref()))
             }
         };
-        let rendered = |which: &str, template: Option<&String>| {
-            template
-                .map(|t| render(t, addr, port, door))
-                .transpose()
-                .map_err(|e| format!("door {door}: cannot render its {which} command for {addr}: {e}"))
+        let rendered = |which: &'static str, template: Option<&String>| {
+            template.map(|t| render(t, addr, port, door)).transpose().map_err(|reason| ShellError::Render {
+                door: door.to_owned(),
+                which,
+                addr,
+                reason,
+            })
         };
         let start = rendered("start", start)?;
         let stop = rendered("stop", stop)?;
@@ -272,16 +270,16 @@ impl CommandRunner {
                 addr,
                 command,
             });
-            if let Err(e) = self.save() {
+            if let Err(source) = self.journal.save(&self.pending) {
                 self.pending.pop();
-                return Err(format!("door {door}: start command for {addr} not run: {e}"));
+                return Err(ShellError::Journal { door: door.to_owned(), addr, source });
             }
         }
         let Some(command) = start else { return Ok(()) };
         let running = self.spawn(Kind::Start, door, addr, command)?;
         match self.finish(vec![running]).pop().flatten() {
             Some(status) if !status.success() => {
-                Err(format!("door {door}: start command for {addr} failed ({})", describe(status)))
+                Err(ShellError::Failed { door: door.to_owned(), addr, status: describe(status) })
             }
             _ => Ok(()),
         }
@@ -307,7 +305,7 @@ impl CommandRunner {
             }
         }
         self.pending = keep;
-        if let Err(e) = self.save() {
+        if let Err(e) = self.journal.save(&self.pending) {
             // The stops ran; the journal still lists them, so a restart runs them again.
             error!("{e}; the stop commands just run will run again after a restart");
         }
@@ -319,41 +317,15 @@ impl CommandRunner {
         self.run_due(unix_now_ms());
     }
 
-    /// Replaces the journal with the pending list: write a temporary file, fsync, rename, fsync
-    /// the directory.
-    fn save(&self) -> Result<(), String> {
-        let tmp = self.journal.with_file_name(format!("{JOURNAL}.tmp"));
-        let fail = |doing: &str, path: &Path, e: io::Error| {
-            format!(
-                "{}: cannot {doing} the journal of pending stop commands: {e}; check that the state \
-                 directory exists, is writable and has space",
-                path.display()
-            )
-        };
-        let mut text = String::new();
-        for stop in &self.pending {
-            text.push_str(&stop.to_line());
-            text.push('\n');
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| fail("create", &tmp, e))?;
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| fail("write", &tmp, e))?;
-        std::fs::rename(&tmp, &self.journal).map_err(|e| fail("replace", &self.journal, e))?;
-        let dir = self.journal.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| fail("sync the directory of", &self.journal, e))
-    }
-
     /// Spawns `command` with `/bin/sh -c` in its own process group.
-    fn spawn(&self, kind: Kind, door: &str, addr: IpAddr, command: String) -> Result<Running, String> {
+    fn spawn(&self, kind: Kind, door: &str, addr: IpAddr, command: String) -> Result<Running, ShellError> {
         let mut shell = Command::new(SHELL);
         shell.arg("-c").arg(&command).stdin(Stdio::null()).process_group(0);
-        let child = shell.spawn().map_err(|e| {
-            format!("door {door}: cannot run its {} command for {addr} with {SHELL}: {e}", kind.as_str())
+        let child = shell.spawn().map_err(|source| ShellError::Spawn {
+            door: door.to_owned(),
+            which: kind.as_str(),
+            addr,
+            source,
         })?;
         info!(door, %addr, command = %command, "running {} command", kind.as_str());
         let started = Instant::now();
@@ -503,6 +475,7 @@ fn describe(status: ExitStatus) -> String {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -572,15 +545,15 @@ mod tests {
     #[test]
     fn render_refuses_what_it_cannot_substitute_safely() {
         let v4 = ip("198.18.0.7");
-        let e = render("iptables --dport %PORT%", v4, None, "ssh").unwrap_err();
+        let e = render("iptables --dport %PORT%", v4, None, "ssh").unwrap_err().to_string();
         assert!(e.contains("%PORT%") && e.contains("remove"), "{e}");
         for door in ["", "a b", "x;id", "$(id)", "`id`", "a\nb", "d'q", "ö", &"a".repeat(65)] {
-            let e = render("logger %DOOR%", v4, None, door).unwrap_err();
+            let e = render("logger %DOOR%", v4, None, door).unwrap_err().to_string();
             assert!(e.contains("%DOOR%") && e.contains("rename the door"), "{door:?}: {e}");
         }
         // An unsafe name is no problem when the template does not use it.
         assert_eq!(render("echo %IP%", v4, None, "x;id").unwrap(), "echo 198.18.0.7");
-        assert!(render("echo \0 %IP%", v4, None, "d").unwrap_err().contains("NUL"));
+        assert!(render("echo \0 %IP%", v4, None, "d").unwrap_err().to_string().contains("NUL"));
     }
 
     /// A bounded random driver: templates made of shell-hostile literal text, stray `%` and the
@@ -652,17 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn journal_lines_round_trip() {
-        let stop = PendingStop {
-            due_unix_ms: 1_700_000_000_123,
-            door: "ssh".into(),
-            addr: ip("2001:db8::7"),
-            command: "iptables -D INPUT -s 2001:db8::7 -j ACCEPT; echo \"q\" 'x' \\ \n\ttab ü %".into(),
-        };
-        let line = stop.to_line();
-        assert!(!line.contains('\n'), "{line}");
-        assert_eq!(PendingStop::from_line(&line).unwrap(), stop);
-
+    fn stops_are_journaled_before_the_start_runs() {
         let dir = TempDir::new("journal");
         let out = dir.file("out");
         let mut runner = CommandRunner::open(&dir.0).unwrap();
@@ -679,9 +642,6 @@ mod tests {
         assert_eq!(reopened.pending_stops(), &before[..]);
         assert_eq!(reopened.next_due(), Some(61_000));
         assert!(!dir.file("pending-stops.tmp").exists());
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(reopened.journal()).unwrap().permissions());
-        assert_eq!(mode & 0o077, 0, "journal mode {mode:o}");
     }
 
     #[test]
@@ -722,21 +682,11 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_journal_is_refused_and_kept() {
+    fn a_corrupt_journal_keeps_the_runner_from_opening() {
         let dir = TempDir::new("corrupt");
-        let good = PendingStop { due_unix_ms: 5, door: "ssh".into(), addr: ip("198.18.0.1"), command: "true".into() };
-        let text = format!("{}\n\n{{\"due_ms\": 7, \"door\": \"ssh\"\n{}\n", good.to_line(), good.to_line());
-        let journal = dir.file(JOURNAL);
-        std::fs::write(&journal, &text).unwrap();
+        std::fs::write(dir.file("pending-stops"), "{\"due_ms\": 7\n").unwrap();
         let err = CommandRunner::open(&dir.0).err().expect("a corrupt journal must be refused");
-        assert!(err.starts_with(&format!("{}:3: ", journal.display())), "{err}");
-        assert!(err.contains("Try:") && err.contains("delete the line"), "{err}");
-        assert_eq!(std::fs::read_to_string(&journal).unwrap(), text, "the journal must be left as it was");
-
-        let bad_addr = r#"{"due_ms":1,"door":"d","addr":"198.18.0.300","command":"true"}"#;
-        std::fs::write(&journal, format!("{bad_addr}\n")).unwrap();
-        let err = CommandRunner::open(&dir.0).err().unwrap();
-        assert!(err.contains(":1: ") && err.contains("198.18.0.300"), "{err}");
+        assert!(matches!(err, JournalError::Unreadable { line: 1, .. }), "{err}");
     }
 
     #[test]
@@ -770,7 +720,7 @@ mod tests {
         let mut runner = CommandRunner::open(&dir.0).unwrap();
         let mut action = echo_action(&out, Duration::from_secs(1));
         action.stop = Some("iptables -D INPUT -p tcp --dport %PORT% -s %IP% -j ACCEPT".into());
-        let err = runner.start("ssh", &action, ip("198.18.0.7")).unwrap_err();
+        let err = runner.start("ssh", &action, ip("198.18.0.7")).unwrap_err().to_string();
         assert!(err.contains("door ssh") && err.contains("stop command") && err.contains("%PORT%"), "{err}");
         assert!(!out.exists(), "the start ran although its stop could not be rendered");
         assert_eq!(runner.pending(), 0);
@@ -788,7 +738,7 @@ mod tests {
             cmd_timeout: Duration::from_secs(1),
             ..CommandAction::default()
         };
-        let err = runner.start("ssh", &action, ip("198.18.0.7")).unwrap_err();
+        let err = runner.start("ssh", &action, ip("198.18.0.7")).unwrap_err().to_string();
         assert!(err.contains("exit code 3") && err.contains("198.18.0.7"), "{err}");
         assert_eq!(runner.pending(), 1, "the stop still runs, as with knockd");
         let one_shot = CommandAction { start: Some("true".into()), ..CommandAction::default() };

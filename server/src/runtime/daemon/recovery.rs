@@ -1,77 +1,38 @@
-//! The daemon's side of recovery (DESIGN "Recovery"): the doors' `always_allow` ranges handed
-//! to the firewall backend, and the reinstallation of the firewall's ruleset when it is deleted
-//! under the daemon (`nft flush ruleset`, as a `nftables.service` restart does).
+//! The daemon's side of recovery (docs/OPERATIONS.md, "Locked out?" case 4): the reinstallation
+//! of the firewall's ruleset, with the doors' `always_allow` ranges, when it is deleted under the
+//! daemon (`nft flush ruleset`, as a `nftables.service` restart does).
 //!
 //! The nftables backend learns of the deletion from netlink notifications (see
-//! `firewall::watch`); the tick asks it every 100 ms, so the table is back well within a second.
+//! `runtime/firewall/watch.rs`); the tick asks it every 100 ms, so the table is back well within a second.
 //! The grants the daemon made and those made at the console (`knockd grant`) are then added
 //! again with the time they have left.
 
 use std::time::Instant;
 
-use knock_core::config::{Config, OpenPort};
 use knock_core::time::unix_now_ms;
-use tracing::{error, warn};
+use tracing::error;
 
 use super::Daemon;
-use crate::cli::console::live_manual_grants;
-use crate::runtime::firewall::{Allowed, Firewall};
+use crate::runtime::firewall::setup;
 use crate::state::audit::Record;
-
-/// Hands every door's `always_allow` to the backend before it installs its ruleset; warns when
-/// the backend cannot honour them (an admin relying on them would be locked out).
-pub(super) fn set_always_allow(fw: &mut dyn Firewall, config: &Config) {
-    let allowed = Allowed::of_config(config);
-    if !fw.set_always_allow(&allowed) && !allowed.is_empty() {
-        let doors: Vec<&str> =
-            config.doors.iter().filter(|d| !d.always_allow.is_empty()).map(|d| d.name.as_str()).collect();
-        warn!(
-            doors = %doors.join(","),
-            "always_allow is not supported by this firewall backend and is ignored: those sources are \
-             dropped like any other until they knock (use firewall = \"nftables\", or allow them in your own rules)"
-        );
-    }
-}
-
-/// Below this many free bytes the state directory counts as full: a knock's consumption and
-/// audit record could not be made durable (or would eat the last blocks), so knocks fail closed.
-pub(super) const MIN_FREE_BYTES: u64 = 16 * 1024;
-
-/// Whether the state directory has room for a knock's records; `Err(why)` when it is full.
-/// When the space cannot be queried, the writes themselves will tell.
-pub(super) fn state_room(state_dir: &std::path::Path) -> Result<(), String> {
-    match crate::hardening::free_bytes(state_dir) {
-        Ok(free) if free < MIN_FREE_BYTES => Err(format!(
-            "state directory {} is full ({free} bytes free, {MIN_FREE_BYTES} needed): knocks fail closed \
-             until space is freed there (always_allow and console grants still work)",
-            state_dir.display()
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Every port the configured doors protect.
-fn protected(config: &Config) -> Vec<OpenPort> {
-    config.doors.iter().flat_map(|d| d.open.iter().copied()).collect()
-}
+use crate::state::manual_grants::live_manual_grants;
 
 impl Daemon {
     /// From the tick: when the firewall's ruleset was removed under us, install it again (with
     /// an alert in the log and the audit) and restore the live grants. A failed reinstallation is
     /// retried on the next tick.
     pub(super) fn watch_firewall(&mut self) {
-        let Some(fw) = self.firewall.as_mut() else { return };
+        let Some(fw) = self.actions.firewall.as_mut() else { return };
         let Some(what) = fw.ruleset_lost() else { return };
         let started = Instant::now();
-        set_always_allow(fw.as_mut(), &self.config);
-        if let Err(e) = fw.install(&protected(&self.config)) {
+        if let Err(e) = setup::install(fw.as_mut(), &self.config) {
             error!("ALERT: {what}; reinstalling it failed, retrying: {e}");
             return;
         }
         let mut restored = 0u64;
         let mut failed = 0u64;
         let daemon_grants: Vec<_> =
-            self.grants.live().map(|(g, left)| (g.door.clone(), g.addr, g.ports.clone(), left)).collect();
+            self.actions.grants.live().map(|(g, left)| (g.door.clone(), g.addr, g.ports.clone(), left)).collect();
         let now_ms = unix_now_ms();
         let manual = live_manual_grants(&self.config.server.state_dir, now_ms).into_iter().map(|g| {
             let left = std::time::Duration::from_millis(g.until_ms.saturating_sub(now_ms));

@@ -8,36 +8,32 @@
 
 use std::collections::HashSet;
 
-use knock_core::config::Config;
-use knock_core::keys::hex;
+use knock_core::config::{Config, ConfigError};
 use knock_core::matcher::{Limits, Matcher};
-use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use super::Daemon;
+use super::{config_hash, Daemon};
 use crate::runtime::capture;
 use crate::runtime::doors::Doors;
+use crate::runtime::firewall::setup;
 use crate::state::audit::Record;
+use crate::state::ledgers::FileLedgers;
 use crate::state::StateDir;
-
-/// SHA-256 of a configuration file, for the audit trail (empty when unreadable).
-pub fn config_hash(config: &Config) -> String {
-    std::fs::read(&config.path).map(|b| hex(&Sha256::digest(b))).unwrap_or_default()
-}
 
 impl Daemon {
     /// Applies a newly loaded configuration. Returns true when the capture must be restarted
     /// (interfaces or the compiled filter changed).
-    pub(super) fn reload(&mut self, loaded: Result<Config, String>) -> bool {
+    pub(super) fn reload(&mut self, loaded: Result<Config, ConfigError>) -> bool {
         let new = match loaded {
             Ok(c) => c,
-            Err(e) => return self.refuse_reload(&e),
+            Err(e) => return self.refuse_reload(&e.to_string()),
         };
         if new.server.state_dir != self.config.server.state_dir || new.server.firewall != self.config.server.firewall {
             return self.refuse_reload("state_dir and firewall can only change with a restart");
         }
         let state = StateDir::new(&new.server.state_dir);
-        let mut doors = Doors::load(&new, self.server_id, &state.ledger_dir(), Some(&self.ledger_lock));
+        let stores = FileLedgers::writable(&state.ledger_dir(), &self.ledger_lock);
+        let mut doors = Doors::load(&new, self.server_id, &stores);
         doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
@@ -45,10 +41,8 @@ impl Daemon {
         if doors.doors.is_empty() {
             return self.refuse_reload("every door of the new configuration was refused (see above)");
         }
-        if let Some(fw) = &mut self.firewall {
-            super::recovery::set_always_allow(fw.as_mut(), &new);
-            let protected: Vec<_> = new.doors.iter().flat_map(|d| d.open.iter().copied()).collect();
-            if let Err(e) = fw.install(&protected) {
+        if let Some(fw) = &mut self.actions.firewall {
+            if let Err(e) = setup::install(fw.as_mut(), &new) {
                 return self.refuse_reload(&format!("the firewall refused the new protected ports: {e}"));
             }
         }
@@ -111,9 +105,9 @@ impl Daemon {
             warn!(door, client, key, "client revoked");
         }
         let names: HashSet<(&str, &str)> = gone.iter().map(|(d, c, _)| (d.as_str(), c.as_str())).collect();
-        let taken = self.grants.take_where(|g| names.contains(&(g.door.as_str(), g.client.as_str())));
+        let taken = self.actions.grants.take_where(|g| names.contains(&(g.door.as_str(), g.client.as_str())));
         for g in taken {
-            let result = self.firewall.as_mut().map_or(Ok(()), |fw| fw.revoke(g.addr, &g.ports));
+            let result = self.actions.firewall.as_mut().map_or(Ok(()), |fw| fw.revoke(g.addr, &g.ports));
             self.audit_write(
                 Record::new("revoke-grant")
                     .with("door", g.door.clone())

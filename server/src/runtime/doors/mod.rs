@@ -1,36 +1,34 @@
 //! The doors as the running daemon holds them: each door's clients with their keys and
-//! ledgers (or its sequence file and ledger), the first-knock candidates they contribute to the
-//! matcher, and the derivation of the rest of a sequence for a source.
+//! consumption stores (or its sequence file and store), the first-knock candidates they
+//! contribute to the matcher, the derivation of the rest of a sequence for a source, and the
+//! durable use of a candidate through its store ([`Doors::consume`], [`Doors::burn`]).
 //!
-//! A door that cannot be loaded (bad key or sequence-file permissions, missing ledger, unreadable
-//! sequence file) is refused with its reason while the other doors keep working; one whose ledger
-//! was rolled back is refused by [`Doors::refuse_rolled_back`] (in `doors/rollback.rs`).
+//! Loading (`load.rs`) refuses a door that cannot be loaded (bad key or sequence-file
+//! permissions, missing ledger, unreadable sequence file) with its reason while the other doors
+//! keep working; `rollback.rs` refuses one whose ledger was rolled back
+//! ([`Doors::refuse_rolled_back`]); `window.rs` says which counters a client may knock now.
+
+pub mod error;
+mod load;
+mod rollback;
+mod window;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use knock_core::config::{valid_name, Config, Door, TcpFlagRule};
-use knock_core::keys::{read_key_file, read_private_file, Secret};
-use knock_core::ledger::{ConsumeStore, Consumed, Ledger, LedgerError, WriterLock};
+use knock_core::config::{Door, TcpFlagRule};
+use knock_core::keys::Secret;
+use knock_core::ledger::{ConsumeStore, Consumed, LedgerError};
 use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
-use knock_core::time::utc_day;
 use knock_core::Knock;
 
-use crate::state::legacy_onetime::OneTimeFile;
-
-pub(crate) mod rollback;
-
-/// Used sequences (per client, or knockd one-time lines) that stay recognisable as replays.
-const RECENT_USED: usize = 3;
-/// How many windows beyond the window a client can be resynchronised from.
-const RESYNC_AHEAD: u64 = 2;
-/// What a sequence file is called in errors (as a key file is: the same private-file check).
-const SEQUENCE_FILE: &str = "sequence file";
-/// The largest sequence file read (a million sequences of 16 knocks fit).
-const MAX_SEQUENCE_FILE: u64 = 256 << 20;
+use crate::state::door_files::{promote_incoming, RotateError};
+use crate::state::legacy_onetime::{OneTimeError, OneTimeFile};
+use error::Refusal;
+pub use window::time_bucket;
+use window::{keyed_slots, window_counters, window_end, RECENT_USED};
 
 /// One client of a keyed door.
 #[derive(Debug)]
@@ -38,23 +36,52 @@ pub struct KeyedClient {
     /// Client name (key file stem).
     pub name: String,
     secret: Secret,
-    /// The key's fingerprint: its ledger's label and its identity in the audit log.
+    /// The key's fingerprint: its store's label and its identity in the audit log.
     fingerprint: String,
     /// When its key file was last written (unix ms): audit records older than that are not
     /// this key's.
     key_since_ms: u64,
-    ledger: Ledger,
+    /// What it has used (its ledger).
+    store: Box<dyn ConsumeStore>,
+}
+
+impl KeyedClient {
+    /// What the client has used.
+    pub fn store(&self) -> &dyn ConsumeStore {
+        self.store.as_ref()
+    }
+}
+
+/// A file door's sequence file with what has been used of it.
+#[derive(Debug)]
+pub struct SequenceList {
+    /// The file.
+    pub file: SequenceFile,
+    /// What has been used of it (its ledger).
+    store: Box<dyn ConsumeStore>,
+}
+
+impl SequenceList {
+    /// What has been used of the file.
+    pub fn store(&self) -> &dyn ConsumeStore {
+        self.store.as_ref()
+    }
+
+    /// How many of its sequences are unused.
+    pub fn unused(&self) -> usize {
+        (0..self.file.sequences.len() as u64).filter(|n| !self.store.is_used(*n)).count()
+    }
 }
 
 /// How a door's sequences are known.
 #[derive(Debug)]
 pub enum DoorKind {
-    /// `hotp`: one key and ledger per client.
+    /// `hotp`, `totp`: one key and store per client.
     Keyed(Vec<KeyedClient>),
-    /// `file`: the sequence file and its ledger; during a rotation also the incoming file
-    /// (`<sequence_file>.next`) and its ledger, accepted alongside so there is no gap. The index
+    /// `file`: the sequence file and its store; during a rotation also the incoming file
+    /// (`<sequence_file>.next`) and its store, accepted alongside so there is no gap. The index
     /// plays the client's part in candidate ids: 0 current, 1 incoming.
-    File(Vec<(SequenceFile, Ledger)>),
+    File(Vec<SequenceList>),
     /// `static`: knockd's fixed sequence, never consumed.
     Static,
     /// knockd's `one_time_sequences`: the file is its own ledger (used lines start with `#`).
@@ -77,197 +104,34 @@ pub struct Doors {
     /// Loaded doors.
     pub doors: Vec<RuntimeDoor>,
     /// Doors or clients refused at load, with the reason (to log loudly).
-    pub refused: Vec<String>,
+    pub refused: Vec<Refusal>,
 }
 
-/// The counters (or file lines) worth a first-knock entry: the last few used ones (so their
-/// replays are recognised), the next `window` unused ones, and a few burned ones among them.
-/// Burned counters take no window slot, so a flood that burns candidates cannot empty the
-/// window; the span stays within four windows of `next`.
-fn window_counters(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> Vec<u64> {
-    let span = next..next.saturating_add(4 * window);
-    let recent = next.saturating_sub(RECENT_USED as u64)..next;
-    let fresh = span.clone().filter(|n| !is_used(*n)).take(window as usize);
-    let burned = span.filter(|n| is_used(*n)).take(RECENT_USED);
-    let mut counters: Vec<u64> = recent.chain(fresh).chain(burned).collect();
-    counters.sort_unstable();
-    counters
+/// Who knocked which sequence, in the words of audit records and log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Knocked {
+    /// The door's name (`?` when it is gone).
+    pub door: String,
+    /// The client's name (`-` for file and static doors).
+    pub client: String,
+    /// Which sequence, as the admin counts it (`counter 5`, `line 12`).
+    pub sequence: String,
+    /// The identity of its ledger, as audit records carry it in `key` (`None` for static doors).
+    pub key: Option<String>,
 }
 
-/// The (counter, epoch) pairs a keyed client may knock at unix time `now`: for `hotp` its
-/// window of counters on yesterday, today and tomorrow; for `totp` the time steps within the
-/// skew of the current one (epoch 0: totp has none).
-fn keyed_slots(door: &Door, now: u64, is_used: impl Fn(u64) -> bool, next: u64, window: u64) -> Vec<(u64, u32)> {
-    match door.mode {
-        Mode::Totp => {
-            let step = now / door.step.as_secs().max(1);
-            let skew = u64::from(door.skew);
-            (step.saturating_sub(skew)..=step.saturating_add(skew)).map(|s| (s, 0)).collect()
-        }
-        _ => {
-            let today = utc_day(now);
-            let mut counters = window_counters(next, window, &is_used);
-            counters.extend(resync_counters(next, window, &is_used));
-            counters
-                .into_iter()
-                .flat_map(|c| [today.saturating_sub(1), today, today.saturating_add(1)].map(|e| (c, e)))
-                .collect()
-        }
-    }
-}
-
-/// The last counter of a client's window: the `window`-th unused one from `next`.
-fn window_end(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> u64 {
-    (next..next.saturating_add(4 * window)).filter(|n| !is_used(*n)).take(window as usize).last().unwrap_or(next)
-}
-
-/// Counters beyond the window, for resynchronisation only: a client whose knocks were lost
-/// for longer than the window gets back in with two consecutive sequences from these
-/// (`knock --resync`); one alone opens nothing.
-fn resync_counters(next: u64, window: u64, is_used: impl Fn(u64) -> bool) -> Vec<u64> {
-    let end = window_end(next, window, &is_used);
-    (end + 1..end + 1 + RESYNC_AHEAD * window).filter(|n| !is_used(*n)).collect()
-}
-
-/// Which time bucket a door's candidates were built for: the UTC day (`hotp`), the time step
-/// (`totp`), or nothing (they do not depend on time). When it changes, the door is rebuilt.
-pub fn time_bucket(door: &Door, now: u64) -> u64 {
-    match door.mode {
-        Mode::Hotp => u64::from(utc_day(now)),
-        Mode::Totp => now / door.step.as_secs().max(1),
-        _ => 0,
-    }
-}
-
-/// The key file of `client` on a door with keys in `dir`.
-pub fn key_path(dir: &Path, client: &str) -> PathBuf {
-    dir.join(format!("{client}.key"))
-}
-
-/// Opens a ledger: to write, for the holder of the writer lock (the daemon); else read-only.
-fn open_ledger(ledger_dir: &Path, label: &str, writer: Option<&WriterLock>) -> Result<Ledger, LedgerError> {
-    let path = Ledger::path_for(ledger_dir, label);
-    match writer {
-        Some(lock) => Ledger::open(&path, label, lock),
-        None => Ledger::read(&path, label),
-    }
-}
-
-fn load_keyed(
-    door: &Door,
-    ledger_dir: &Path,
-    writer: Option<&WriterLock>,
-    refused: &mut Vec<String>,
-) -> Result<DoorKind, String> {
-    let dir = door.keys_dir.as_ref().ok_or("no keys directory")?;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("keys directory {}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "key"))
-        .collect();
-    paths.sort();
-    let mut clients = Vec::new();
-    for path in paths {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
-        if !valid_name(&name) {
-            refused.push(format!(
-                "door {}: key file {} skipped: client names are a-z, 0-9, _ or -",
-                door.name,
-                path.display()
-            ));
-            continue;
-        }
-        let loaded = read_key_file(&path).map_err(|e| e.to_string()).and_then(|secret| {
-            let label = secret.fingerprint();
-            let key_since_ms = modified_ms(&path);
-            open_ledger(ledger_dir, &label, writer)
-                .map(|ledger| KeyedClient { name: name.clone(), secret, fingerprint: label, key_since_ms, ledger })
-                .map_err(|e| e.to_string())
-        });
-        match loaded {
-            Ok(c) => clients.push(c),
-            Err(e) => refused.push(format!("door {} client {name} refused: {e}", door.name)),
-        }
-    }
-    if clients.is_empty() {
-        return Err(format!(
-            "no usable client keys in {} (add one with `knockd client add --door {}`)",
-            dir.display(),
-            door.name
-        ));
-    }
-    Ok(DoorKind::Keyed(clients))
-}
-
-/// When `path` was last modified, in unix milliseconds (0 when unknown: then every record counts).
-fn modified_ms(path: &Path) -> u64 {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Reads a door's sequence file, refused like a key file when group or others may read it.
-pub fn load_sequence_file(path: &Path) -> Result<SequenceFile, String> {
-    let bytes = read_private_file(path, SEQUENCE_FILE, MAX_SEQUENCE_FILE).map_err(|e| e.to_string())?;
-    SequenceFile::parse(path, &bytes).map_err(|e| e.to_string())
-}
-
-fn load_file(door: &Door, ledger_dir: &Path, writer: Option<&WriterLock>) -> Result<DoorKind, String> {
-    let path = door.sequence_file.as_ref().ok_or("no sequence file")?;
-    let file = load_sequence_file(path)?;
-    if let Some(bad) = file.sequences.iter().flat_map(|s| s.knocks.iter()).find(|k| !door.alphabet.contains(**k)) {
-        return Err(format!("{}: knock {bad} lies outside knock_ports {}", path.display(), door.alphabet.range()));
-    }
-    let label = file.ledger_label();
-    let ledger = open_ledger(ledger_dir, &label, writer).map_err(|e| e.to_string())?;
-    let mut files = vec![(file, ledger)];
-    let incoming = incoming_path(path);
-    if incoming.exists() {
-        let next = load_sequence_file(&incoming)?;
-        let label = next.ledger_label();
-        let ledger = open_ledger(ledger_dir, &label, writer).map_err(|e| e.to_string())?;
-        files.push((next, ledger));
-    }
-    Ok(DoorKind::File(files))
-}
-
-/// Where `knockd sequences rotate` puts the incoming sequence file of a door.
-pub fn incoming_path(sequence_file: &Path) -> PathBuf {
-    let mut name = sequence_file.as_os_str().to_owned();
-    name.push(".next");
-    PathBuf::from(name)
+/// Why a candidate could not be used up durably: nothing opens.
+#[derive(Debug, thiserror::Error)]
+pub enum UseError {
+    /// Its ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// knockd's one-time file, its own ledger.
+    #[error(transparent)]
+    OneTime(#[from] OneTimeError),
 }
 
 impl Doors {
-    /// Loads every door of `config`; failures are collected in `refused`. With `writer` (the
-    /// daemon's lock) the ledgers are opened to write; without, read-only (`knockd status`).
-    pub fn load(
-        config: &Config,
-        server_id: [u8; SERVER_ID_LEN],
-        ledger_dir: &Path,
-        writer: Option<&WriterLock>,
-    ) -> Doors {
-        let mut doors = Vec::new();
-        let mut refused = Vec::new();
-        for door in &config.doors {
-            let knockd_file = door.legacy.as_ref().and_then(|l| l.one_time_sequences.as_ref());
-            let kind = match (door.mode, knockd_file) {
-                (_, Some(path)) => OneTimeFile::load(path).map(DoorKind::KnockdOneTime),
-                (Mode::Hotp | Mode::Totp, None) => load_keyed(door, ledger_dir, writer, &mut refused),
-                (Mode::File, None) => load_file(door, ledger_dir, writer),
-                (Mode::Static, None) => Ok(DoorKind::Static),
-            };
-            match kind {
-                Ok(kind) => doors.push(RuntimeDoor { config: door.clone(), kind }),
-                Err(e) => refused.push(format!("door {} refused: {e}", door.name)),
-            }
-        }
-        Doors { server_id, doors, refused }
-    }
-
     fn seq_id(&self, door: &RuntimeDoor, client: &str, purpose: Purpose, counter: u64, epoch: u32) -> SequenceId {
         SequenceId {
             purpose,
@@ -298,9 +162,8 @@ impl Doors {
                 let Some(c) = clients.get(client_idx) else { return out };
                 let purposes: &[Purpose] =
                     if door.config.close { &[Purpose::Open, Purpose::Close] } else { &[Purpose::Open] };
-                for (counter, epoch) in keyed_slots(&door.config, now, |n| c.ledger.is_used(n), c.ledger.next(), window)
-                {
-                    let used = c.ledger.is_used(counter);
+                for (counter, epoch) in keyed_slots(&door.config, now, |n| c.store.is_used(n), c.store.next(), window) {
+                    let used = c.store.is_used(counter);
                     for &purpose in purposes {
                         let id = self.seq_id(door, &c.name, purpose, counter, epoch);
                         let alphabet = &door.config.alphabet;
@@ -318,10 +181,10 @@ impl Doors {
                 }
             }
             DoorKind::File(files) => {
-                let Some((file, ledger)) = files.get(client_idx) else { return out };
-                for i in window_counters(ledger.next(), window, |n| ledger.is_used(n)) {
+                let Some(SequenceList { file, store }) = files.get(client_idx) else { return out };
+                for i in window_counters(store.next(), window, |n| store.is_used(n)) {
                     if let Some(s) = file.sequences.get(i as usize) {
-                        out.push(mk(i, 0, Purpose::Open, &s.knocks, ledger.is_used(i)));
+                        out.push(mk(i, 0, Purpose::Open, &s.knocks, store.is_used(i)));
                     }
                 }
             }
@@ -440,40 +303,37 @@ impl Doors {
         self.doors.iter().map(|d| time_bucket(&d.config, now)).collect()
     }
 
-    fn ledger_mut(&mut self, id: &CandidateId) -> Option<&mut Ledger> {
+    fn store_mut(&mut self, id: &CandidateId) -> Option<&mut Box<dyn ConsumeStore>> {
         match &mut self.doors.get_mut(id.door)?.kind {
-            DoorKind::Keyed(clients) => clients.get_mut(id.client).map(|c| &mut c.ledger),
-            DoorKind::File(files) => files.get_mut(id.client).map(|f| &mut f.1),
+            DoorKind::Keyed(clients) => clients.get_mut(id.client).map(|c| &mut c.store),
+            DoorKind::File(files) => files.get_mut(id.client).map(|f| &mut f.store),
             DoorKind::Static | DoorKind::KnockdOneTime(_) => None,
         }
     }
 
-    /// Consumes a completed candidate durably. Static doors consume nothing (always fresh).
-    pub fn consume(&mut self, id: &CandidateId) -> Result<Consumed, LedgerError> {
+    /// Uses up a completed candidate durably, before anything opens: through its store (`totp`
+    /// marks its time step alone), or by marking knockd's one-time line. Static doors consume
+    /// nothing (always fresh).
+    pub fn consume(&mut self, id: &CandidateId) -> Result<Consumed, UseError> {
         if let Some(DoorKind::KnockdOneTime(f)) = self.doors.get_mut(id.door).map(|d| &mut d.kind) {
-            let path = f.path().to_path_buf();
-            return match f.invalidate(id.counter as usize) {
-                Ok(true) => Ok(Consumed::Fresh),
-                Ok(false) => Ok(Consumed::AlreadyUsed),
-                Err(e) => Err(LedgerError::Io { path, source: std::io::Error::other(e) }),
-            };
+            return Ok(if f.invalidate(id.counter as usize)? { Consumed::Fresh } else { Consumed::AlreadyUsed });
         }
         let is_static = matches!(self.doors.get(id.door).map(|d| &d.kind), Some(DoorKind::Static));
         let totp = self.doors.get(id.door).is_some_and(|d| d.config.mode == Mode::Totp);
-        match self.ledger_mut(id) {
-            Some(l) if totp => l.mark_used(id.counter),
-            Some(l) => l.consume(id.counter),
+        Ok(match self.store_mut(id) {
+            Some(s) if totp => s.mark_used(id.counter)?,
+            Some(s) => s.consume(id.counter)?,
             // knockd's static sequences are never consumed.
-            None if is_static => Ok(Consumed::Fresh),
+            None if is_static => Consumed::Fresh,
             // A candidate of a client or door no longer loaded (revoked on reload): never open.
-            None => Ok(Consumed::AlreadyUsed),
-        }
+            None => Consumed::AlreadyUsed,
+        })
     }
 
     /// After a line of a door's incoming file was used, the incoming file becomes the door's
     /// file: the old one is kept as `<sequence_file>.old-<sha>` (its ledger stays in the state
     /// directory), the rename is synced, and the door is rebuilt. Returns true when it rotated.
-    pub fn promote_incoming(&mut self, id: &CandidateId) -> Result<bool, String> {
+    pub fn promote_incoming(&mut self, id: &CandidateId) -> Result<bool, RotateError> {
         let Some(door) = self.doors.get_mut(id.door) else { return Ok(false) };
         let (DoorKind::File(files), Some(path)) = (&mut door.kind, door.config.sequence_file.clone()) else {
             return Ok(false);
@@ -482,13 +342,7 @@ impl Doors {
             return Ok(false);
         }
         let old = files.remove(0);
-        let kept = PathBuf::from(format!("{}.old-{}", path.display(), &old.0.sha256[..12]));
-        let err = |e: std::io::Error| format!("rotating {}: {e}", path.display());
-        std::fs::rename(&path, &kept).map_err(err)?;
-        std::fs::rename(incoming_path(&path), &path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-        }
+        promote_incoming(&path, &old.file.sha256[..12])?;
         Ok(true)
     }
 
@@ -497,64 +351,10 @@ impl Doors {
         let Some(d) = self.doors.get(id.door) else { return false };
         match (&d.kind, d.config.mode) {
             (DoorKind::Keyed(clients), Mode::Hotp) => clients.get(id.client).is_some_and(|c| {
-                id.counter > window_end(c.ledger.next(), u64::from(d.config.window), |n| c.ledger.is_used(n))
+                id.counter > window_end(c.store.next(), u64::from(d.config.window), |n| c.store.is_used(n))
             }),
             _ => false,
         }
-    }
-
-    /// A report of every door for `knockd status`: clients and their next counters, unused
-    /// sequences of file doors (with a warning below `warn_below`). Returns the text and the
-    /// number of warnings.
-    pub fn status(&self, warn_below: usize) -> (String, usize) {
-        let mut out = String::new();
-        let mut warnings = 0;
-        for d in &self.doors {
-            let name = &d.config.name;
-            match &d.kind {
-                DoorKind::Keyed(clients) => {
-                    out.push_str(&format!("door {name} ({}): {} client(s)\n", d.config.mode.label(), clients.len()));
-                    for c in clients {
-                        out.push_str(&format!("  {:<16} next counter {}\n", c.name, c.ledger.next()));
-                    }
-                }
-                DoorKind::File(files) => {
-                    let unused = |(f, l): &(SequenceFile, Ledger)| {
-                        (0..f.sequences.len() as u64).filter(|n| !l.is_used(*n)).count()
-                    };
-                    let left: usize = files.iter().map(unused).sum();
-                    let total = files.first().map_or(0, |f| f.0.sequences.len());
-                    out.push_str(&format!(
-                        "door {name} (file): {} unused of {total} sequences",
-                        files.first().map_or(0, unused)
-                    ));
-                    if let Some(next) = files.get(1) {
-                        out.push_str(&format!("; incoming file: {} unused (rotation pending)", unused(next)));
-                    }
-                    out.push('\n');
-                    if left < warn_below {
-                        warnings += 1;
-                        out.push_str(&format!(
-                            "  warning: only {left} unused sequences left; run `knockd sequences rotate --door {name}`\n"
-                        ));
-                    }
-                }
-                DoorKind::Static => out.push_str(&format!("door {name} (static, replayable)\n")),
-                DoorKind::KnockdOneTime(f) => {
-                    let left = f.entries().iter().filter(|e| !e.used).count();
-                    out.push_str(&format!("door {name} (knockd one_time_sequences): {left} unused lines\n"));
-                    if left < warn_below {
-                        warnings += 1;
-                        out.push_str(&format!("  warning: only {left} unused lines left in {}\n", f.path().display()));
-                    }
-                }
-            }
-        }
-        for r in &self.refused {
-            warnings += 1;
-            out.push_str(&format!("refused: {r}\n"));
-        }
-        (out, warnings)
     }
 
     /// (door, client, key fingerprint) of every loaded keyed client: a key replaced under the
@@ -574,8 +374,8 @@ impl Doors {
     /// Whether a candidate is consumed or burned already (false where nothing is kept).
     pub fn is_used(&self, id: &CandidateId) -> bool {
         match self.doors.get(id.door).map(|d| &d.kind) {
-            Some(DoorKind::Keyed(clients)) => clients.get(id.client).is_some_and(|c| c.ledger.is_used(id.counter)),
-            Some(DoorKind::File(files)) => files.get(id.client).is_some_and(|f| f.1.is_used(id.counter)),
+            Some(DoorKind::Keyed(clients)) => clients.get(id.client).is_some_and(|c| c.store.is_used(id.counter)),
+            Some(DoorKind::File(files)) => files.get(id.client).is_some_and(|f| f.store.is_used(id.counter)),
             _ => false,
         }
     }
@@ -586,16 +386,27 @@ impl Doors {
     pub fn key_label(&self, id: &CandidateId) -> Option<String> {
         match &self.doors.get(id.door)?.kind {
             DoorKind::Keyed(clients) => clients.get(id.client).map(|c| c.fingerprint.clone()),
-            DoorKind::File(files) => files.get(id.client).map(|f| f.0.ledger_label()),
+            DoorKind::File(files) => files.get(id.client).map(|f| f.file.ledger_label()),
             DoorKind::KnockdOneTime(f) => Some(f.label().to_string()),
             DoorKind::Static => None,
+        }
+    }
+
+    /// Who knocked which sequence (door, client, sequence and ledger labels), for the audit
+    /// record and log line of a decision.
+    pub fn knocked(&self, id: &CandidateId) -> Knocked {
+        Knocked {
+            door: self.door(id).map_or_else(|| "?".into(), |d| d.config.name.clone()),
+            client: self.client_name(id).to_string(),
+            sequence: self.sequence_label(id),
+            key: self.key_label(id),
         }
     }
 
     /// Burns a candidate, durably or (past the client's budget) in memory only; false when it
     /// was already used.
     pub fn burn(&mut self, id: &CandidateId, durable: bool) -> Result<bool, LedgerError> {
-        match self.ledger_mut(id) {
+        match self.store_mut(id) {
             Some(l) if durable => l.burn(id.counter),
             Some(l) => Ok(l.burn_in_memory(id.counter)),
             None => Ok(false),
@@ -620,7 +431,7 @@ impl Doors {
         match self.doors.get(id.door).map(|d| &d.kind) {
             Some(DoorKind::File(files)) => {
                 let line =
-                    files.get(id.client).and_then(|f| f.0.sequences.get(id.counter as usize)).map_or(0, |s| s.line);
+                    files.get(id.client).and_then(|f| f.file.sequences.get(id.counter as usize)).map_or(0, |s| s.line);
                 format!("{}line {line}", if id.client > 0 { "incoming file " } else { "" })
             }
             Some(DoorKind::Static) => "static".into(),
@@ -644,55 +455,12 @@ impl RestOfSequence for Doors {
             }
             DoorKind::File(files) => files
                 .get(id.client)
-                .and_then(|f| f.0.sequences.get(id.counter as usize))
+                .and_then(|f| f.file.sequences.get(id.counter as usize))
                 .map_or(Vec::new(), |s| s.knocks[1..].to_vec()),
             DoorKind::Static => door.config.static_sequence.get(1..).map_or(Vec::new(), <[Knock]>::to_vec),
             DoorKind::KnockdOneTime(f) => {
                 f.entries().get(id.counter as usize).map_or(Vec::new(), |e| e.knocks.get(1..).unwrap_or(&[]).to_vec())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn burned_counters_take_no_window_slot() {
-        // Counters 0..=2 consumed (next = 3); 3..=12 burned by a flood.
-        let used = |n: u64| n < 13;
-        let w = window_counters(3, 10, used);
-        let fresh: Vec<u64> = w.iter().copied().filter(|n| !used(*n)).collect();
-        assert_eq!(fresh, (13..23).collect::<Vec<_>>(), "ten fresh counters after the burned ones");
-        assert_eq!(w.iter().filter(|n| **n < 3).count(), 3, "recent used ones for replays");
-        // Never further than four windows ahead.
-        assert!(window_counters(0, 10, |n| n < 1000).iter().all(|n| *n < 40));
-    }
-}
-
-#[cfg(test)]
-mod totp_tests {
-    use super::*;
-
-    fn totp_door() -> Door {
-        let text =
-            "[[door]]\nname = \"ssh\"\nmode = \"totp\"\nopen = [\"22/tcp\"]\nkeys = \"k\"\nstep = \"30s\"\nskew = 1\n";
-        Config::parse(Path::new("/etc/knockd/knockd.toml"), text).unwrap().doors.remove(0)
-    }
-
-    #[test]
-    fn totp_slots_follow_the_clock_even_when_it_jumps_back() {
-        let d = totp_door();
-        let t = 1_795_564_800; // 2026-11-25T00:00:00Z, step 59_852_160
-        let step = t / 30;
-        let slots: Vec<u64> = keyed_slots(&d, t, |_| false, 0, 10).into_iter().map(|s| s.0).collect();
-        assert_eq!(slots, vec![step - 1, step, step + 1]);
-        // The clock jumps back an hour: the steps of that time are offered; nothing is locked
-        // out by a high-water mark (used steps are a set, see Ledger::mark_used).
-        let back: Vec<u64> = keyed_slots(&d, t - 3600, |_| false, 0, 10).into_iter().map(|s| s.0).collect();
-        assert_eq!(back, vec![step - 121, step - 120, step - 119]);
-        assert_ne!(time_bucket(&d, t), time_bucket(&d, t + 30), "a new step rebuilds the door");
-        assert_eq!(time_bucket(&d, t), time_bucket(&d, t + 29));
     }
 }

@@ -1,5 +1,5 @@
-//! The firewall's error type: every message names the table, set and address involved and says
-//! what to do about it.
+//! The firewall's error types: every message names the table (or command), set and address
+//! involved and says what to do about it.
 
 use std::fmt;
 use std::io;
@@ -31,7 +31,7 @@ impl fmt::Display for Op {
 pub enum FirewallError {
     /// The iptables backend failed (its message names the command, its output and a fix).
     #[error("iptables backend: {0}")]
-    Iptables(#[from] super::iptables::IptablesError),
+    Iptables(#[from] IptablesError),
     /// The table name cannot be used in an nft script or a netlink request.
     #[error(
         "invalid nftables table name {table:?}: {reason}; use 1-64 letters, digits, `_` or `-`, \
@@ -47,7 +47,7 @@ pub enum FirewallError {
     #[error(
         "cannot grant {addr} in table inet {table} for {duration:?}: a grant must last from 1 ms \
          to {max_days} days (an element without a timeout would never expire); fix the door's open_for",
-        max_days = super::nftables::MAX_GRANT.as_secs() / 86_400
+        max_days = max.as_secs() / 86_400
     )]
     InvalidDuration {
         /// The table.
@@ -56,6 +56,8 @@ pub enum FirewallError {
         addr: IpAddr,
         /// The rejected duration.
         duration: Duration,
+        /// The backend's longest grant.
+        max: Duration,
     },
     /// `nft` could not be started.
     #[error(
@@ -146,6 +148,34 @@ pub enum FirewallError {
         addr: IpAddr,
         /// What was wrong.
         detail: String,
+    },
+}
+
+/// Why an iptables, ip6tables or ipset command failed: names the command and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    /// The tool could not be started.
+    #[error(
+        "could not run `{tool}`: {error}; install iptables and ipset (e.g. `apt-get install iptables \
+         ipset`) and make sure they are in PATH"
+    )]
+    Spawn {
+        /// The program.
+        tool: &'static str,
+        /// The spawn or pipe error.
+        error: io::Error,
+    },
+    /// The tool ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}; {hint}")]
+    Failed {
+        /// The command line (and what was piped into it, in brackets).
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// Its complaint.
+        stderr: String,
+        /// What to do about it.
+        hint: String,
     },
 }
 

@@ -26,12 +26,16 @@
 //! (a few milliseconds: this backend is not the fast path).
 
 use std::fmt::Write as _;
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use super::{Firewall, FirewallError, OpenPort};
+use knock_core::config::OpenPort;
+
+use super::backend::Firewall;
+use super::error::FirewallError;
+pub use super::error::IptablesError;
 
 /// The IPv4 grant set (`hash:ip,port family inet`, with timeouts).
 pub const SET4: &str = "knockd4";
@@ -90,34 +94,6 @@ impl Family {
             Family::V6 => "inet6",
         }
     }
-}
-
-/// Why an iptables, ip6tables or ipset command failed: names the command and says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum IptablesError {
-    /// The tool could not be started.
-    #[error(
-        "could not run `{tool}`: {error}; install iptables and ipset (e.g. `apt-get install iptables \
-         ipset`) and make sure they are in PATH"
-    )]
-    Spawn {
-        /// The program.
-        tool: &'static str,
-        /// The spawn or pipe error.
-        error: io::Error,
-    },
-    /// The tool ran and failed.
-    #[error("`{command}` failed ({status}): {stderr}; {hint}")]
-    Failed {
-        /// The command line (and what was piped into it, in brackets).
-        command: String,
-        /// Its exit status.
-        status: String,
-        /// Its complaint.
-        stderr: String,
-        /// What to do about it.
-        hint: String,
-    },
 }
 
 /// The iptables + ipset firewall of the daemon.
@@ -185,7 +161,12 @@ impl Firewall for Iptables {
     fn grant(&mut self, addr: IpAddr, ports: &[OpenPort], duration: Duration) -> Result<(), FirewallError> {
         let addr = addr.to_canonical();
         if duration.is_zero() || duration > MAX_GRANT {
-            return Err(FirewallError::InvalidDuration { table: format!("{CHAIN} (iptables)"), addr, duration });
+            return Err(FirewallError::InvalidDuration {
+                table: format!("{CHAIN} (iptables)"),
+                addr,
+                duration,
+                max: MAX_GRANT,
+            });
         }
         // Round up, so a sub-second duration never becomes 0 (= never expires).
         let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);

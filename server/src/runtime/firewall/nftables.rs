@@ -8,30 +8,17 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::error::{hint, Op};
+use knock_core::config::OpenPort;
+
+use super::allow::Allowed;
+use super::backend::Firewall;
+use super::error::{hint, FirewallError, Op};
+pub use super::names::*;
 use super::netlink::{NfnlSocket, RequestError};
 use super::nfnl::{grant_key, setelem_batch, Attribute, ElemOp};
+use super::ruleset;
 use super::watch::{Removed, Seen, TableWatch};
-use super::{ruleset, Allowed, Firewall, FirewallError, OpenPort};
 
-/// The default table name (`table inet knockd`).
-pub const DEFAULT_TABLE: &str = "knockd";
-/// The set of protected `l4proto . port` pairs.
-pub const PROTECTED_SET: &str = "protected";
-/// The IPv4 grants: `ipv4_addr . inet_proto . inet_service`, with timeouts.
-pub const GRANTS4_SET: &str = "grants4";
-/// The IPv6 grants: `ipv6_addr . inet_proto . inet_service`, with timeouts.
-pub const GRANTS6_SET: &str = "grants6";
-/// The IPv4 `always_allow` ranges: `ipv4_addr . inet_proto . inet_service`, intervals.
-pub const ALLOW4_SET: &str = "allow4";
-/// The IPv6 `always_allow` ranges: `ipv6_addr . inet_proto . inet_service`, intervals.
-pub const ALLOW6_SET: &str = "allow6";
-/// The base chain that judges connections before DNAT (hook prerouting, priority -150).
-pub const PREROUTING_CHAIN: &str = "prerouting";
-/// The base chain that judges what is delivered to this host, after NAT (hook input).
-pub const INPUT_CHAIN: &str = "input";
-/// The base chains of the table.
-pub const CHAINS: [&str; 2] = [PREROUTING_CHAIN, INPUT_CHAIN];
 /// The longest grant accepted: the kernel's own limit is far beyond any sane `open_for`.
 pub const MAX_GRANT: Duration = Duration::from_secs(365 * 86_400);
 
@@ -218,7 +205,7 @@ impl Firewall for Nftables {
 
     fn grant(&mut self, addr: IpAddr, ports: &[OpenPort], duration: Duration) -> Result<(), FirewallError> {
         let addr = addr.to_canonical();
-        let invalid = || FirewallError::InvalidDuration { table: self.table.clone(), addr, duration };
+        let invalid = || FirewallError::InvalidDuration { table: self.table.clone(), addr, duration, max: MAX_GRANT };
         if duration.is_zero() || duration > MAX_GRANT {
             return Err(invalid());
         }

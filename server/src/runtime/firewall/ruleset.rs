@@ -20,9 +20,11 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use knock_core::config::OpenPort;
+
 use super::allow::{elements, nft_element, Allowed};
-use super::nftables::{ALLOW4_SET, ALLOW6_SET, GRANTS4_SET, GRANTS6_SET, INPUT_CHAIN, PREROUTING_CHAIN, PROTECTED_SET};
-use super::{FirewallError, OpenPort};
+use super::error::FirewallError;
+use super::names::{ALLOW4_SET, ALLOW6_SET, GRANTS4_SET, GRANTS6_SET, INPUT_CHAIN, PREROUTING_CHAIN, PROTECTED_SET};
 
 /// The nft script that installs table `inet table` protecting `protected`, letting `allowed`
 /// pass.

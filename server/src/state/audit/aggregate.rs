@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::Record;
+use super::record::Record;
 
 use knock_core::ratelimit::TokenBucket;
 

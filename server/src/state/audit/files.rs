@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use knock_core::auditchain::parse_line;
 use serde_json::{Map, Value};
 
-use super::keyfile::KeyFile;
+use super::error::AuditError;
 
 fn dir_of(log: &Path) -> &Path {
     log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
@@ -49,7 +49,7 @@ pub(crate) fn next_rotation(log: &Path) -> std::io::Result<u64> {
 }
 
 /// Every file of the chain in order: rotated files oldest first, then the live file (when present).
-pub(crate) fn chain_files(log: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn chain_files(log: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = rotations(log)?.into_iter().map(|n| rotated_path(log, n)).collect();
     if log.exists() {
         out.push(log.to_path_buf());
@@ -77,15 +77,13 @@ pub(crate) fn lock_file(log: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(log.with_extension("lock"))
 }
 
-/// Moves every file of a chain that lost its `audit.key` (and its export mark) into a new
-/// directory `audit.orphaned-<unix ms>`, so a new chain can start; returns that directory.
-pub(crate) fn orphan(log: &Path, keys: &KeyFile) -> std::io::Result<PathBuf> {
+/// Moves every file of a chain that lost its `audit.key` (and `also`: its export mark) into a
+/// new directory `audit.orphaned-<unix ms>`, so a new chain can start; returns that directory.
+pub(crate) fn orphan(log: &Path, also: Option<PathBuf>) -> std::io::Result<PathBuf> {
     let to = dir_of(log).join(format!("audit.orphaned-{}", knock_core::time::unix_now_ms()));
     DirBuilder::new().mode(0o700).create(&to)?;
     let mut moving = chain_files(log)?;
-    if keys.exported() {
-        moving.push(keys.exported_path());
-    }
+    moving.extend(also);
     for f in moving {
         if let Some(name) = f.file_name() {
             std::fs::rename(&f, to.join(name))?;
@@ -131,12 +129,12 @@ pub(crate) fn tail_from(log: &Path, current: &[u8], seq: u64) -> std::io::Result
 }
 
 /// A line as written and its JSON object.
-pub(crate) type Line = (String, Map<String, Value>);
+pub type Line = (String, Map<String, Value>);
 
 /// The JSON objects of one file's lines, with each line's text. With `torn_ok`, a last line
 /// without a newline or not JSON is left out (a crash during its write); any other line that
 /// is not a JSON object is an error naming the file and line.
-pub(crate) fn json_lines(name: &str, bytes: &[u8], torn_ok: bool) -> Result<Vec<Line>, String> {
+pub(crate) fn json_lines(name: &str, bytes: &[u8], torn_ok: bool) -> Result<Vec<Line>, AuditError> {
     let mut out = Vec::new();
     let mut rest = bytes;
     let mut number = 0;
@@ -151,12 +149,31 @@ pub(crate) fn json_lines(name: &str, bytes: &[u8], torn_ok: bool) -> Result<Vec<
         match serde_json::from_slice::<Value>(line) {
             Ok(Value::Object(m)) if terminated => out.push((String::from_utf8_lossy(line).into_owned(), m)),
             _ if last && torn_ok => break,
-            _ => {
-                return Err(format!(
-                    "{name}:{number}: not an audit record; `knockd audit --verify` tells whether the log was changed"
-                ))
-            }
+            _ => return Err(AuditError::NotRecord { file: name.to_string(), line: number }),
         }
+    }
+    Ok(out)
+}
+
+/// Reads every record of one audit file (malformed lines are reported, not skipped silently;
+/// a torn last line is left out).
+pub fn read_records(path: &Path) -> Result<Vec<Map<String, Value>>, AuditError> {
+    let bytes = std::fs::read(path).map_err(|source| AuditError::Read { path: path.to_path_buf(), source })?;
+    let name = path.display().to_string();
+    Ok(json_lines(&name, &bytes, true)?.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The records of every file of the chain, oldest first, each with its line as written. Only
+/// the very last line of the live file may be torn.
+pub fn all_records(log: &Path) -> Result<Vec<Line>, AuditError> {
+    let paths = chain_files(log).map_err(|source| AuditError::Read { path: log.to_path_buf(), source })?;
+    if paths.is_empty() {
+        return Err(AuditError::NoLog(log.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let bytes = std::fs::read(p).map_err(|source| AuditError::Read { path: p.clone(), source })?;
+        out.extend(json_lines(&p.display().to_string(), &bytes, i + 1 == paths.len())?);
     }
     Ok(out)
 }

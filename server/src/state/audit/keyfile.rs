@@ -1,16 +1,16 @@
 //! `audit.key` (the chain's state: next seq, head, the next record's key), its export mark,
 //! and the auditor's copy of the first key.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use knock_core::auditchain::{AuditKey, Tail, HASH_LEN};
 use knock_core::keys::{hex, unhex, write_private_file};
 use zeroize::Zeroizing;
 
-use super::AuditLog;
+use super::error::AuditError;
 
 const STATE_HEADER: &str = "one-time-knock-audit-state-v1";
 const AUDITOR_HEADER: &str = "one-time-knock-audit-key0-v1";
@@ -104,93 +104,49 @@ impl KeyFile {
         Ok(self.load()?.map(|s| Tail { next_seq: s.next_seq, head: s.head }))
     }
 
-    /// Saves `state` atomically: a new 0600 temp file, fsync, rename over `audit.key`, fsync of
-    /// the directory. The replaced file held an older key; once renamed over, it is gone from
-    /// the file system (not necessarily from the disk's free blocks: see docs/AUDIT.md).
+    /// Saves `state` atomically ([`crate::state::replace_file`]: a new 0600 temp file, fsync,
+    /// rename over `audit.key`, fsync of the directory; written by root beside the daemon, as
+    /// `knockd grant` does, it keeps the daemon's account). The replaced file held an older key;
+    /// once renamed over, it is gone from the file system (not necessarily from the disk's free
+    /// blocks: see docs/AUDIT.md).
     pub(crate) fn save(&self, state: &ChainState) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("key.tmp");
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
         let text = Zeroizing::new(format!(
             "{STATE_HEADER} {} {} {}\n",
             state.next_seq,
             hex(&state.head),
             Zeroizing::new(hex(state.key.expose())).as_str()
         ));
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        // Written by root beside the daemon (`knockd grant`): the daemon's account keeps it.
-        crate::state::handover::keep_owner(&f, &self.path)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path)?;
-        super::files::sync_dir(&self.path)
+        crate::state::replace_file(&self.path, text.as_bytes()).map_err(|e| std::io::Error::new(e.source.kind(), e))
+    }
+
+    /// The export mark: when and which first key was handed to the auditor.
+    pub(crate) fn mark_exported(&self, fingerprint: &str) -> Result<(), AuditError> {
+        let mark = format!(
+            "exported {} UTC fingerprint {fingerprint}\n",
+            knock_core::time::format_utc_ms(knock_core::time::unix_now_ms())
+        );
+        let path = self.exported_path();
+        write_private_file(&path, mark.as_bytes()).map_err(|source| AuditError::Write { path, source })
     }
 }
 
 /// Reads the auditor's first key (written by `knockd audit init-key`), refusing a file others can read.
-pub fn read_auditor_key(path: &Path) -> Result<AuditKey, String> {
-    let text = read_secret_text(path).map_err(|e| format!("audit key {}: {e}", path.display()))?;
+pub fn read_auditor_key(path: &Path) -> Result<AuditKey, AuditError> {
+    let text = read_secret_text(path)
+        .map_err(|source| AuditError::AuditorKeyUnreadable { path: path.to_path_buf(), source })?;
     let mut words = text.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(AUDITOR_HEADER), Some(k), None) => AuditKey::from_hex(k),
         _ => None,
     }
-    .ok_or_else(|| {
-        format!(
-            "{}: not an audit key (expected `{AUDITOR_HEADER} <64 hex digits>`, as `knockd audit init-key` writes)",
-            path.display()
-        )
-    })
+    .ok_or_else(|| AuditError::NotAuditorKey { path: path.to_path_buf(), header: AUDITOR_HEADER })
 }
 
-/// `knockd audit init-key --out FILE`: writes the chain's first key for the auditor (0600,
-/// never over an existing file) and marks it exported. Refuses when the log already has
-/// records (the first key was erased when the first one was written) or the key was exported.
-pub fn export_first_key(log: &Path, out: &Path) -> Result<String, String> {
-    let keys = KeyFile::for_log(log);
-    if let Ok(mark) = std::fs::read_to_string(keys.exported_path()) {
-        return Err(format!(
-            "the audit chain's first key was already exported ({}; see {}): it is handed out once, to the auditor",
-            mark.trim(),
-            keys.exported_path().display()
-        ));
-    }
-    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(format!("state directory {} does not exist; run `knockd init` first", dir.display()));
-    }
-    let audit = AuditLog::open(log).map_err(|e| format!("audit log {}: {e}", log.display()))?;
-    if audit.next_seq() > 0 {
-        return Err(format!(
-            "{} already holds {} record(s): the chain's first key was erased when its first record was written, so \
-             it cannot be exported any more. To start a chain an auditor can check: stop knockd, move {}* and {} \
-             aside, run `knockd audit init-key --out FILE` again, then start knockd",
-            log.display(),
-            audit.next_seq(),
-            log.display(),
-            keys.path().display()
-        ));
-    }
-    let fingerprint = audit.chain.key.fingerprint();
-    let text = Zeroizing::new(format!("{AUDITOR_HEADER} {}\n", Zeroizing::new(hex(audit.chain.key.expose())).as_str()));
+/// Writes the auditor's copy of the first key to a new 0600 file `out` (never over one).
+pub(crate) fn write_auditor_key(out: &Path, key: &AuditKey) -> Result<(), AuditError> {
+    let text = Zeroizing::new(format!("{AUDITOR_HEADER} {}\n", Zeroizing::new(hex(key.expose())).as_str()));
     write_private_file(out, text.as_bytes()).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => format!("{} already exists; refusing to overwrite it", out.display()),
-        _ => format!("{}: {e}", out.display()),
-    })?;
-    let mark = format!(
-        "exported {} UTC fingerprint {fingerprint}\n",
-        crate::cli::admin::format_utc_ms(knock_core::time::unix_now_ms())
-    );
-    write_private_file(&keys.exported_path(), mark.as_bytes())
-        .map_err(|e| format!("{}: {e}", keys.exported_path().display()))?;
-    Ok(format!(
-        "wrote the audit log's first key to {} (fingerprint {fingerprint}).\n\
-         It is the auditor's: move it off this host; knockd never needs it again.\n\
-         Check the log with: knockd audit --verify --key {}",
-        out.display(),
-        out.display()
-    ))
+        std::io::ErrorKind::AlreadyExists => AuditError::Exists(out.to_path_buf()),
+        _ => AuditError::Write { path: out.to_path_buf(), source: e },
+    })
 }

@@ -20,8 +20,11 @@
 //! Never key material, never a sequence: only door, client, source, counter labels and reasons.
 
 mod aggregate;
-pub(crate) mod files;
-pub(crate) mod keyfile;
+pub mod error;
+pub mod files;
+pub mod keyfile;
+pub mod record;
+pub mod used;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -30,12 +33,12 @@ use std::path::{Path, PathBuf};
 
 use knock_core::auditchain::{line_hash, parse_line, seal, AuditKey, GENESIS_PREV, HASH_LEN};
 use knock_core::keys::hex;
-use serde_json::{Map, Value};
 use tracing::{error, info, warn};
 
 use aggregate::Aggregator;
-pub use keyfile::{export_first_key, read_auditor_key};
+pub use error::AuditError;
 use keyfile::{ChainState, KeyFile};
+pub use record::Record;
 
 /// Size after which the live file is rotated (before the next record).
 pub const ROTATE_BYTES: u64 = 64 << 20;
@@ -48,9 +51,6 @@ pub const ANCHOR_EVERY_MS: u64 = 60_000;
 
 /// Summaries kept for [`AuditLog::take_summaries`] at most.
 const SUMMARIES_KEPT: usize = 1024;
-
-/// Field names the chain itself uses; a record's own field of that name is stored as `<name>_field`.
-const RESERVED: [&str; 3] = ["seq", "prev", "mac"];
 
 /// Tunables of an [`AuditLog`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,71 +114,6 @@ struct Held(File);
 impl Drop for Held {
     fn drop(&mut self) {
         let _ = self.0.unlock();
-    }
-}
-
-/// One record being built: an event name and fields.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record(Map<String, Value>);
-
-impl Record {
-    /// A record of `event` stamped with the current time.
-    pub fn new(event: &str) -> Self {
-        let mut m = Map::new();
-        m.insert("ts_ms".into(), Value::from(knock_core::time::unix_now_ms()));
-        m.insert("event".into(), Value::from(event));
-        Record(m)
-    }
-
-    /// Adds a field (`ts_ms` replaces the time stamp; `seq`, `prev` and `mac` belong to the
-    /// chain, so such a field is stored as `seq_field` and so on).
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        let key = if RESERVED.contains(&key) { format!("{key}_field") } else { key.to_string() };
-        self.0.insert(key, value.into());
-        self
-    }
-
-    /// The record's time stamp in unix milliseconds.
-    pub fn ts_ms(&self) -> u64 {
-        self.0.get("ts_ms").and_then(Value::as_u64).unwrap_or(0)
-    }
-
-    /// A numeric field.
-    pub fn get_u64(&self, key: &str) -> Option<u64> {
-        self.0.get(key).and_then(Value::as_u64)
-    }
-
-    /// A boolean field (false when absent).
-    pub fn get_bool(&self, key: &str) -> bool {
-        self.0.get(key).and_then(Value::as_bool).unwrap_or(false)
-    }
-
-    /// The record's event name.
-    pub fn event(&self) -> &str {
-        self.0.get("event").and_then(Value::as_str).unwrap_or("")
-    }
-
-    /// The record's JSON members as written between `prev` and `mac`: `ts_ms`, `event`, then
-    /// the other fields sorted by name.
-    fn members(&self) -> String {
-        let mut out = String::new();
-        let mut push = |k: &str, v: &Value| {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(&Value::from(k).to_string());
-            out.push(':');
-            out.push_str(&v.to_string());
-        };
-        for first in ["ts_ms", "event"] {
-            if let Some(v) = self.0.get(first) {
-                push(first, v);
-            }
-        }
-        for (k, v) in self.0.iter().filter(|(k, _)| k.as_str() != "ts_ms" && k.as_str() != "event") {
-            push(k, v);
-        }
-        out
     }
 }
 
@@ -278,7 +213,7 @@ impl AuditLog {
             Some(state) => state,
             None => {
                 if files::has_records(path)? {
-                    let moved = files::orphan(path, &keys)?;
+                    let moved = files::orphan(path, keys.exported().then(|| keys.exported_path()))?;
                     error!(
                         "audit log {}: {} is missing, so the chain cannot continue; the old files were moved \
                          to {} and a new chain starts",
@@ -530,12 +465,31 @@ impl Drop for AuditLog {
     }
 }
 
-/// Reads every record of one audit file (malformed lines are reported, not skipped silently;
-/// a torn last line is left out).
-pub fn read_records(path: &Path) -> Result<Vec<Map<String, Value>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let name = path.display().to_string();
-    Ok(files::json_lines(&name, &bytes, true)?.into_iter().map(|(_, m)| m).collect())
+/// `knockd audit init-key --out FILE`: writes the chain's first key for the auditor (0600,
+/// never over an existing file) and marks it exported; returns the key's fingerprint. Refuses
+/// when the log already has records (the first key was erased when the first one was written)
+/// or the key was exported before.
+pub fn export_first_key(log: &Path, out: &Path) -> Result<String, AuditError> {
+    let keys = KeyFile::for_log(log);
+    if let Ok(mark) = std::fs::read_to_string(keys.exported_path()) {
+        return Err(AuditError::AlreadyExported { mark: mark.trim().to_string(), path: keys.exported_path() });
+    }
+    let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(AuditError::NoStateDir(dir.to_path_buf()));
+    }
+    let audit = AuditLog::open(log).map_err(|source| AuditError::Open { path: log.to_path_buf(), source })?;
+    if audit.next_seq() > 0 {
+        return Err(AuditError::FirstKeyErased {
+            log: log.to_path_buf(),
+            records: audit.next_seq(),
+            key_file: keys.path().to_path_buf(),
+        });
+    }
+    let fingerprint = audit.chain.key.fingerprint();
+    keyfile::write_auditor_key(out, &audit.chain.key)?;
+    keys.mark_exported(&fingerprint)?;
+    Ok(fingerprint)
 }
 
 #[cfg(test)]
