@@ -7,8 +7,6 @@
 //! socket itself its state is unknown: the owner drops it and opens a new one.
 
 use std::io;
-use std::net::UdpSocket;
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
@@ -107,13 +105,8 @@ fn is_kernel(from: &SocketAddr) -> bool {
     from.port_number() == 0
 }
 
-/// Sets `SO_RCVTIMEO` on the netlink socket without unsafe code.
-///
-/// netlink-sys 0.8 has no setter for it. Socket options belong to the socket, not to a file
-/// descriptor, so the option is set through a duplicate descriptor wrapped in a std socket type
-/// whose `set_read_timeout` is exactly `setsockopt(SOL_SOCKET, SO_RCVTIMEO)`; only the duplicate
-/// is closed when the wrapper drops.
+/// Sets `SO_RCVTIMEO` on the netlink socket (netlink-sys 0.8 has no setter for it): through
+/// socket2's borrowed view of the same descriptor, so nothing is duplicated or closed.
 fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    let duplicate = socket.as_fd().try_clone_to_owned()?;
-    UdpSocket::from(duplicate).set_read_timeout(Some(timeout))
+    socket2::SockRef::from(socket).set_read_timeout(Some(timeout))
 }
