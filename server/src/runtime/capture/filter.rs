@@ -3,7 +3,7 @@
 //!
 //! The filter passes TCP segments with SYN set and ACK clear, and UDP datagrams, whose
 //! destination port lies anywhere in a door's knock range (the *whole* range: every miss must
-//! count, DESIGN "Every miss counts"), for the door's protocols, to the door's addresses when
+//! count, docs/PROTOCOL.md section 7), for the door's protocols, to the door's addresses when
 //! it names any. `tcp[tcpflags]` only matches IPv4, so IPv6 is matched by offset into the
 //! fixed header (no extension headers): next header at `ip6[6]`, destination port at
 //! `ip6[42:2]`, TCP flags at `ip6[53]`.
