@@ -551,7 +551,7 @@ fn imports_go_one_way_without_circles() {
     problems.extend(circles(&arrows));
     assert!(
         problems.is_empty(),
-        "server/src breaks its layout (docs/ARCHITECTURE.md, \"Where things go\"):\n{}",
+        "server/src breaks its layout (docs/ARCHITECTURE.md, \"The parts\"):\n{}",
         problems.join("\n")
     );
 }

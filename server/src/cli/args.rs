@@ -2,6 +2,9 @@
 //! -l -v -D -4` among them) and every subcommand with its arguments. `knockd --generate` makes
 //! the man page and completions from these.
 
+// The doc comments are clap's help texts, where `<door>` is a placeholder, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 

@@ -1,9 +1,8 @@
 //! Recovery commands for the admin at the server's console (docs/OPERATIONS.md, "Locked out?"):
 //!
 //! - `knockd grant ADDR --door D --for T`: an audited manual grant through the configured
-//!   firewall backend with a kernel timeout, and the small journal of such grants
-//!   (`<state_dir>/manual-grants`) from which a running daemon restores them when its table was
-//!   deleted under it. It only adds set elements, so it works whether the daemon runs or not.
+//!   firewall backend with a kernel timeout, journaled (`state/manual_grants.rs`) so that a
+//!   running daemon restores it when its table is deleted under it. It only adds set elements, so it works whether the daemon runs or not.
 //! - `knockd ledger recover --door D [--client C] [--next N | --line L | --skip S]`: a fresh
 //!   ledger for a key or sequence file whose ledger is missing or damaged (or one moved forward
 //!   when it was rolled back), starting at a counter the client has not used yet, so nothing

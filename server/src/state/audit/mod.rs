@@ -7,8 +7,9 @@
 //! Files in the state directory, next to `audit.log` (the live file):
 //! - `audit.log.N`: rotated files, `N` = 1, 2, ... oldest first; the chain runs through them.
 //! - `audit.key` (0600): the chain's state, `one-time-knock-audit-state-v1 <next seq> <head hex>
-//!   <key hex>`: the key of the next record, never an earlier one. Saved by temp + fsync + rename
-//!   from [`AuditLog::sync`] (the daemon's tick), always after the log itself is synced.
+//!   <key hex>`: the key of the next record, never an earlier one. Replaced durably
+//!   ([`crate::state::replace_file`]) from [`AuditLog::sync`] (the daemon's tick), always after
+//!   the log itself is synced.
 //! - `audit.key.exported`: when `knockd audit init-key` handed the first key to the auditor.
 //! - `audit.lock`: held while a process writes the log (one writer per chain).
 //!
@@ -18,6 +19,11 @@
 //! records the rest are only counted, so a flood cannot fill the disk (`aggregate.rs` states
 //! the bound).
 //! Never key material, never a sequence: only door, client, source, counter labels and reasons.
+//!
+//! This file is the writer ([`AuditLog`]); beside it: `record.rs` (one record), `files.rs` (file
+//! names, the lock, torn tails, reading records back), `keyfile.rs` (`audit.key` and the
+//! auditor's key), `aggregate.rs` (flood folding), `used.rs` (what the log records as used, for
+//! rolled-back ledgers), `error.rs`.
 
 mod aggregate;
 pub mod error;
