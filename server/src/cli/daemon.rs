@@ -11,7 +11,7 @@ use knock_core::config::{Config, ConfigError};
 
 use super::args::{Cli, LogFormat};
 use super::default_config::DefaultConfig;
-use super::journal;
+use super::journald;
 use crate::hardening::{self, SyscallError};
 use crate::runtime::daemon::{Daemon, DaemonError};
 use crate::runtime::notify::Notifier;
@@ -64,12 +64,12 @@ fn init_logging(format: LogFormat, level: &str, file: Option<&Path>) -> Result<(
     let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     // Under systemd, standard error is the journal: priorities, no timestamps of our own.
-    let journal = file.is_none() && journal::stderr_is_journal();
+    let journal = file.is_none() && journald::stderr_is_journal();
     match (format, journal) {
         (LogFormat::Text, false) => builder.init(),
         (LogFormat::Json, false) => builder.json().init(),
-        (LogFormat::Text, true) => builder.event_format(journal::text_format()).init(),
-        (LogFormat::Json, true) => builder.json().event_format(journal::json_format()).init(),
+        (LogFormat::Text, true) => builder.event_format(journald::text_format()).init(),
+        (LogFormat::Json, true) => builder.json().event_format(journald::json_format()).init(),
     }
     Ok(())
 }

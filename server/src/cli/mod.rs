@@ -14,7 +14,7 @@ pub mod default_config;
 pub mod error;
 pub mod exit;
 pub mod generate;
-pub mod journal;
+pub mod journald;
 pub mod report;
 pub mod run;
 pub mod status;
