@@ -1,5 +1,5 @@
 //! `knockd audit` as the auditor runs it: the built binary on a temporary state directory whose
-//! records are written through the library (`knockd::audit`). The table is pinned in
+//! records are written through the library (`knockd::state::audit`). The table is pinned in
 //! tests/golden/knockd-audit*.txt (`BLESS=1` rewrites them after an intended change); every kind
 //! of tampering of issue 5 is run through `knockd audit --verify`.
 
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use knock_core::auditchain::{line_hash, parse_line, seal, AuditKey};
 use knock_test_support::golden::check as golden;
-use knockd::audit::{AuditLog, AuditOptions, Record};
+use knockd::state::audit::{AuditLog, AuditOptions, Record};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 

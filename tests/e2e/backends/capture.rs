@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use knock_core::config::Config;
-use knockd::capture::{bpf_filter, spawn_live};
+use knockd::runtime::capture::{bpf_filter, spawn_live};
 
 use knock_test_support::netns::{unique_tag, Netns};
 use knock_test_support::reexec::Reexec;

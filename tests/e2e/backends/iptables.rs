@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
-use knockd::firewall::iptables::Iptables;
-use knockd::firewall::{Firewall, FirewallError, OpenPort};
+use knockd::runtime::firewall::iptables::Iptables;
+use knockd::runtime::firewall::{Firewall, FirewallError, OpenPort};
 
 use knock_test_support::reexec::Reexec;
 use knock_test_support::require_root;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use knock_core::Proto;
 use knock_test_support::reexec::Reexec;
 use knock_test_support::require_root;
-use knockd::firewall::{Firewall, FirewallError, Nftables, OpenPort};
+use knockd::runtime::firewall::{Firewall, FirewallError, Nftables, OpenPort};
 
 use super::{Lab, Listeners, Outcome};
 

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use knock_core::Proto;
-use knockd::firewall::{Firewall, Nftables, OpenPort};
+use knockd::runtime::firewall::{Firewall, Nftables, OpenPort};
 
 use knock_test_support::reexec::Reexec;
 use knock_test_support::require_root;
