@@ -45,7 +45,7 @@ impl Failure {
             Failure::Store(e) => match e {
                 StoreError::BadName { .. } | StoreError::NoProfile { .. } => exit::USAGE,
                 StoreError::Profile(_) => exit::CONFIG,
-                StoreError::Io { .. } | StoreError::Counter { .. } => exit::IO,
+                StoreError::Io { .. } | StoreError::Counter { .. } | StoreError::Replace(_) => exit::IO,
                 StoreError::CounterDamaged { .. } | StoreError::List(_) => exit::DATA,
                 StoreError::ListTooOpen { .. } => exit::PERMISSION,
                 StoreError::Key(e) => key_status(e),

@@ -5,12 +5,13 @@
 //! Directories follow the `directories` crate (`~/.config/knock`, `~/.local/state/knock` on
 //! Linux, honouring `XDG_CONFIG_HOME` and `XDG_STATE_HOME`).
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use knock_core::config::{valid_name, ConfigError};
+use knock_core::durable::replace_file;
 use knock_core::keys::{read_key_file, write_key_file, write_private_file, KeyError, Secret};
 use knock_core::profile::{Bundle, BundleSecret, Profile};
 use knock_core::seqfile::{SeqFileError, SequenceFile};
@@ -51,6 +52,9 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The profile's counter file could not be locked, written or synced.
+    /// A file could not be replaced durably (its step and path are in the message).
+    #[error("{0}")]
+    Replace(knock_core::durable::ReplaceError),
     #[error("counter {}: {source}", path.display())]
     Counter {
         /// The counter file.
@@ -262,10 +266,7 @@ impl Store {
             return Err(StoreError::ExistsElsewhere { name: name.clone() });
         }
         let path = self.seq_path(name);
-        let tmp = self.keyring().join(format!("{name}.seq.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        write_private_file(&tmp, list.as_bytes()).map_err(io_err("writing", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("replacing", &path))?;
+        replace_file(&path, list.as_bytes()).map_err(StoreError::Replace)?;
         let cursor = self.counter_path(name);
         if cursor.exists() {
             std::fs::remove_file(&cursor).map_err(io_err("removing", &cursor))?;
@@ -301,12 +302,7 @@ impl Store {
         lock.lock().map_err(err)?;
         let stored = self.peek_counter(name)?;
         let Some(next) = change(stored) else { return Ok((stored, None)) };
-        let tmp = self.state.join(format!("{name}.next.tmp"));
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-        f.write_all(format!("{next}\n").as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.state).and_then(|d| d.sync_all()).map_err(err)?;
+        replace_file(&path, format!("{next}\n").as_bytes()).map_err(StoreError::Replace)?;
         drop(lock);
         Ok((stored, Some(next)))
     }

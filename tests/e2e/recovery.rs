@@ -1,4 +1,4 @@
-//! Recovery paths: never locked out, never open by accident (issue 6, DESIGN "Recovery").
+//! Recovery paths: never locked out, never open by accident (issue 6; docs/OPERATIONS.md, "Locked out?").
 
 use std::process::{Command, Output};
 use std::thread::sleep;
