@@ -5,39 +5,10 @@
 //! per command with its own synopsis and options, then the sections clap knows nothing of:
 //! EXIT STATUS (from `knock_core::exit::TABLE`), FILES, ENVIRONMENT, EXAMPLES and SEE ALSO.
 
-use clap::{Arg, ArgMatches, Command, ValueEnum};
+use clap::{Arg, Command};
 use clap_complete::Shell;
-use clap_mangen::roff::{bold, italic, roman, Roff};
-use clap_mangen::Man;
-
-/// What `--generate` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// knockd(8), in roff.
-    Man,
-    /// The bash completion script.
-    Bash,
-    /// The zsh completion script.
-    Zsh,
-    /// The fish completion script.
-    Fish,
-}
-
-/// The hidden `--generate KIND` flag, added to the command line beside the derived `Cli`, so
-/// that the completions made from `Cli` do not offer it.
-pub fn arg() -> Arg {
-    Arg::new("generate")
-        .long("generate")
-        .value_name("KIND")
-        .value_parser(clap::value_parser!(Kind))
-        .hide(true)
-        .help("Print knockd(8) (man) or a completion script (bash, zsh, fish) on standard output")
-}
-
-/// The kind `--generate` asks for, if it was given.
-pub fn requested(matches: &ArgMatches) -> Option<Kind> {
-    matches.get_one::<Kind>("generate").copied()
-}
+use knock_manpage::Page;
+pub use knock_manpage::{requested, Kind};
 
 /// Why `--generate` printed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -55,115 +26,31 @@ pub enum GenerateError {
     },
 }
 
+/// The hidden `--generate KIND` flag.
+pub fn arg() -> Arg {
+    knock_manpage::arg("knockd(8)")
+}
+
 /// The text `--generate KIND` prints.
 pub fn render(kind: Kind, cmd: Command) -> Result<String, GenerateError> {
-    let shell = match kind {
-        Kind::Man => return man_page(cmd).map_err(GenerateError::Man),
-        Kind::Bash => Shell::Bash,
-        Kind::Zsh => Shell::Zsh,
-        Kind::Fish => Shell::Fish,
+    let Some(shell) = kind.shell() else {
+        return knock_manpage::render(cmd, &PAGE).map_err(GenerateError::Man);
     };
-    let mut cmd = cmd;
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "knockd", &mut out);
-    String::from_utf8(out).map_err(|source| GenerateError::NotText { shell, source })
+    String::from_utf8(knock_manpage::completion(shell, cmd, "knockd"))
+        .map_err(|source| GenerateError::NotText { shell, source })
 }
 
-/// knockd(8).
-fn man_page(cmd: Command) -> std::io::Result<String> {
-    let mut cmd = cmd.long_about(DESCRIPTION).disable_help_subcommand(true);
-    cmd.build();
-    let man = Man::new(cmd.clone()).section("8").manual("System Administration");
-    let mut out = Vec::new();
-    man.render_title(&mut out)?;
-    man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
-    man.render_description_section(&mut out)?;
-    man.render_options_section(&mut out)?;
-    let mut roff = Roff::new();
-    roff.control("SH", ["COMMANDS"]);
-    roff.text([roman("Each command reads the configuration named by "), bold("-c"), roman(" like the daemon.")]);
-    roff.to_writer(&mut out)?;
-    for sub in documented_commands(&cmd) {
-        command_section(sub, &mut out)?;
-    }
-    let mut roff = Roff::new();
-    exit_status_section(&mut roff);
-    roff.control("SH", ["FILES"]);
-    for (path, what) in FILES {
-        roff.control("TP", []).text([italic(*path)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["ENVIRONMENT"]);
-    for (var, what) in ENVIRONMENT {
-        roff.control("TP", []).text([bold(*var)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["EXAMPLES"]);
-    for (command, what) in EXAMPLES {
-        roff.control("TP", []).text([bold(*command)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["SEE ALSO"]);
-    roff.text([roman(SEE_ALSO)]);
-    roff.to_writer(&mut out)?;
-    man.render_version_section(&mut out)?;
-    String::from_utf8(out).map_err(std::io::Error::other)
-}
-
-/// Every command a subsection documents: those that take arguments or have no subcommands of
-/// their own (`client` is only a group; `client add` and `audit` are commands).
-fn documented_commands(cmd: &Command) -> Vec<&Command> {
-    let mut out = Vec::new();
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let own_args = sub.get_arguments().any(|a| !a.is_global_set() && !is_builtin(a));
-        if own_args || !sub.has_subcommands() {
-            out.push(sub);
-        }
-        out.extend(documented_commands(sub));
-    }
-    out
-}
-
-/// `-h` / `-V`, which every command has and OPTIONS describes once.
-fn is_builtin(arg: &clap::Arg) -> bool {
-    matches!(arg.get_id().as_str(), "help" | "version")
-}
-
-/// One command's subsection: its name, what it does, its synopsis and its own options (the
-/// global ones are under OPTIONS).
-fn command_section(sub: &Command, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name()).to_string();
-    let mut own = sub.clone();
-    for id in sub.get_arguments().filter(|a| a.is_global_set() || is_builtin(a)).map(|a| a.get_id().clone()) {
-        own = own.mut_arg(id, |a| a.hide(true));
-    }
-    let man = Man::new(own);
-    let mut synopsis = Vec::new();
-    man.render_synopsis_section(&mut synopsis)?;
-    let mut about = Roff::new();
-    about.control("PP", []);
-    if let Some(text) = sub.get_long_about().or_else(|| sub.get_about()) {
-        about.text([roman(text.to_string())]);
-    }
-    let mut options = Vec::new();
-    man.render_options_section(&mut options)?;
-    Roff::new().control("SS", [name.as_str()]).to_writer(out)?;
-    for text in [synopsis, about.render().into_bytes(), options] {
-        let text = String::from_utf8(text).map_err(std::io::Error::other)?;
-        // Our own heading (.SS) stands for clap_mangen's .SH SYNOPSIS / .SH OPTIONS.
-        for line in text.lines().filter(|l| !l.starts_with(".SH ")) {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-    }
-    Ok(())
-}
-
-/// EXIT STATUS, from the table both binaries share.
-fn exit_status_section(roff: &mut Roff) {
-    roff.control("SH", ["EXIT STATUS"]);
-    for status in knock_core::exit::TABLE {
-        roff.control("TP", []).text([bold(status.code.to_string())]).text([roman(status.meaning)]);
-    }
-}
+/// knockd(8) beyond the clap definitions.
+const PAGE: Page = Page {
+    section: "8",
+    manual: "System Administration",
+    description: DESCRIPTION,
+    commands_note: "Each command reads the configuration named by -c like the daemon.",
+    files: FILES,
+    environment: ENVIRONMENT,
+    examples: EXAMPLES,
+    see_also: SEE_ALSO,
+};
 
 /// DESCRIPTION: more than `--help` says (which stays short).
 const DESCRIPTION: &str = "Opens a firewall port only for the address that knocked a valid, never-used sequence.\n\n\
