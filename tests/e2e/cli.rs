@@ -61,6 +61,17 @@ fn help_texts() {
 
 const CONFIG: &str = "[server]\nstate_dir = \"state\"\ninterfaces = [\"br0\"]\n\n[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\n";
 
+/// `knockd init` and `knockd client add --door ssh --name alice` in `dir` (its knockd.toml
+/// written already): the bundle is `alice.knock`.
+fn init_and_add_alice(dir: &Path) {
+    let init = run(dir, "knockd", &["-c", "knockd.toml", "init"]);
+    assert!(init.ends_with("[exit 0]\n"), "{init}");
+    let add =
+        ["client", "add", "--door", "ssh", "--name", "alice", "--server-addr", "198.18.0.1", "--out", "alice.knock"];
+    let added = run(dir, "knockd", &[&["-c", "knockd.toml"][..], &add].concat());
+    assert!(added.ends_with("[exit 0]\n"), "{added}");
+}
+
 #[test]
 fn config_errors_name_file_line_and_column() {
     let d = scratch("config");
@@ -99,27 +110,7 @@ fn doors_below_64_bits_are_refused_unless_forced() {
 fn key_files_open_to_others_are_refused_on_both_sides() {
     let d = scratch("keys");
     fs::write(d.join("knockd.toml"), CONFIG).unwrap();
-    let init = run(&d, "knockd", &["-c", "knockd.toml", "init"]);
-    assert!(init.ends_with("[exit 0]\n"), "{init}");
-    let add = run(
-        &d,
-        "knockd",
-        &[
-            "-c",
-            "knockd.toml",
-            "client",
-            "add",
-            "--door",
-            "ssh",
-            "--name",
-            "alice",
-            "--server-addr",
-            "198.18.0.1",
-            "--out",
-            "alice.knock",
-        ],
-    );
-    assert!(add.ends_with("[exit 0]\n"), "{add}");
+    init_and_add_alice(&d);
     let import = run(&d, "knock", &["profile", "import", "alice.knock"]);
     assert!(import.ends_with("[exit 0]\n"), "{import}");
     fs::set_permissions(d.join("keys/ssh/alice.key"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -327,22 +318,7 @@ fn a_totp_step_far_ahead_is_refused_and_reset_step_brings_it_back() {
     let d = scratch("totp-ahead");
     let config = CONFIG.replace("mode = \"hotp\"", "mode = \"totp\"");
     fs::write(d.join("knockd.toml"), config).unwrap();
-    assert!(run(&d, "knockd", &["-c", "knockd.toml", "init"]).ends_with("[exit 0]\n"));
-    let add = [
-        "-c",
-        "knockd.toml",
-        "client",
-        "add",
-        "--door",
-        "ssh",
-        "--name",
-        "alice",
-        "--server-addr",
-        "198.18.0.1",
-        "--out",
-        "alice.knock",
-    ];
-    assert!(run(&d, "knockd", &add).ends_with("[exit 0]\n"));
+    init_and_add_alice(&d);
     assert!(run(&d, "knock", &["profile", "import", "alice.knock"]).ends_with("[exit 0]\n"));
     let now_step = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 30;
     let next_file = d.join("state-home/knock/ssh-alice.next");
