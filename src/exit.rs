@@ -11,7 +11,7 @@
 //! | 69 | failed | the command could not do what it was asked; standard error says why |
 //! | 74 | io | a file or directory could not be read or written |
 //! | 77 | permission | a key file or sequence list is open to group or others |
-//! | 78 | config | the configuration (knockd.toml, knockd.conf, a profile) cannot be read or is invalid |
+//! | 78 | config | the configuration (knockd.toml, knockd.conf, a profile) cannot be read or is invalid, or knockd refused every door at start |
 //!
 //! Above 2 the numbers are those of BSD's `sysexits.h` (`EX_DATAERR`, `EX_UNAVAILABLE`,
 //! `EX_IOERR`, `EX_NOPERM`, `EX_CONFIG`), which service managers know: the systemd unit stops
@@ -79,7 +79,8 @@ pub const TABLE: &[ExitStatus] = &[
     ExitStatus {
         code: CONFIG,
         meaning: "Configuration error: knockd.toml or knockd.conf (knockd), or a profile (knock), cannot be read \
-                  or is invalid; the message names the file, line and column. The systemd unit does not restart \
-                  knockd after it.",
+                  or is invalid; the message names the file, line and column. Also when the daemon refused every \
+                  door at start (a missing keys directory, a key or sequence file open to others, a missing \
+                  ledger: the log names each door and the fix). The systemd unit does not restart knockd after it.",
     },
 ];

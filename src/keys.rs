@@ -21,8 +21,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 pub const SECRET_LEN: usize = 32;
 const HEADER: &str = "one-time-knock-key-v1";
 
-/// A 32-byte secret. `Debug` is redacted; the bytes are wiped when dropped.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// A 32-byte secret. `Debug` is redacted; the bytes are wiped when dropped. Not `Clone`: each
+/// secret has one owner, so no forgotten copy outlives the wipe.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Secret([u8; SECRET_LEN]);
 
 impl Secret {

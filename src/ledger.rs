@@ -12,8 +12,10 @@
 //! alone may cut a torn tail, since for anyone else a tail that looks torn may be an append in
 //! flight. Everyone else reads with [`Ledger::read`], which never writes.
 //!
-//! The consume-before-grant step sits behind [`ConsumeStore`] so a replicated store can
-//! serve an HA pair later without touching the matcher.
+//! The consume-before-grant step sits behind [`ConsumeStore`]: the daemon's doors hold one store
+//! per key or sequence file as a `Box<dyn ConsumeStore>` (docs/ARCHITECTURE.md, "The ledger
+//! seam"), so a replicated store can serve an HA pair later without touching the matcher or the
+//! daemon loop.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -37,16 +39,27 @@ pub enum Consumed {
     AlreadyUsed,
 }
 
-/// The consume-before-grant interface.
-pub trait ConsumeStore {
+/// The consume-before-grant interface: what one key (or sequence file) has used. Every change
+/// that returns `Ok` is durable; a store that cannot make it durable returns an error and the
+/// knock opens nothing.
+pub trait ConsumeStore: std::fmt::Debug {
     /// Whether `counter` is consumed or burned.
     fn is_used(&self, counter: u64) -> bool;
     /// Consumes every counter <= `counter`, durably, unless `counter` was already used.
     fn consume(&mut self, counter: u64) -> Result<Consumed, LedgerError>;
+    /// Marks `counter` used alone, durably (a `totp` time step: a used *set*, not a high-water
+    /// mark, so a lost knock can be retried in the next step and a clock jump locks nobody out).
+    fn mark_used(&mut self, counter: u64) -> Result<Consumed, LedgerError>;
     /// Burns `counter` alone, durably. Returns false when it was already used.
     fn burn(&mut self, counter: u64) -> Result<bool, LedgerError>;
+    /// Burns `counter` in this process only, writing nothing: for burns past a client's budget,
+    /// which only a holder of its key can cause (the daemon bounds what a key holder can make
+    /// the store grow by). A restart forgets it. Returns false when it was already used.
+    fn burn_in_memory(&mut self, counter: u64) -> bool;
     /// The lowest counter not consumed (burned ones above it may exist).
     fn next(&self) -> u64;
+    /// Where the records are kept, for messages (a ledger's file).
+    fn location(&self) -> &Path;
 }
 
 /// What can go wrong with a ledger file. Every message names the file.
@@ -370,28 +383,6 @@ impl Ledger {
         self.last_consumed
     }
 
-    /// Marks `counter` used alone, durably (a `totp` time step: a used *set*, not a high-water
-    /// mark, so a lost knock can be retried in the next step and a clock jump locks nobody out).
-    pub fn mark_used(&mut self, counter: u64) -> Result<Consumed, LedgerError> {
-        if self.is_used(counter) {
-            return Ok(Consumed::AlreadyUsed);
-        }
-        self.append("use", counter)?;
-        self.apply_burn(counter);
-        Ok(Consumed::Fresh)
-    }
-
-    /// Burns `counter` in this process only, writing nothing: for burns past a client's budget,
-    /// which only a holder of its key can cause (the daemon bounds what a key holder can make
-    /// the ledger grow by). A restart forgets it. Returns false when it was already used.
-    pub fn burn_in_memory(&mut self, counter: u64) -> bool {
-        if self.is_used(counter) || counter == u64::MAX {
-            return false;
-        }
-        self.apply_burn(counter);
-        true
-    }
-
     /// Skips ahead: consumes everything below `next` (recovery after a lost ledger).
     pub fn skip_to(&mut self, next: u64) -> Result<(), LedgerError> {
         if next > self.next {
@@ -416,6 +407,15 @@ impl ConsumeStore for Ledger {
         Ok(Consumed::Fresh)
     }
 
+    fn mark_used(&mut self, counter: u64) -> Result<Consumed, LedgerError> {
+        if self.is_used(counter) {
+            return Ok(Consumed::AlreadyUsed);
+        }
+        self.append("use", counter)?;
+        self.apply_burn(counter);
+        Ok(Consumed::Fresh)
+    }
+
     fn burn(&mut self, counter: u64) -> Result<bool, LedgerError> {
         if self.is_used(counter) {
             return Ok(false);
@@ -425,8 +425,20 @@ impl ConsumeStore for Ledger {
         Ok(true)
     }
 
+    fn burn_in_memory(&mut self, counter: u64) -> bool {
+        if self.is_used(counter) || counter == u64::MAX {
+            return false;
+        }
+        self.apply_burn(counter);
+        true
+    }
+
     fn next(&self) -> u64 {
         self.next
+    }
+
+    fn location(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod auditchain;
 pub mod config;
+pub mod durable;
 pub mod entropy;
 pub mod exit;
 pub mod fuzz_entry;

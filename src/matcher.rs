@@ -154,9 +154,9 @@ pub struct DoorRules {
     pub knocks: KnockSet,
     /// Which TCP packets count (UDP always does); others are ignored by this door.
     pub tcp_flags: TcpFlagRule,
-    /// Burn on sight (DESIGN §3): a fresh candidate whose attempt ended incomplete after at
-    /// least this many matched knocks is burned, and so is one whose prefix of that length comes
-    /// from a second source. `None` for knockd's doors, which keep knockd's rules.
+    /// Burn on sight (docs/PROTOCOL.md §7): a fresh candidate whose attempt ended incomplete
+    /// after at least this many matched knocks is burned, and so is one whose prefix of that
+    /// length comes from a second source. `None` for knockd's doors, which keep knockd's rules.
     pub burn_at: Option<usize>,
     /// Destination addresses (empty: any).
     pub addresses: Vec<IpAddr>,

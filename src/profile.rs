@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn bundle_round_trip_keeps_profile_and_key() {
         let key = Secret::from_bytes([7; 32]);
-        let b = Bundle { profile: sample(), secret: BundleSecret::Key(key.clone()) };
+        let b = Bundle { profile: sample(), secret: BundleSecret::Key(Secret::from_bytes([7; 32])) };
         let text = b.to_toml();
         let back = Bundle::parse(Path::new("b.toml"), &text).unwrap();
         assert_eq!(back.profile, sample());

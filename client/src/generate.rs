@@ -3,61 +3,54 @@
 //!
 //! The man page is clap_mangen's name, synopsis, description and options, then one subsection
 //! per command, then EXIT STATUS (from `knock_core::exit::TABLE`), FILES, ENVIRONMENT, EXAMPLES
-//! and SEE ALSO. (knockd's `generate.rs` renders its page the same way.)
+//! and SEE ALSO: the shared rendering is `knock_manpage`, this file holds knock's texts.
 //!
 //! clap_complete's scripts are static; [`profile_names`] adds the one dynamic part: where a
 //! profile name goes (`--profile`, `-p`, `profile show`, `profile remove`) the shell asks
 //! `knock profile list --names`.
 
-use clap::{Arg, ArgMatches, Command, ValueEnum};
+use clap::{Arg, Command};
 use clap_complete::Shell;
-use clap_mangen::roff::{bold, italic, roman, Roff};
-use clap_mangen::Man;
+use knock_manpage::Page;
+pub use knock_manpage::{requested, Kind};
 
-use crate::exit::Failure;
-
-/// What `--generate` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// knock(1), in roff.
-    Man,
-    /// The bash completion script.
-    Bash,
-    /// The zsh completion script.
-    Zsh,
-    /// The fish completion script.
-    Fish,
+/// Why `--generate` printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// clap_mangen could not render the page.
+    #[error("rendering knock(1): {0}")]
+    ManPage(std::io::Error),
+    /// clap_complete wrote something that is not text.
+    #[error("the {shell} completion script is not UTF-8: {source}")]
+    NotUtf8 {
+        /// The shell.
+        shell: Shell,
+        /// Where the bytes went wrong.
+        source: std::string::FromUtf8Error,
+    },
+    /// clap_complete's script no longer has the shape the profile-name completion hooks into
+    /// (a clap_complete upgrade; the fix is in this file).
+    #[error("the {shell} script from clap_complete has no {what} to complete profile names at")]
+    ScriptShape {
+        /// The shell.
+        shell: Shell,
+        /// What is missing.
+        what: String,
+    },
 }
 
-/// The hidden `--generate KIND` flag, added to the command line beside the derived `Cli`, so
-/// that the completions made from `Cli` do not offer it.
+/// The hidden `--generate KIND` flag.
 pub fn arg() -> Arg {
-    Arg::new("generate")
-        .long("generate")
-        .value_name("KIND")
-        .value_parser(clap::value_parser!(Kind))
-        .hide(true)
-        .help("Print knock(1) (man) or a completion script (bash, zsh, fish) on standard output")
-}
-
-/// The kind `--generate` asks for, if it was given.
-pub fn requested(matches: &ArgMatches) -> Option<Kind> {
-    matches.get_one::<Kind>("generate").copied()
+    knock_manpage::arg("knock(1)")
 }
 
 /// The text `--generate KIND` prints.
-pub fn render(kind: Kind, cmd: Command) -> Result<String, Failure> {
-    let shell = match kind {
-        Kind::Man => return man_page(cmd).map_err(|e| Failure::Io(format!("rendering knock(1): {e}"))),
-        Kind::Bash => Shell::Bash,
-        Kind::Zsh => Shell::Zsh,
-        Kind::Fish => Shell::Fish,
+pub fn render(kind: Kind, cmd: Command) -> Result<String, GenerateError> {
+    let Some(shell) = kind.shell() else {
+        return knock_manpage::render(cmd, &PAGE).map_err(GenerateError::ManPage);
     };
-    let mut cmd = cmd;
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "knock", &mut out);
-    let script = String::from_utf8(out)
-        .map_err(|e| Failure::Failed(format!("the {shell} completion script is not UTF-8: {e}")))?;
+    let script = String::from_utf8(knock_manpage::completion(shell, cmd, "knock"))
+        .map_err(|source| GenerateError::NotUtf8 { shell, source })?;
     profile_names(shell, &script)
 }
 
@@ -72,7 +65,7 @@ _knock_profiles() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
     if [[ $prev == --profile || $prev == -p ]] ||
         [[ $COMP_CWORD -eq 3 && ${COMP_WORDS[1]} == profile && $cur != -* &&
-            ( ${COMP_WORDS[2]} == show || ${COMP_WORDS[2]} == remove ) ]]; then
+            ( ${COMP_WORDS[2]} == show || ${COMP_WORDS[2]} == remove || ${COMP_WORDS[2]} == reset-step ) ]]; then
         COMPREPLY=($(compgen -W "$(knock profile list --names 2>/dev/null)" -- "$cur"))
         return 0
     fi
@@ -93,10 +86,8 @@ _knock_profile_names() {
 /// Makes the places where a profile name goes (`--profile`, `-p`, `profile show`, `profile
 /// remove`) complete the installed profiles' names. Fails, rather than print a script without
 /// them, if clap_complete's output no longer has the shape this expects.
-fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
-    let missing = |what: &str| {
-        Failure::Failed(format!("the {shell} script from clap_complete has no {what} to complete profile names at"))
-    };
+fn profile_names(shell: Shell, script: &str) -> Result<String, GenerateError> {
+    let missing = |what: &str| GenerateError::ScriptShape { shell, what: what.to_string() };
     let replace_all = |text: &str, from: &str, to: &str, expected: usize| {
         let found = text.matches(from).count();
         (found == expected).then(|| text.replace(from, to)).ok_or_else(|| missing(&format!("{expected} × `{from}`")))
@@ -142,92 +133,17 @@ fn profile_names(shell: Shell, script: &str) -> Result<String, Failure> {
     }
 }
 
-/// knock(1).
-fn man_page(cmd: Command) -> std::io::Result<String> {
-    let mut cmd = cmd.long_about(DESCRIPTION).disable_help_subcommand(true);
-    cmd.build();
-    let man = Man::new(cmd.clone()).section("1").manual("User Commands");
-    let mut out = Vec::new();
-    man.render_title(&mut out)?;
-    man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
-    man.render_description_section(&mut out)?;
-    man.render_options_section(&mut out)?;
-    Roff::new().control("SH", ["COMMANDS"]).to_writer(&mut out)?;
-    for sub in documented_commands(&cmd) {
-        command_section(sub, &mut out)?;
-    }
-    let mut roff = Roff::new();
-    roff.control("SH", ["EXIT STATUS"]);
-    for status in knock_core::exit::TABLE {
-        roff.control("TP", []).text([bold(status.code.to_string())]).text([roman(status.meaning)]);
-    }
-    roff.control("SH", ["FILES"]);
-    for (path, what) in FILES {
-        roff.control("TP", []).text([italic(*path)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["ENVIRONMENT"]);
-    for (var, what) in ENVIRONMENT {
-        roff.control("TP", []).text([bold(*var)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["EXAMPLES"]);
-    for (command, what) in EXAMPLES {
-        roff.control("TP", []).text([bold(*command)]).text([roman(*what)]);
-    }
-    roff.control("SH", ["SEE ALSO"]);
-    roff.text([roman(SEE_ALSO)]);
-    roff.to_writer(&mut out)?;
-    man.render_version_section(&mut out)?;
-    String::from_utf8(out).map_err(std::io::Error::other)
-}
-
-/// Every command a subsection documents: those that take arguments or have no subcommands of
-/// their own (`profile` is only a group).
-fn documented_commands(cmd: &Command) -> Vec<&Command> {
-    let mut out = Vec::new();
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let own_args = sub.get_arguments().any(|a| !a.is_global_set() && !is_builtin(a));
-        if own_args || !sub.has_subcommands() {
-            out.push(sub);
-        }
-        out.extend(documented_commands(sub));
-    }
-    out
-}
-
-/// `-h` / `-V`, which every command has and OPTIONS describes once.
-fn is_builtin(arg: &Arg) -> bool {
-    matches!(arg.get_id().as_str(), "help" | "version")
-}
-
-/// One command's subsection: its synopsis, what it does, and its own options.
-fn command_section(sub: &Command, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let name = sub.get_bin_name().unwrap_or_else(|| sub.get_name()).to_string();
-    let mut own = sub.clone();
-    for id in sub.get_arguments().filter(|a| a.is_global_set() || is_builtin(a)).map(|a| a.get_id().clone()) {
-        own = own.mut_arg(id, |a| a.hide(true));
-    }
-    let man = Man::new(own);
-    let mut synopsis = Vec::new();
-    man.render_synopsis_section(&mut synopsis)?;
-    let mut about = Roff::new();
-    about.control("PP", []);
-    if let Some(text) = sub.get_long_about().or_else(|| sub.get_about()) {
-        about.text([roman(text.to_string())]);
-    }
-    let mut options = Vec::new();
-    man.render_options_section(&mut options)?;
-    Roff::new().control("SS", [name.as_str()]).to_writer(out)?;
-    for text in [synopsis, about.render().into_bytes(), options] {
-        let text = String::from_utf8(text).map_err(std::io::Error::other)?;
-        // Our own heading (.SS) stands for clap_mangen's .SH SYNOPSIS / .SH OPTIONS.
-        for line in text.lines().filter(|l| !l.starts_with(".SH ")) {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-    }
-    Ok(())
-}
+/// knock(1) beyond the clap definitions.
+const PAGE: Page = Page {
+    section: "1",
+    manual: "User Commands",
+    description: DESCRIPTION,
+    commands_note: "",
+    files: FILES,
+    environment: ENVIRONMENT,
+    examples: EXAMPLES,
+    see_also: SEE_ALSO,
+};
 
 /// DESCRIPTION: more than `--help` says (which stays short).
 const DESCRIPTION: &str =

@@ -3,27 +3,21 @@
 //! a profile (`knock --profile NAME [--wait]`).
 #![forbid(unsafe_code)]
 
+mod classic;
 mod exit;
 mod generate;
+mod knocking;
 mod profiles;
 mod send;
 mod store;
 
-use std::io::Read;
-use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use knock_core::profile::Bundle;
-use knock_core::sequence::{derive, Mode, Purpose, SequenceId};
-use knock_core::time::{unix_now, utc_day};
-use knock_core::Knock;
-use zeroize::Zeroizing;
 
 use exit::Failure;
-use store::{StepPlan, Store};
+use store::Store;
 
 /// Knock on a server's ports: a one-time sequence from a profile, or a classic knockd sequence.
 #[derive(Parser)]
@@ -40,8 +34,9 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The knock itself: a profile's next sequence, or the classic form.
 #[derive(Args)]
-struct KnockArgs {
+pub struct KnockArgs {
     /// Send the next one-time sequence of this profile.
     #[arg(long, short = 'p', value_name = "NAME")]
     profile: Option<String>,
@@ -127,278 +122,16 @@ enum ProfileCommand {
     },
 }
 
-fn classic(args: &KnockArgs) -> Result<(), Failure> {
-    let usage = "usage: knock [options] host port[:tcp|udp] ... (see --help)";
-    let (host, ports) = args.target.split_first().ok_or_else(|| Failure::Usage(usage.into()))?;
-    if ports.is_empty() {
-        return Err(Failure::Usage("no ports to knock: knock [options] host port[:tcp|udp] ...".into()));
-    }
-    let knocks = ports
-        .iter()
-        .map(|p| {
-            let mut k: Knock = p.parse()?;
-            if args.udp && !p.contains(':') {
-                k.proto = knock_core::Proto::Udp;
-            }
-            Ok(k)
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(Failure::Usage)?;
-    let server = resolve(host, args.ipv4, args.ipv6)?;
-    Ok(send::send_sequence(server, &knocks, Duration::from_millis(args.delay.unwrap_or(0)), |_, k| {
-        if args.verbose {
-            println!("hitting {} {}:{}", k.proto, server, k.port);
-        }
-    })?)
-}
-
-fn resolve(host: &str, v4: bool, v6: bool) -> Result<IpAddr, String> {
-    let addrs = (host, 0).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    addrs.map(|a| a.ip()).find(|ip| (!v4 || ip.is_ipv4()) && (!v6 || ip.is_ipv6())).ok_or_else(|| {
-        format!(
-            "{host} has no {} address",
-            if v4 {
-                "IPv4"
-            } else if v6 {
-                "IPv6"
-            } else {
-                "usable"
-            }
-        )
-    })
-}
-
-/// The knocks of the next sequence of a profile, reserving it unless `dry_run`.
-fn next_sequence(store: &Store, name: &str, dry_run: bool, purpose: Purpose) -> Result<(u64, Vec<Knock>), Failure> {
-    let p = store.profile(name)?;
-    let counter = match (p.mode, dry_run) {
-        (Mode::Totp, true) => {
-            let current = unix_now() / p.step_secs;
-            usable_step(&p, store::plan_step(current, store.peek_counter(name)?), current)?
-        }
-        (Mode::Totp, false) => {
-            let current = unix_now() / p.step_secs;
-            let step = usable_step(&p, store.reserve_step(name, current)?, current)?;
-            if step > current {
-                // This step was used already (each is usable once): wait for the next one,
-                // which starts within one step.
-                let wait = step.saturating_mul(p.step_secs).saturating_sub(unix_now()).min(p.step_secs);
-                eprintln!("knock: waiting {wait} s for the next time step (the current one was used)");
-                std::thread::sleep(Duration::from_secs(wait));
-            }
-            step
-        }
-        (_, true) => store.peek_counter(name)?,
-        (_, false) => store.reserve_counter(name)?,
-    };
-    let knocks = match p.mode {
-        Mode::Hotp | Mode::Totp => {
-            let key = store.key(name)?;
-            let source = if p.bind_source {
-                Some(match p.source_addr {
-                    Some(a) => a,
-                    None => send::local_source(p.server)?,
-                })
-            } else {
-                None
-            };
-            let id = SequenceId {
-                purpose,
-                server_id: p.server_id,
-                door: p.door.clone(),
-                client: p.client.clone(),
-                mode: p.mode,
-                counter,
-                epoch: utc_day(unix_now()),
-            };
-            derive(&key, &id, &p.alphabet(), p.length, source)
-        }
-        Mode::File if purpose == Purpose::Close => {
-            return Err(Failure::Usage(format!(
-                "profile `{name}` is a file profile; file doors have no closing sequence"
-            )))
-        }
-        Mode::File => {
-            let f = store.sequences(name)?;
-            let total = f.sequences.len();
-            let s = f.sequences.get(counter as usize).ok_or_else(|| {
-                Failure::Failed(format!("profile `{name}` has used all {total} sequences of its list; import a new list from `knockd sequences generate`"))
-            })?;
-            let left = total - counter as usize - 1;
-            if (left as u64) < p.warn_below {
-                eprintln!(
-                    "knock: warning: only {left} unused sequences left in profile `{name}`; ask for a new list \
-                     (knockd sequences rotate) and import it"
-                );
-            }
-            s.knocks.clone()
-        }
-        other => return Err(Failure::Config(format!("profile mode {} cannot be knocked", other.label()))),
-    };
-    Ok((counter, knocks))
-}
-
-/// The step a `totp` knock uses, or the refusal of a next step more than one step ahead: after
-/// a few knocks in quick succession, when to try again; after a clock that ran ahead (or was
-/// set back), what happened and `knock profile reset-step`.
-fn usable_step(p: &knock_core::profile::Profile, plan: StepPlan, current: u64) -> Result<u64, Failure> {
-    let next = match plan {
-        StepPlan::Use(step) => return Ok(step),
-        StepPlan::Ahead { next } => next,
-    };
-    let name = &p.name;
-    // A knock may go out once the next step is at most one step away.
-    let again = (next - 1).saturating_mul(p.step_secs).saturating_sub(unix_now());
-    if next <= current + u64::from(p.skew) + 1 {
-        return Err(Failure::Failed(format!(
-            "profile `{name}`: the next unused time step starts in {}; the ones before it were used or skipped \
-             (each step opens once): knock again in {again} s",
-            human_secs(again.saturating_add(p.step_secs))
-        )));
-    }
-    Err(Failure::Failed(format!(
-        "profile `{name}`: its next unused time step ({next}) lies {} ahead of this machine's clock (step \
-         {current}): the clock ran ahead when this profile last knocked, or was set back since. If the clock \
-         is right now (compare `date -u` with a trusted clock), run `knock profile reset-step {name}`: it \
-         moves the profile back to the present without reusing a step the server may still accept",
-        human_secs((next - current).saturating_mul(p.step_secs))
-    )))
-}
-
-/// A span of seconds for people: `45 s`, `3 min 20 s`, `5 h 2 min`, `412 days`.
-fn human_secs(secs: u64) -> String {
-    match secs {
-        0..=119 => format!("{secs} s"),
-        120..=7199 => format!("{} min {} s", secs / 60, secs % 60),
-        7200..=172_799 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
-        _ => format!("{} days", secs / 86_400),
-    }
-}
-
-/// `knock profile reset-step NAME`.
-fn reset_step(name: &str) -> Result<String, Failure> {
-    let store = Store::locate()?;
-    let p = store.profile(name)?;
-    if p.mode != Mode::Totp {
-        return Err(Failure::Usage(format!(
-            "profile `{name}` is a {} profile: only totp profiles follow the clock, so there is no time step to reset",
-            p.mode.label()
-        )));
-    }
-    let current = unix_now() / p.step_secs;
-    match store.reset_step(name, current, p.skew)? {
-        None => Ok(format!(
-            "profile `{name}`: nothing to reset: its next time step is within {} s of this machine's clock",
-            (u64::from(p.skew) + 2) * p.step_secs
-        )),
-        Some((old, new)) => Ok(format!(
-            "profile `{name}`: next time step moved back from {old} to {new} (this clock: step {current}). The steps \
-             the server accepts now (up to {}) are skipped, since a knock sent while the clock was wrong may \
-             have used them: knock again in {} s",
-            current + u64::from(p.skew),
-            ((new - 1) * p.step_secs).saturating_sub(unix_now())
-        )),
-    }
-}
-
-fn with_profile(args: &KnockArgs, name: &str) -> Result<(), Failure> {
-    let store = Store::locate()?;
-    let p = store.profile(name)?;
-    let delay = Duration::from_millis(args.delay.unwrap_or(p.delay_ms));
-    if args.close && !p.close {
-        return Err(Failure::Usage(format!(
-            "profile `{name}`: door {} on {} has no closing sequence (the server sets `close = true` on the door)",
-            p.door, p.server
-        )));
-    }
-    let purpose = if args.close { Purpose::Close } else { Purpose::Open };
-    if args.dry_run {
-        let (counter, knocks) = next_sequence(&store, name, true, purpose)?;
-        let words: Vec<String> = knocks.iter().map(Knock::to_string).collect();
-        println!("{} {} (next sequence {counter}, not consumed)", p.server, words.join(" "));
-        return Ok(());
-    }
-    let wait_port = match args.wait {
-        None => None,
-        Some(0) => Some(p.open.first().map(|o| o.port).ok_or_else(|| {
-            Failure::Usage(format!("profile `{name}` opens no port to wait for; give one: --wait PORT"))
-        })?),
-        Some(port) => Some(port),
-    };
-    let attempts = if wait_port.is_some() { args.attempts.max(1) } else { 1 };
-    for attempt in 1..=attempts {
-        // A resync sends two consecutive sequences; the server accepts the pair beyond its window.
-        let mut counter = 0;
-        let mut started = Instant::now();
-        for round in 0..if args.resync { 2 } else { 1 } {
-            if round > 0 {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            let (c, knocks) = next_sequence(&store, name, false, purpose)?;
-            counter = c;
-            started = Instant::now();
-            send::send_sequence(p.server, &knocks, delay, |i, k| {
-                if args.verbose {
-                    println!(
-                        "hitting {} {}:{} ({}/{} of sequence {c})",
-                        k.proto,
-                        p.server,
-                        k.port,
-                        i + 1,
-                        knocks.len()
-                    );
-                }
-            })?;
-        }
-        let Some(port) = wait_port else {
-            if args.verbose {
-                println!("sent sequence {counter} of profile {name} to {}", p.server);
-            }
-            return Ok(());
-        };
-        let timeout = Duration::from_secs_f64(args.wait_timeout.clamp(0.1, 600.0));
-        if let Some(took) = send::wait_for_port(p.server, port, started, timeout) {
-            println!(
-                "port {port} on {} answered {:.3} s after the first knock (sequence {counter})",
-                p.server,
-                took.as_secs_f64()
-            );
-            return Ok(());
-        }
-        eprintln!(
-            "knock: port {port} on {} did not answer within {:.1} s (attempt {attempt} of {attempts})",
-            p.server,
-            timeout.as_secs_f64()
-        );
-    }
-    Err(Failure::Failed(format!(
-        "port did not open after {attempts} sequences. Check that the server runs knockd, that this machine's clock is \
-         within a day of UTC (now {}), and that the profile's server id matches the server",
-        unix_now()
-    )))
-}
-
-fn import(file: &PathBuf) -> Result<String, Failure> {
-    let mut text = Zeroizing::new(String::new());
-    if file.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).map_err(|e| Failure::Io(format!("standard input: {e}")))?;
-    } else {
-        *text = std::fs::read_to_string(file).map_err(|e| Failure::Io(format!("{}: {e}", file.display())))?;
-    }
-    let bundle = Bundle::parse_any(file, &text).map_err(|e| Failure::Data(e.to_string()))?;
-    Store::locate()?.import(&bundle)
-}
-
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
-        Some(Command::Profile(ProfileCommand::Import { file })) => import(file).map(|m| println!("{m}")),
-        Some(Command::Profile(ProfileCommand::List { names })) => profiles::list(&Store::locate()?, *names),
-        Some(Command::Profile(ProfileCommand::Show { name })) => profiles::show(&Store::locate()?, name),
-        Some(Command::Profile(ProfileCommand::Remove { name })) => profiles::remove(&Store::locate()?, name),
-        Some(Command::Profile(ProfileCommand::ResetStep { name })) => reset_step(name).map(|m| println!("{m}")),
+        Some(Command::Profile(ProfileCommand::Import { file })) => profiles::import(file),
+        Some(Command::Profile(ProfileCommand::List { names })) => Ok(profiles::list(&Store::locate()?, *names)?),
+        Some(Command::Profile(ProfileCommand::Show { name })) => Ok(profiles::show(&Store::locate()?, name)?),
+        Some(Command::Profile(ProfileCommand::Remove { name })) => Ok(profiles::remove(&Store::locate()?, name)?),
+        Some(Command::Profile(ProfileCommand::ResetStep { name })) => profiles::reset_step(name),
         None => match &cli.knock.profile {
-            Some(name) => with_profile(&cli.knock, name),
-            None => classic(&cli.knock),
+            Some(name) => knocking::knock(&cli.knock, name),
+            None => classic::knock(&cli.knock),
         },
     }
 }
@@ -409,7 +142,7 @@ fn main() -> ExitCode {
     // `--generate` stays out of `Cli`, so that neither --help nor the completions offer it.
     let matches = Cli::command().arg(generate::arg()).get_matches();
     let result = match generate::requested(&matches) {
-        Some(kind) => generate::render(kind, Cli::command()).map(|text| print!("{text}")),
+        Some(kind) => generate::render(kind, Cli::command()).map(|text| print!("{text}")).map_err(Failure::from),
         None => run(&Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
     };
     match result {

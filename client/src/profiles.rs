@@ -1,18 +1,65 @@
-//! `knock profile list | show NAME | remove NAME`: what the profile store holds, told without
-//! a secret. `show` names the key file and its fingerprint (which `knockd client list` shows
-//! too) but never prints the key or a sequence of a list.
+//! `knock profile import | list | show NAME | remove NAME | reset-step NAME`: what the profile
+//! store holds, told without a secret. `show` names the key file and its fingerprint (which
+//! `knockd client list` shows too) but never prints the key or a sequence of a list.
 
 use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
-use knock_core::profile::Profile;
+use knock_core::config::ConfigError;
+use knock_core::profile::{Bundle, Profile};
 use knock_core::sequence::Mode;
 use knock_core::time::unix_now;
+use zeroize::Zeroizing;
 
 use crate::exit::Failure;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Why `knock profile import` or `reset-step` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileCommandError {
+    /// The bundle could not be read from standard input.
+    #[error("cannot read the bundle from standard input: {0}")]
+    ReadStdin(io::Error),
+    /// The bundle file could not be read.
+    #[error("cannot read the bundle {}: {source}", path.display())]
+    ReadBundle {
+        /// The file given.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The bundle is damaged (the error names the file and what is wrong).
+    #[error(transparent)]
+    Bundle(ConfigError),
+    /// `reset-step` for a profile that does not follow the clock.
+    #[error(
+        "profile `{name}` is a {mode} profile: only totp profiles follow the clock, so there is no time step to reset"
+    )]
+    NotTotp {
+        /// The profile.
+        name: String,
+        /// Its mode.
+        mode: &'static str,
+    },
+}
+
+/// `knock profile import FILE` (`-` reads standard input): installs the bundle's profile.
+pub fn import(file: &Path) -> Result<(), Failure> {
+    let mut text = Zeroizing::new(String::new());
+    if file.as_os_str() == "-" {
+        io::stdin().read_to_string(&mut text).map_err(ProfileCommandError::ReadStdin)?;
+    } else {
+        *text = std::fs::read_to_string(file)
+            .map_err(|source| ProfileCommandError::ReadBundle { path: file.to_path_buf(), source })?;
+    }
+    let bundle = Bundle::parse_any(file, &text).map_err(ProfileCommandError::Bundle)?;
+    println!("{}", Store::locate()?.import(&bundle)?);
+    Ok(())
+}
 
 /// `knock profile list [--names]`: a table, or only the names (for shell completion).
-pub fn list(store: &Store, names_only: bool) -> Result<(), Failure> {
+pub fn list(store: &Store, names_only: bool) -> Result<(), StoreError> {
     let names = store.names()?;
     if names_only {
         for name in &names {
@@ -54,7 +101,7 @@ pub fn list(store: &Store, names_only: bool) -> Result<(), Failure> {
 }
 
 /// What the profile's next knock uses, in a few words.
-fn next(store: &Store, p: &Profile) -> Result<String, Failure> {
+fn next(store: &Store, p: &Profile) -> Result<String, StoreError> {
     let stored = store.peek_counter(&p.name)?;
     Ok(match p.mode {
         Mode::Totp => format!("step {}", (unix_now() / p.step_secs).max(stored)),
@@ -65,7 +112,7 @@ fn next(store: &Store, p: &Profile) -> Result<String, Failure> {
 
 /// `knock profile show NAME`: every field of the profile, where its secret lies, and what comes
 /// next; never the key or a sequence.
-pub fn show(store: &Store, name: &str) -> Result<(), Failure> {
+pub fn show(store: &Store, name: &str) -> Result<(), StoreError> {
     let p = store.profile(name)?;
     let mut out = format!("profile {name}\n");
     let mut field = |label: &str, value: String| {
@@ -130,11 +177,36 @@ pub fn show(store: &Store, name: &str) -> Result<(), Failure> {
 
 /// `knock profile remove NAME`: the profile, its key or sequence list and its counter, each
 /// path printed as it goes.
-pub fn remove(store: &Store, name: &str) -> Result<(), Failure> {
+pub fn remove(store: &Store, name: &str) -> Result<(), StoreError> {
     let removed = store.remove(name)?;
     println!("removed profile `{name}`:");
     for path in removed {
         println!("  {}", path.display());
+    }
+    Ok(())
+}
+
+/// `knock profile reset-step NAME`: a totp profile whose next step ran ahead of the clock,
+/// brought back to the first step past the server's window.
+pub fn reset_step(name: &str) -> Result<(), Failure> {
+    let store = Store::locate()?;
+    let p = store.profile(name)?;
+    if p.mode != Mode::Totp {
+        return Err(ProfileCommandError::NotTotp { name: name.into(), mode: p.mode.label() }.into());
+    }
+    let current = unix_now() / p.step_secs;
+    match store.reset_step(name, current, p.skew)? {
+        None => println!(
+            "profile `{name}`: nothing to reset: its next time step is within {} s of this machine's clock",
+            (u64::from(p.skew) + 2) * p.step_secs
+        ),
+        Some((old, new)) => println!(
+            "profile `{name}`: next time step moved back from {old} to {new} (this clock: step {current}). The steps \
+             the server accepts now (up to {}) are skipped, since a knock sent while the clock was wrong may \
+             have used them: knock again in {} s",
+            current + u64::from(p.skew),
+            ((new - 1) * p.step_secs).saturating_sub(unix_now())
+        ),
     }
     Ok(())
 }

@@ -2,12 +2,63 @@
 //! UDP knock one datagram, every knock of one attempt from one source port. Also finds the
 //! source address the kernel would use, and polls the opened port for `--wait`.
 
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use knock_core::{Knock, Proto};
 use socket2::{Domain, Protocol, Socket, Type};
+
+/// Why knocks could not be sent, naming the server (and the knock and port).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No local port could be held for an attempt's knocks.
+    #[error("reserving a source port for the knocks to {server}: {source}")]
+    Reserve {
+        /// The server to be knocked.
+        server: IpAddr,
+        /// What the socket calls said.
+        source: io::Error,
+    },
+    /// One knock could not be sent.
+    #[error("knock {knock} to {server} from port {port}: {source}")]
+    Knock {
+        /// The knock.
+        knock: Knock,
+        /// The server.
+        server: IpAddr,
+        /// The attempt's source port.
+        port: u16,
+        /// What the socket call said.
+        source: io::Error,
+    },
+    /// The kernel has no route to the server, so no source address toward it.
+    #[error("no route to {server}: {source}; check this machine's network (`ip route get {server}`)")]
+    NoRoute {
+        /// The server.
+        server: IpAddr,
+        /// What connect(2) said.
+        source: io::Error,
+    },
+    /// The source address toward the server could not be read from a socket.
+    #[error("finding the source address toward {server}: {source}")]
+    SourceAddress {
+        /// The server.
+        server: IpAddr,
+        /// What the socket call said.
+        source: io::Error,
+    },
+}
+
+/// Port 0 on the unspecified address of `server`'s family: bind there to let the kernel choose.
+fn any_port_for(server: IpAddr) -> SocketAddr {
+    let any = match server {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(any, 0)
+}
 
 /// How many times a source port is drawn before giving up (one in use for UDP by someone else).
 const PORT_TRIES: usize = 16;
@@ -24,21 +75,23 @@ pub struct AttemptPort {
 
 impl AttemptPort {
     /// Reserves a free port, for TCP and UDP alike, in the family of `server`.
-    pub fn reserve(server: IpAddr) -> Result<AttemptPort, String> {
-        let any: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bad bind")?;
-        let fail = |e: std::io::Error| format!("reserving a source port for the knocks to {server}: {e}");
+    pub fn reserve(server: IpAddr) -> Result<AttemptPort, SendError> {
+        let any = any_port_for(server);
+        let fail = |source: io::Error| SendError::Reserve { server, source };
         let mut last = None;
         for _ in 0..PORT_TRIES {
             let tcp = reusable_tcp(any).map_err(fail)?;
             tcp.bind(&any.into()).map_err(fail)?;
-            let local = tcp.local_addr().map_err(fail)?.as_socket().ok_or("not an IP socket")?;
+            let local = tcp.local_addr().map_err(fail)?;
+            let local =
+                local.as_socket().ok_or_else(|| fail(io::Error::other("the bound socket has no IP address")))?;
             match UdpSocket::bind(local) {
                 Ok(udp) => return Ok(AttemptPort { local, _tcp: tcp, udp }),
                 // Free for TCP but taken for UDP: draw another.
                 Err(e) => last = Some(e),
             }
         }
-        Err(fail(last.unwrap_or_else(|| std::io::Error::other("no port"))))
+        Err(fail(last.unwrap_or_else(|| io::Error::other("no port"))))
     }
 
     /// The port.
@@ -47,9 +100,9 @@ impl AttemptPort {
     }
 
     /// Sends one knock to `server` from this port.
-    pub fn send_knock(&self, server: IpAddr, knock: Knock) -> Result<(), String> {
+    pub fn send_knock(&self, server: IpAddr, knock: Knock) -> Result<(), SendError> {
         let addr = SocketAddr::new(server, knock.port);
-        let fail = |e: std::io::Error| format!("knock {knock} to {server} from port {}: {e}", self.port());
+        let fail = |source: io::Error| SendError::Knock { knock, server, port: self.port(), source };
         match knock.proto {
             Proto::Tcp => {
                 let s = reusable_tcp(addr).map_err(fail)?;
@@ -61,8 +114,8 @@ impl AttemptPort {
                 match s.connect(&addr.into()) {
                     // The SYN left with the connect call; nothing more is wanted from this socket.
                     Ok(()) => Ok(()),
-                    Err(e) if e.raw_os_error() == Some(115) || e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
                     Err(e) => Err(fail(e)),
                 }
             }
@@ -73,7 +126,7 @@ impl AttemptPort {
 
 /// A TCP socket for `addr`'s family that may share its local port with the attempt's others
 /// (none of them listens, and each connects to another destination port).
-fn reusable_tcp(addr: SocketAddr) -> std::io::Result<Socket> {
+fn reusable_tcp(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     Ok(s)
@@ -86,7 +139,7 @@ pub fn send_sequence(
     knocks: &[Knock],
     delay: Duration,
     mut each: impl FnMut(usize, Knock),
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let from = AttemptPort::reserve(server)?;
     for (i, k) in knocks.iter().enumerate() {
         if i > 0 && !delay.is_zero() {
@@ -99,11 +152,11 @@ pub fn send_sequence(
 }
 
 /// The local address the kernel picks to reach `server` (what the server sees without NAT).
-pub fn local_source(server: IpAddr) -> Result<IpAddr, String> {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().map_err(|_| "bad bind")?;
-    let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    s.connect(SocketAddr::new(server, 9)).map_err(|e| format!("no route to {server}: {e}"))?;
-    Ok(s.local_addr().map_err(|e| e.to_string())?.ip())
+pub fn local_source(server: IpAddr) -> Result<IpAddr, SendError> {
+    let unreadable = |source: io::Error| SendError::SourceAddress { server, source };
+    let s = UdpSocket::bind(any_port_for(server)).map_err(unreadable)?;
+    s.connect(SocketAddr::new(server, 9)).map_err(|source| SendError::NoRoute { server, source })?;
+    Ok(s.local_addr().map_err(unreadable)?.ip())
 }
 
 /// Polls `server:port` with TCP connects until one succeeds or `timeout` passes.

@@ -5,21 +5,107 @@
 //! Directories follow the `directories` crate (`~/.config/knock`, `~/.local/state/knock` on
 //! Linux, honouring `XDG_CONFIG_HOME` and `XDG_STATE_HOME`).
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use knock_core::config::valid_name;
-use knock_core::keys::{read_key_file, write_key_file, write_private_file, Secret};
+use knock_core::config::{valid_name, ConfigError};
+use knock_core::durable::replace_file;
+use knock_core::keys::{read_key_file, write_key_file, write_private_file, KeyError, Secret};
 use knock_core::profile::{Bundle, BundleSecret, Profile};
-use knock_core::seqfile::SequenceFile;
+use knock_core::seqfile::{SeqFileError, SequenceFile};
 
-use crate::exit::Failure;
+/// What went wrong in the profile store, naming the profile or file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Neither HOME nor the XDG variables say where the store is.
+    #[error("cannot find a home directory for the profile store; set HOME or XDG_CONFIG_HOME")]
+    NoHome,
+    /// A profile name from the command line that cannot be one (it would become a path).
+    #[error("`{name}` is not a profile name (1-64 characters of a-z, 0-9, _ or -); `knock profile list` shows them")]
+    BadName {
+        /// The name given.
+        name: String,
+    },
+    /// No profile of that name is installed.
+    #[error("no profile `{name}` ({} does not exist); {fix}", path.display())]
+    NoProfile {
+        /// The name given.
+        name: String,
+        /// Where its file would be.
+        path: PathBuf,
+        /// What to do: import one, or list the installed ones.
+        fix: &'static str,
+    },
+    /// The profile's file cannot be read or is invalid (the error names file, line and column).
+    #[error(transparent)]
+    Profile(ConfigError),
+    /// A file or directory of the store could not be read or written.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// What failed: `reading`, `creating directory`, ...
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The profile's counter file could not be locked, written or synced.
+    /// A file could not be replaced durably (its step and path are in the message).
+    #[error("{0}")]
+    Replace(knock_core::durable::ReplaceError),
+    #[error("counter {}: {source}", path.display())]
+    Counter {
+        /// The counter file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The counter file holds something other than a number.
+    #[error("counter of `{name}` ({}) is damaged: it must hold the next counter, a number", path.display())]
+    CounterDamaged {
+        /// The profile.
+        name: String,
+        /// The counter file.
+        path: PathBuf,
+    },
+    /// A sequence list others may read.
+    #[error("sequence list {} is accessible by group or others (mode {mode:04o}); fix: chmod 600 {}", path.display(), path.display())]
+    ListTooOpen {
+        /// The list.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A sequence list that does not parse (the error names file, line and column).
+    #[error(transparent)]
+    List(SeqFileError),
+    /// The profile's key file is refused or unreadable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Importing over an installed profile that only `remove` may replace.
+    #[error("profile `{name}` exists ({}); remove it first (`knock profile remove {name}`) to replace it", path.display())]
+    Exists {
+        /// The profile.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// A sequence list for a profile of another server or door.
+    #[error(
+        "profile `{name}` exists for another server or door; remove it first (`knock profile remove {name}`) to \
+         replace it"
+    )]
+    ExistsElsewhere {
+        /// The profile.
+        name: String,
+    },
+}
 
-/// An I/O error on `path`, named.
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
-    move |e| Failure::Io(format!("{}: {e}", path.display()))
+/// An I/O error while `doing` something to `path`.
+fn io_err<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { doing, path: path.to_path_buf(), source }
 }
 
 /// The client's directories.
@@ -31,10 +117,8 @@ pub struct Store {
 
 impl Store {
     /// The default directories for this user.
-    pub fn locate() -> Result<Store, Failure> {
-        let dirs = directories::ProjectDirs::from("", "", "knock").ok_or_else(|| {
-            Failure::Failed("cannot find a home directory for the profile store; set HOME or XDG_CONFIG_HOME".into())
-        })?;
+    pub fn locate() -> Result<Store, StoreError> {
+        let dirs = directories::ProjectDirs::from("", "", "knock").ok_or(StoreError::NoHome)?;
         let state = dirs.state_dir().map_or_else(|| dirs.data_local_dir().join("state"), Path::to_path_buf);
         Ok(Store { config: dirs.config_dir().to_path_buf(), state })
     }
@@ -67,36 +151,32 @@ impl Store {
     }
 
     /// Checks a profile name from the command line before it becomes part of a path.
-    fn checked(name: &str) -> Result<&str, Failure> {
+    fn checked(name: &str) -> Result<&str, StoreError> {
         if valid_name(name) {
             Ok(name)
         } else {
-            Err(Failure::Usage(format!(
-                "`{name}` is not a profile name (1-64 characters of a-z, 0-9, _ or -); `knock profile list` shows them"
-            )))
+            Err(StoreError::BadName { name: name.to_string() })
         }
     }
 
     /// Loads a profile by name.
-    pub fn profile(&self, name: &str) -> Result<Profile, Failure> {
+    pub fn profile(&self, name: &str) -> Result<Profile, StoreError> {
         let path = self.profile_path(Self::checked(name)?);
         if !path.exists() {
-            return Err(Failure::Usage(format!(
-                "no profile `{name}` ({} does not exist); import one with `knock profile import FILE`",
-                path.display()
-            )));
+            let fix = "import one with `knock profile import FILE`";
+            return Err(StoreError::NoProfile { name: name.to_string(), path, fix });
         }
-        Profile::load(&path).map_err(|e| Failure::Config(e.to_string()))
+        Profile::load(&path).map_err(StoreError::Profile)
     }
 
     /// The names of the installed profiles, sorted (files in the profile directory whose stem
     /// is a valid name; none when the directory does not exist yet).
-    pub fn names(&self) -> Result<Vec<String>, Failure> {
+    pub fn names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.profiles();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir)(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("reading directory", &dir)(e)),
         };
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
@@ -108,32 +188,26 @@ impl Store {
     }
 
     /// The key of a hotp profile (refused unless private).
-    pub fn key(&self, name: &str) -> Result<Secret, Failure> {
+    pub fn key(&self, name: &str) -> Result<Secret, StoreError> {
         Ok(read_key_file(&self.key_path(name))?)
     }
 
     /// The sequence list of a file profile (refused unless private).
-    pub fn sequences(&self, name: &str) -> Result<SequenceFile, Failure> {
+    pub fn sequences(&self, name: &str) -> Result<SequenceFile, StoreError> {
         let path = self.seq_path(name);
-        let mode = std::fs::metadata(&path).map_err(io_err(&path))?.mode() & 0o7777;
+        let mode = std::fs::metadata(&path).map_err(io_err("reading", &path))?.mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(Failure::Permission(format!(
-                "sequence list {} is accessible by group or others (mode {mode:04o}); fix: chmod 600 {}",
-                path.display(),
-                path.display()
-            )));
+            return Err(StoreError::ListTooOpen { path, mode });
         }
-        SequenceFile::load(&path).map_err(|e| Failure::Data(e.to_string()))
+        SequenceFile::load(&path).map_err(StoreError::List)
     }
 
     /// Deletes a profile, its key or sequence list, and its counter. Returns what was removed.
-    pub fn remove(&self, name: &str) -> Result<Vec<PathBuf>, Failure> {
+    pub fn remove(&self, name: &str) -> Result<Vec<PathBuf>, StoreError> {
         let profile = self.profile_path(Self::checked(name)?);
         if !profile.exists() {
-            return Err(Failure::Usage(format!(
-                "no profile `{name}` ({} does not exist); `knock profile list` shows them",
-                profile.display()
-            )));
+            let fix = "`knock profile list` shows them";
+            return Err(StoreError::NoProfile { name: name.to_string(), path: profile, fix });
         }
         let mut removed = Vec::new();
         for path in [
@@ -147,17 +221,17 @@ impl Store {
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed.push(path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&path)(e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path)(e)),
             }
         }
         Ok(removed)
     }
 
     /// Installs a bundle: profile, secret (0600), and a fresh counter. Refuses to overwrite.
-    pub fn import(&self, bundle: &Bundle) -> Result<String, Failure> {
+    pub fn import(&self, bundle: &Bundle) -> Result<String, StoreError> {
         for dir in [self.profiles(), self.keyring(), self.state.clone()] {
-            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
+            DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("creating directory", &dir))?;
         }
         let name = &bundle.profile.name;
         let ppath = self.profile_path(name);
@@ -168,43 +242,34 @@ impl Store {
             BundleSecret::Key(k) => write_key_file(&self.key_path(name), k)?,
             BundleSecret::Sequences(s) => {
                 let p = self.seq_path(name);
-                write_private_file(&p, s.as_bytes()).map_err(io_err(&p))?
+                write_private_file(&p, s.as_bytes()).map_err(io_err("writing", &p))?
             }
         }
         let cpath = self.counter_path(name);
         if cpath.exists() {
-            std::fs::remove_file(&cpath).map_err(io_err(&cpath))?;
+            std::fs::remove_file(&cpath).map_err(io_err("removing", &cpath))?;
         }
-        write_private_file(&ppath, bundle.profile.to_toml().as_bytes()).map_err(io_err(&ppath))?;
+        write_private_file(&ppath, bundle.profile.to_toml().as_bytes()).map_err(io_err("writing", &ppath))?;
         Ok(format!("profile `{name}` imported: knock with `knock --profile {name}`"))
     }
 
     /// Installs a new sequence list for an existing `file` profile of the same server and door
     /// (the server's `knockd sequences rotate`): the list is replaced and the cursor starts over.
-    fn rotate(&self, bundle: &Bundle) -> Result<String, Failure> {
+    fn rotate(&self, bundle: &Bundle) -> Result<String, StoreError> {
         let name = &bundle.profile.name;
         let old = self.profile(name)?;
         let same = old.server_id == bundle.profile.server_id && old.door == bundle.profile.door;
         let BundleSecret::Sequences(list) = &bundle.secret else {
-            return Err(Failure::Failed(format!(
-                "profile `{name}` exists ({}); remove it first (`knock profile remove {name}`) to replace it",
-                self.profile_path(name).display()
-            )));
+            return Err(StoreError::Exists { name: name.clone(), path: self.profile_path(name) });
         };
         if !same || old.mode != knock_core::sequence::Mode::File {
-            return Err(Failure::Failed(format!(
-                "profile `{name}` exists for another server or door; remove it first (`knock profile remove {name}`) \
-                 to replace it"
-            )));
+            return Err(StoreError::ExistsElsewhere { name: name.clone() });
         }
         let path = self.seq_path(name);
-        let tmp = self.keyring().join(format!("{name}.seq.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        write_private_file(&tmp, list.as_bytes()).map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        replace_file(&path, list.as_bytes()).map_err(StoreError::Replace)?;
         let cursor = self.counter_path(name);
         if cursor.exists() {
-            std::fs::remove_file(&cursor).map_err(io_err(&cursor))?;
+            std::fs::remove_file(&cursor).map_err(io_err("removing", &cursor))?;
         }
         Ok(format!("profile `{name}`: new sequence list installed; the next knock uses its first line"))
     }
@@ -213,28 +278,31 @@ impl Store {
     /// `NAME.next`, writes the successor to a temporary file, syncs it and renames it over, then
     /// syncs the directory, all before returning. Two knocks never share a counter, and a crash
     /// at any point leaves either the old or the new value, never an empty one.
-    pub fn reserve_counter(&self, name: &str) -> Result<u64, Failure> {
+    pub fn reserve_counter(&self, name: &str) -> Result<u64, StoreError> {
         self.update_next(name, |stored| Some(stored + 1)).map(|(stored, _)| stored)
     }
 
     /// Under the profile's lock: reads the stored next value and, when `change` gives a new one,
     /// stores it durably. Returns the value read and the one stored, if any.
-    fn update_next(&self, name: &str, change: impl FnOnce(u64) -> Option<u64>) -> Result<(u64, Option<u64>), Failure> {
+    fn update_next(
+        &self,
+        name: &str,
+        change: impl FnOnce(u64) -> Option<u64>,
+    ) -> Result<(u64, Option<u64>), StoreError> {
         let path = self.counter_path(name);
-        let err = |e: std::io::Error| Failure::Io(format!("counter {}: {e}", path.display()));
-        DirBuilder::new().recursive(true).mode(0o700).create(&self.state).map_err(io_err(&self.state))?;
+        let err = |source: io::Error| StoreError::Counter { path: path.clone(), source };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.state)
+            .map_err(io_err("creating directory", &self.state))?;
         let lock_path = self.state.join(format!("{name}.lock"));
         let lock =
             OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path).map_err(err)?;
         lock.lock().map_err(err)?;
         let stored = self.peek_counter(name)?;
         let Some(next) = change(stored) else { return Ok((stored, None)) };
-        let tmp = self.state.join(format!("{name}.next.tmp"));
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
-        f.write_all(format!("{next}\n").as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
-        File::open(&self.state).and_then(|d| d.sync_all()).map_err(err)?;
+        replace_file(&path, format!("{next}\n").as_bytes()).map_err(StoreError::Replace)?;
         drop(lock);
         Ok((stored, Some(next)))
     }
@@ -242,7 +310,7 @@ impl Store {
     /// Reserves a `totp` time step: the current one, or the next not yet used by this profile
     /// (each step is usable once), which the caller waits for (less than one step). A next
     /// unused step further ahead is refused and nothing is reserved (see [`plan_step`]).
-    pub fn reserve_step(&self, name: &str, current: u64) -> Result<StepPlan, Failure> {
+    pub fn reserve_step(&self, name: &str, current: u64) -> Result<StepPlan, StoreError> {
         let mut plan = StepPlan::Use(current);
         self.update_next(name, |stored| {
             plan = plan_step(current, stored);
@@ -260,25 +328,20 @@ impl Store {
     /// have used any of them; a step beyond the window was, when sent, too early for the
     /// server to accept. Returns the old and the new next step, or `None` when the next step
     /// was no further than that already (nothing to reset).
-    pub fn reset_step(&self, name: &str, current: u64, skew: u32) -> Result<Option<(u64, u64)>, Failure> {
+    pub fn reset_step(&self, name: &str, current: u64, skew: u32) -> Result<Option<(u64, u64)>, StoreError> {
         let floor = current.saturating_add(u64::from(skew)).saturating_add(1);
         let (stored, new) = self.update_next(name, |stored| (stored > floor).then_some(floor))?;
         Ok(new.map(|n| (stored, n)))
     }
 
     /// The next counter without reserving it (for `--dry-run`).
-    pub fn peek_counter(&self, name: &str) -> Result<u64, Failure> {
+    pub fn peek_counter(&self, name: &str) -> Result<u64, StoreError> {
         let path = self.counter_path(name);
         match std::fs::read_to_string(&path) {
             Ok(t) if t.trim().is_empty() => Ok(0),
-            Ok(t) => t.trim().parse().map_err(|_| {
-                Failure::Data(format!(
-                    "counter of `{name}` ({}) is damaged: it must hold the next counter, a number",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io_err(&path)(e)),
+            Ok(t) => t.trim().parse().map_err(|_| StoreError::CounterDamaged { name: name.to_string(), path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_err("reading", &path)(e)),
         }
     }
 }

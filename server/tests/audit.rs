@@ -1,32 +1,22 @@
 //! `knockd audit` as the auditor runs it: the built binary on a temporary state directory whose
-//! records are written through the library (`knockd::audit`). The table is pinned in
+//! records are written through the library (`knockd::state::audit`). The table is pinned in
 //! tests/golden/knockd-audit*.txt (`BLESS=1` rewrites them after an intended change); every kind
 //! of tampering of issue 5 is run through `knockd audit --verify`.
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use knock_core::auditchain::{line_hash, parse_line, seal, AuditKey};
-use knockd::audit::{AuditLog, AuditOptions, Record};
+use knock_test_support::golden::check as golden;
+use knockd::state::audit::{AuditLog, AuditOptions, Record};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
 /// 2026-11-25T13:00:00Z.
 const T0: u64 = 1_795_611_600_000;
-
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
-    if std::env::var_os("BLESS").is_some() {
-        fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (BLESS=1 rewrites it)", path.display());
-}
 
 /// A directory with `knockd.toml` and an empty, private `state/`.
 struct Fixture {

@@ -15,8 +15,8 @@ use knock_core::packet::KnockPacket;
 use knock_core::sequence::{derive, Mode, Purpose, SequenceId};
 use knock_core::time::{unix_now, utc_day};
 use knock_core::Knock;
-use knockd::capture::CapturedKnock;
-use knockd::daemon::Daemon;
+use knockd::runtime::capture::CapturedKnock;
+use knockd::runtime::daemon::Daemon;
 use knockd::state::StateDir;
 
 const SERVER: &str = "198.18.0.1";
@@ -31,9 +31,9 @@ fn fixture() -> (PathBuf, Config) {
     let path = dir.join("knockd.toml");
     fs::write(&path, text).unwrap();
     let config = Config::parse(&path, text).unwrap();
-    knockd::admin::init(&config).unwrap();
-    let bundle = knockd::admin::BundleDest::File(dir.join("alice.knock"));
-    knockd::admin::client_add(&config, "ssh", "alice", SERVER.parse().unwrap(), &bundle).unwrap();
+    knockd::cli::admin::init(&config).unwrap();
+    let bundle = knockd::cli::admin::BundleDest::File(dir.join("alice.knock"));
+    knockd::cli::admin::client_add(&config, "ssh", "alice", SERVER.parse().unwrap(), &bundle).unwrap();
     (dir, config)
 }
 

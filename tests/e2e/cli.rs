@@ -9,18 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::lab::bin;
+use knock_test_support::golden::check as golden;
+use knock_test_support::repo;
 
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    if std::env::var_os("BLESS").is_some() {
-        fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {} (BLESS=1 rewrites it)", path.display());
-}
+use crate::lab::bin;
 
 pub fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("knock-cli-{tag}-{}", std::process::id()));
@@ -69,6 +61,17 @@ fn help_texts() {
 
 const CONFIG: &str = "[server]\nstate_dir = \"state\"\ninterfaces = [\"br0\"]\n\n[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\n";
 
+/// `knockd init` and `knockd client add --door ssh --name alice` in `dir` (its knockd.toml
+/// written already): the bundle is `alice.knock`.
+fn init_and_add_alice(dir: &Path) {
+    let init = run(dir, "knockd", &["-c", "knockd.toml", "init"]);
+    assert!(init.ends_with("[exit 0]\n"), "{init}");
+    let add =
+        ["client", "add", "--door", "ssh", "--name", "alice", "--server-addr", "198.18.0.1", "--out", "alice.knock"];
+    let added = run(dir, "knockd", &[&["-c", "knockd.toml"][..], &add].concat());
+    assert!(added.ends_with("[exit 0]\n"), "{added}");
+}
+
 #[test]
 fn config_errors_name_file_line_and_column() {
     let d = scratch("config");
@@ -88,9 +91,9 @@ fn knockd_conf_errors_and_migration() {
     )
     .unwrap();
     golden("knockd-conf-error.txt", &run(&d, "knockd", &["-c", "knockd.conf", "check"]));
-    let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/knockd.conf");
+    let etc = repo().join("etc/knockd.conf");
     let migrated = run(&d, "knockd", &["-c", etc.to_str().unwrap(), "migrate"]);
-    golden("knockd-migrate.txt", &migrated.replace(env!("CARGO_MANIFEST_DIR"), "$REPO"));
+    golden("knockd-migrate.txt", &migrated.replace(repo().to_str().unwrap(), "$REPO"));
     let _ = fs::remove_dir_all(&d);
 }
 
@@ -107,27 +110,7 @@ fn doors_below_64_bits_are_refused_unless_forced() {
 fn key_files_open_to_others_are_refused_on_both_sides() {
     let d = scratch("keys");
     fs::write(d.join("knockd.toml"), CONFIG).unwrap();
-    let init = run(&d, "knockd", &["-c", "knockd.toml", "init"]);
-    assert!(init.ends_with("[exit 0]\n"), "{init}");
-    let add = run(
-        &d,
-        "knockd",
-        &[
-            "-c",
-            "knockd.toml",
-            "client",
-            "add",
-            "--door",
-            "ssh",
-            "--name",
-            "alice",
-            "--server-addr",
-            "198.18.0.1",
-            "--out",
-            "alice.knock",
-        ],
-    );
-    assert!(add.ends_with("[exit 0]\n"), "{add}");
+    init_and_add_alice(&d);
     let import = run(&d, "knock", &["profile", "import", "alice.knock"]);
     assert!(import.ends_with("[exit 0]\n"), "{import}");
     fs::set_permissions(d.join("keys/ssh/alice.key"), fs::Permissions::from_mode(0o644)).unwrap();
@@ -275,6 +258,58 @@ fn exit_statuses_and_where_reports_go() {
     let _ = fs::remove_dir_all(&d);
 }
 
+/// Each of knock's failures: its exit status, and a message on standard error alone that says
+/// what failed, on which file or profile, and the fix.
+#[test]
+fn knock_failures_name_what_failed_where_and_the_fix() {
+    use knock_core::exit;
+    let d = scratch("failures");
+    two_profiles(&d);
+    let dir = d.display().to_string();
+    let expect = |args: &[&str], code: u8, words: &[&str]| {
+        let r = run_split(&d, "knock", args);
+        assert_eq!((r.code, r.stdout.as_str()), (i32::from(code), ""), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("knock: ") && r.stderr.lines().count() == 1, "{args:?}: {}", r.stderr);
+        for word in words {
+            assert!(r.stderr.contains(word), "{args:?}: `{word}` missing from: {}", r.stderr);
+        }
+    };
+
+    let list = format!("{dir}/config/knock/keyring/paper-file.seq");
+    fs::set_permissions(&list, fs::Permissions::from_mode(0o644)).unwrap();
+    expect(&["--profile", "paper-file", "--dry-run"], exit::PERMISSION, &[&list, "mode 0644", "chmod 600"]);
+    fs::set_permissions(&list, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let counter = format!("{dir}/state-home/knock/ssh-alice.next");
+    fs::create_dir_all(d.join("state-home/knock")).unwrap();
+    fs::write(&counter, "seven\n").unwrap();
+    expect(&["--profile", "ssh-alice", "--dry-run"], exit::DATA, &["`ssh-alice`", &counter, "a number"]);
+    fs::remove_file(&counter).unwrap();
+
+    expect(&["profile", "import", "a.knock"], exit::FAILED, &["`ssh-alice` exists", "knock profile remove ssh-alice"]);
+    expect(&["profile", "show", "nobody"], exit::USAGE, &["no profile `nobody`", "knock profile import FILE"]);
+    expect(
+        &["profile", "remove", "Bad/Name"],
+        exit::USAGE,
+        &["`Bad/Name` is not a profile name", "knock profile list"],
+    );
+    expect(&["profile", "reset-step", "paper-file"], exit::USAGE, &["`paper-file` is a file profile", "totp"]);
+    expect(&["--profile", "paper-file", "--close"], exit::USAGE, &["`paper-file`", "no closing sequence"]);
+    expect(&["-4", "::1", "7000"], exit::FAILED, &["::1 has no IPv4 address", "without -4"]);
+    expect(&["127.0.0.1", "7000:sctp"], exit::USAGE, &["`sctp`", "tcp or udp"]);
+    expect(&["profile", "import", "nowhere.knock"], exit::IO, &["cannot read the bundle nowhere.knock"]);
+
+    // Nothing listens on port 1 of loopback: the port never answers.
+    let wait = ["--profile", "ssh-alice", "--wait", "1", "--wait-timeout", "0.2", "--attempts", "1"];
+    let r = run_split(&d, "knock", &wait);
+    assert_eq!(r.code, i32::from(exit::FAILED), "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default();
+    for words in ["knock: port 1 on 127.0.0.1 did not open after 1 sequences of profile `ssh-alice`", "clock"] {
+        assert!(last.contains(words), "`{words}` missing from: {}", r.stderr);
+    }
+    let _ = fs::remove_dir_all(&d);
+}
+
 /// A totp profile whose next step ran far ahead (a clock that was a year fast when it last
 /// knocked) is refused at once, naming the profile and the command that resets it; the reset
 /// skips every step the server accepts now (issue 9).
@@ -283,22 +318,7 @@ fn a_totp_step_far_ahead_is_refused_and_reset_step_brings_it_back() {
     let d = scratch("totp-ahead");
     let config = CONFIG.replace("mode = \"hotp\"", "mode = \"totp\"");
     fs::write(d.join("knockd.toml"), config).unwrap();
-    assert!(run(&d, "knockd", &["-c", "knockd.toml", "init"]).ends_with("[exit 0]\n"));
-    let add = [
-        "-c",
-        "knockd.toml",
-        "client",
-        "add",
-        "--door",
-        "ssh",
-        "--name",
-        "alice",
-        "--server-addr",
-        "198.18.0.1",
-        "--out",
-        "alice.knock",
-    ];
-    assert!(run(&d, "knockd", &add).ends_with("[exit 0]\n"));
+    init_and_add_alice(&d);
     assert!(run(&d, "knock", &["profile", "import", "alice.knock"]).ends_with("[exit 0]\n"));
     let now_step = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 30;
     let next_file = d.join("state-home/knock/ssh-alice.next");

@@ -57,7 +57,7 @@ fn man_pages_render_without_warnings_and_list_every_exit_status() {
     fs::write(&knockd, generated("knockd", "man")).unwrap();
     let knock = d.join("knock.1");
     fs::write(&knock, generated("knock", "man")).unwrap();
-    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/knockd.toml.5");
+    let toml = knock_test_support::repo().join("docs/knockd.toml.5");
 
     let (knockd, knock, toml) = (rendered(&knockd), rendered(&knock), rendered(&toml));
     assert!(knockd.starts_with("knockd(8)") && knock.starts_with("knock(1)"), "{knockd}\n{knock}");

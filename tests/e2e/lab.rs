@@ -3,16 +3,17 @@
 //!
 //! Topology: the server namespace holds bridge `br0` (198.18.0.1/24, 2001:db8::1/64); the
 //! client (.2, ::2) and the outsider (.3, ::3) each have `eth0`, a veth into the bridge.
-//! Namespace and interface names carry the process id and a counter, so tests run in parallel.
+//! Namespace and interface names carry the process id and a counter (knock-test-support's
+//! `unique_tag`), so tests run in parallel.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+use knock_test_support::netns::{unique_tag, Netns};
+use knock_test_support::run::{ok, output as run};
 
 pub const SERVER: &str = "198.18.0.1";
 pub const CLIENT: &str = "198.18.0.2";
@@ -58,22 +59,6 @@ pub fn peer(path_in_package: &str) -> PathBuf {
     p
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// One test's lab.
 pub struct Lab {
     tag: String,
@@ -82,6 +67,8 @@ pub struct Lab {
     children: Vec<Child>,
     /// The daemon's command line after the binary.
     daemon_args: Vec<String>,
+    /// The hosts' namespaces, deleted when the lab is dropped (after its processes ended).
+    namespaces: Vec<Netns>,
 }
 
 impl Lab {
@@ -109,13 +96,12 @@ impl Lab {
 
     /// Namespaces, the services on 22 and 8080, and an empty work directory.
     fn bare(daemon_args: &[&str]) -> Lab {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let tag = unique_tag();
         let dir = std::env::temp_dir().join(format!("knock-e2e-{tag}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
-        let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), daemon_args };
+        let mut lab = Lab { tag, dir, daemon: None, children: Vec::new(), daemon_args, namespaces: Vec::new() };
         lab.build_network();
         for port in ["22", "8080"] {
             let child = lab
@@ -128,6 +114,7 @@ impl Lab {
         lab
     }
 
+    /// The name of `host`'s namespace.
     pub fn ns(&self, host: Host) -> String {
         match host {
             Host::Server => format!("ke-s{}", self.tag),
@@ -137,27 +124,32 @@ impl Lab {
         }
     }
 
-    fn ip(&self, args: &[&str]) {
-        ok(Command::new("ip").args(args));
+    /// The namespace of `host`, once made.
+    pub fn netns(&self, host: Host) -> &Netns {
+        let name = self.ns(host);
+        self.namespaces.iter().find(|ns| ns.name() == name).unwrap_or_else(|| panic!("{host:?} has no namespace yet"))
+    }
+
+    /// Makes the namespace of `host`.
+    fn add_host(&mut self, host: Host) -> &Netns {
+        self.namespaces.push(Netns::create(self.ns(host)));
+        self.namespaces.last().expect("just pushed")
     }
 
     fn build_network(&mut self) {
-        let (s, c, o) = (self.ns(Host::Server), self.ns(Host::Client), self.ns(Host::Outsider));
-        for ns in [&s, &c, &o] {
-            self.ip(&["netns", "add", ns]);
-            self.ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        self.ip(&["-n", &s, "link", "add", "br0", "type", "bridge"]);
-        self.ip(&["-n", &s, "link", "set", "br0", "up"]);
-        self.ip(&["-n", &s, "addr", "add", "198.18.0.1/24", "dev", "br0"]);
-        self.ip(&["-n", &s, "addr", "add", "2001:db8::1/64", "dev", "br0", "nodad"]);
-        for (i, ns) in [(2, &c), (3, &o)] {
+        let s = self.add_host(Host::Server);
+        s.ip(&["link", "add", "br0", "type", "bridge"]);
+        s.ip(&["link", "set", "br0", "up"]);
+        s.addr("br0", "198.18.0.1/24");
+        s.addr("br0", "2001:db8::1/64");
+        for (i, host) in [(2, Host::Client), (3, Host::Outsider)] {
+            self.add_host(host);
+            let (s, ns) = (self.netns(Host::Server), self.netns(host));
             let port = format!("v{i}-{}", self.tag);
-            self.ip(&["link", "add", &port, "netns", &s, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-            self.ip(&["-n", &s, "link", "set", &port, "master", "br0", "up"]);
-            self.ip(&["-n", ns, "link", "set", "eth0", "up"]);
-            self.ip(&["-n", ns, "addr", "add", &format!("198.18.0.{i}/24"), "dev", "eth0"]);
-            self.ip(&["-n", ns, "addr", "add", &format!("2001:db8::{i}/64"), "dev", "eth0", "nodad"]);
+            s.veth(&port, ns, "eth0");
+            s.ip(&["link", "set", &port, "master", "br0"]);
+            ns.addr("eth0", &format!("198.18.0.{i}/24"));
+            ns.addr("eth0", &format!("2001:db8::{i}/64"));
         }
     }
 
@@ -166,25 +158,22 @@ impl Lab {
     /// masquerade keeps a connection's source port when it is free (endpoint-independent
     /// mapping); with `every_port_new` it draws a new port for every connection, as symmetric
     /// NATs do.
-    pub fn nat_behind_client(&self, every_port_new: bool) {
-        let (c, b) = (self.ns(Host::Client), self.ns(Host::Behind));
-        self.ip(&["netns", "add", &b]);
-        self.ip(&["-n", &b, "link", "set", "lo", "up"]);
+    pub fn nat_behind_client(&mut self, every_port_new: bool) {
+        self.add_host(Host::Behind);
+        let (c, b) = (self.netns(Host::Client), self.netns(Host::Behind));
         let port = format!("vb-{}", self.tag);
-        self.ip(&["link", "add", &port, "netns", &c, "type", "veth", "peer", "name", "eth0", "netns", &b]);
-        self.ip(&["-n", &c, "link", "set", &port, "up"]);
-        self.ip(&["-n", &c, "addr", "add", "198.19.9.1/24", "dev", &port]);
-        self.ip(&["-n", &b, "link", "set", "eth0", "up"]);
-        self.ip(&["-n", &b, "addr", "add", "198.19.9.2/24", "dev", "eth0"]);
-        self.ip(&["-n", &b, "route", "add", "default", "via", "198.19.9.1"]);
-        ok(Command::new("ip").args(["netns", "exec", &c, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]));
+        c.veth(&port, b, "eth0");
+        c.addr(&port, "198.19.9.1/24");
+        b.addr("eth0", "198.19.9.2/24");
+        b.ip(&["route", "add", "default", "via", "198.19.9.1"]);
+        ok(c.command("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]));
         let how = if every_port_new { " random,fully-random" } else { "" };
         let rules = format!(
             "table ip lab_nat {{\n chain post {{\n type nat hook postrouting priority srcnat;\n \
              oifname \"eth0\" ip saddr 198.19.9.0/24 masquerade{how}\n }}\n}}\n"
         );
-        let mut nft = Command::new("ip");
-        nft.args(["netns", "exec", &c, "nft", "-f", "-"]).stdin(Stdio::piped());
+        let mut nft = c.command("nft");
+        nft.args(["-f", "-"]).stdin(Stdio::piped());
         let mut child = nft.spawn().expect("nft");
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "the NAT ruleset did not load: {rules}");
@@ -192,8 +181,8 @@ impl Lab {
 
     /// A command to run inside `host`'s namespace, with that host's own client store.
     pub fn spawn(&self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(host)]).arg(program).args(args).current_dir(&self.dir);
+        let mut cmd = self.netns(host).command(program);
+        cmd.args(args).current_dir(&self.dir);
         let home = self.dir.join(format!("{host:?}").to_lowercase());
         cmd.env("XDG_CONFIG_HOME", home.join("config")).env("XDG_STATE_HOME", home.join("state"));
         cmd
@@ -485,10 +474,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for host in [Host::Server, Host::Client, Host::Outsider, Host::Behind] {
-            // Not every lab has every host (Behind is made on demand): quiet about missing ones.
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(host)]).stderr(Stdio::null()).status();
-        }
+        // The namespaces go with the field `namespaces`, now that nothing runs in them.
         if std::thread::panicking() {
             eprintln!("--- daemon log of lab {} ---\n{}", self.tag, self.log());
         }

@@ -71,7 +71,7 @@ fn tree_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// The state directory may grow by at most this much a second under any flood (grants aside):
-/// the audit log's budget of about 1 000 records a minute (server/src/audit/aggregate.rs),
+/// the audit log's budget of about 1 000 records a minute (server/src/state/audit/aggregate.rs),
 /// rounded up; docs/THREAT-MODEL.md states it.
 const STATE_GROWTH_BOUND: u64 = 8 * 1024;
 

@@ -1,30 +1,32 @@
 //! End-to-end tests: the real `knockd` and `knock` binaries, real packets through libpcap and
-//! a real nftables ruleset, in network namespaces each test makes for itself. They need root
-//! (namespaces, nftables) and the workspace built (`cargo build --workspace`): the README's
-//! test command does both.
+//! a real nftables ruleset, in network namespaces each test makes for itself; the daemon's
+//! firewall backends and live capture against a real kernel (`backends`); knock-lab's own test
+//! (`lab_tool`); the command lines' words pinned in golden files (`cli`, `generate`).
+//!
+//! The tests that need root (namespaces, nftables, iptables) are here, in this one binary:
+//! `cargo test --test e2e`, as root, after `cargo build --workspace` (the tests run the binaries
+//! it builds next to this one). The README's test command does both. The namespaces come from
+//! knock-test-support.
 
 mod attacks;
+mod backends;
 mod cli;
 mod file_mode;
 mod generate;
+mod handover;
 mod keys;
 mod knockd_compat;
 mod lab;
+mod lab_tool;
 mod lockout;
 mod lossy;
 mod one_time;
 mod recovery;
 mod service;
 
-/// Every test starts here: these tests cannot run without root, and say so instead of passing.
-pub fn require_root() {
-    let uid = std::process::Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "the end-to-end tests need root (network namespaces, nftables); run the README's test command as root"
-    );
-}
+/// Every test that makes namespaces starts here: without root it fails, saying why, instead of
+/// passing.
+pub use knock_test_support::require_root;
 
 /// A hotp door with short times for tests.
 pub fn hotp_door(name: &str, open: &str, extra: &str) -> String {

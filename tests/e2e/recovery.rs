@@ -1,8 +1,10 @@
-//! Recovery paths: never locked out, never open by accident (issue 6, DESIGN "Recovery").
+//! Recovery paths: never locked out, never open by accident (issue 6; docs/OPERATIONS.md, "Locked out?").
 
 use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use knock_test_support::netns::{unique_tag, Netns};
 
 use crate::lab::{bin, Host, Lab, OUTSIDER, SERVER, SERVER6};
 use crate::{answered, hotp_door, lose_knocks, require_root};
@@ -351,30 +353,22 @@ fn a_resync_that_could_not_be_consumed_does_not_refuse_its_client_at_the_next_st
 /// serving `port`, published on the server's addresses by a DNAT rule as Docker does. Its
 /// namespace and service go when dropped, also when the test fails: declare it after the lab.
 struct Container {
-    ns: String,
     service: Option<std::process::Child>,
+    /// Dropped after the service ended (fields drop after `Drop::drop`).
+    _ns: Netns,
 }
 
 impl Container {
     const ADDR: &'static str = "198.18.1.2";
 
     fn start(lab: &Lab, port: u16) -> Container {
-        let server = lab.ns(Host::Server);
-        let tag = server.trim_start_matches("ke-s");
-        let mut c = Container { ns: format!("ke-d{tag}"), service: None };
-        let veth = format!("vd-{tag}");
-        let ip = |args: &[&str]| {
-            let o = Command::new("ip").args(args).output().unwrap();
-            assert!(o.status.success(), "ip {args:?}: {}", out(&o));
-        };
-        ip(&["netns", "add", &c.ns]);
-        ip(&["-n", &c.ns, "link", "set", "lo", "up"]);
-        ip(&["link", "add", &veth, "netns", &server, "type", "veth", "peer", "name", "eth0", "netns", &c.ns]);
-        ip(&["-n", &server, "addr", "add", "198.18.1.1/24", "dev", &veth]);
-        ip(&["-n", &server, "link", "set", &veth, "up"]);
-        ip(&["-n", &c.ns, "addr", "add", "198.18.1.2/24", "dev", "eth0"]);
-        ip(&["-n", &c.ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", &c.ns, "route", "add", "default", "via", "198.18.1.1"]);
+        let server = lab.netns(Host::Server);
+        let ns = Netns::unique("ke-d");
+        let veth = format!("vd-{}", unique_tag());
+        server.veth(&veth, &ns, "eth0");
+        server.addr(&veth, "198.18.1.1/24");
+        ns.addr("eth0", "198.18.1.2/24");
+        ns.ip(&["route", "add", "default", "via", "198.18.1.1"]);
         let o = lab.exec(Host::Server, "sysctl", &["-w", "net.ipv4.ip_forward=1"]);
         assert!(o.status.success(), "{}", out(&o));
         let dnat = format!(
@@ -385,14 +379,13 @@ impl Container {
         );
         let o = lab.exec(Host::Server, "nft", &[&dnat]);
         assert!(o.status.success(), "{}", out(&o));
-        let service = Command::new("ip")
-            .args(["netns", "exec", &c.ns])
-            .arg(bin("knock-lab"))
+        let service = ns
+            .command(bin("knock-lab"))
             .args(["serve", "--port", &port.to_string(), "--max-seconds", "300"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the container's service");
-        c.service = Some(service);
+        let c = Container { service: Some(service), _ns: ns };
         let start = Instant::now();
         while !lab.can_connect(Host::Server, Container::ADDR, port, 300) {
             assert!(start.elapsed() < Duration::from_secs(5), "the container's service did not come up");
@@ -408,7 +401,6 @@ impl Drop for Container {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 
