@@ -1,12 +1,9 @@
 //! The client against a real three-member etcd cluster with TLS (Debian's etcd-server).
 
-#[path = "support/cluster.rs"]
-mod cluster;
-
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
 use knock_etcd::{Client, EtcdError, Settings, Swap};
+use knock_test_support::etcd::Cluster;
 
 #[test]
 fn compare_and_swap_reads_lists_and_conflicts() {

@@ -1,7 +1,9 @@
-//! A real etcd cluster for tests: `n` members of Debian's etcd (see [`etcd_binary`]) on loopback, with TLS on the
-//! client and peer ports (a CA and certificates made by openssl for this cluster only), stopped
-//! and removed on drop even when a test fails. Ports are drawn free from the kernel; the member
-//! processes are the test's own children, ended by their ids.
+//! A real etcd cluster for tests: `n` members of Debian's etcd (see [`etcd_binary`]) with TLS on
+//! the client and peer ports (a CA and certificates made by openssl for this cluster only),
+//! stopped and removed on drop even when a test fails. Either on loopback ([`Cluster::start`]:
+//! ports drawn free from the kernel) or on addresses of a test's network namespace
+//! ([`Cluster::start_in`]: ports 2379 and 2380, as a real cluster). The member processes are the
+//! test's own children, ended by their ids.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,14 +13,20 @@ use std::time::{Duration, Instant};
 
 use knock_etcd::{Client, Settings, TlsFiles};
 
+use crate::netns::{test_address, Netns};
+
 static N: AtomicU32 = AtomicU32::new(0);
 
 /// The cluster.
 pub struct Cluster {
     pub dir: PathBuf,
     names: Vec<String>,
+    /// The address each member listens on.
+    hosts: Vec<String>,
     client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
+    /// The namespace the members run in; `None` on loopback.
+    netns: Option<String>,
     members: Vec<Option<Child>>,
 }
 
@@ -45,8 +53,33 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A key and a certificate signed by the test CA, for `usage` (serverAuth, clientAuth).
-fn issue(dir: &Path, name: &str, usage: &str) {
+/// A self-signed CA (`ca.key`, `ca.pem`) in `dir`.
+fn make_ca(dir: &Path, subject: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            subject,
+        ],
+    );
+}
+
+/// A key and a certificate signed by the test CA, for `usage` (serverAuth, clientAuth), valid
+/// for IP address `ip`.
+fn issue(dir: &Path, name: &str, usage: &str, ip: &str) {
     openssl(
         dir,
         &[
@@ -64,7 +97,7 @@ fn issue(dir: &Path, name: &str, usage: &str) {
             &format!("/CN={name}"),
         ],
     );
-    std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"))
+    std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=IP:{ip}\nextendedKeyUsage={usage}\n"))
         .unwrap();
     openssl(
         dir,
@@ -89,8 +122,27 @@ fn issue(dir: &Path, name: &str, usage: &str) {
 }
 
 impl Cluster {
-    /// Starts `n` members and waits until the cluster answers.
+    /// Starts `n` members on loopback and waits until the cluster answers.
     pub fn start(n: usize) -> Cluster {
+        let hosts = vec!["127.0.0.1".to_string(); n];
+        let client_ports = (0..n).map(|_| free_port()).collect();
+        let peer_ports = (0..n).map(|_| free_port()).collect();
+        Cluster::launch(hosts, client_ports, peer_ports, None)
+    }
+
+    /// Starts one member on each of `addresses` (already on an interface of `netns`, in the
+    /// test ranges), listening on 2379 for clients and 2380 for peers, and waits until the
+    /// cluster answers. The namespace must outlive the cluster.
+    pub fn start_in(netns: &Netns, addresses: &[&str]) -> Cluster {
+        for a in addresses {
+            test_address(a);
+        }
+        let hosts = addresses.iter().map(|a| a.to_string()).collect();
+        let n = addresses.len();
+        Cluster::launch(hosts, vec![2379; n], vec![2380; n], Some(netns.name().to_string()))
+    }
+
+    fn launch(hosts: Vec<String>, client_ports: Vec<u16>, peer_ports: Vec<u16>, netns: Option<String>) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "knock-etcd-{}-{}",
             std::process::id(),
@@ -98,34 +150,15 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=knock test CA",
-            ],
-        );
+        let n = hosts.len();
         let names: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
-        for name in &names {
-            issue(&dir, name, "serverAuth,clientAuth");
+        let members = (0..n).map(|_| None).collect();
+        let mut c = Cluster { dir, names, hosts, client_ports, peer_ports, netns, members };
+        make_ca(&c.dir, "/CN=knock test CA");
+        for (name, host) in c.names.iter().zip(&c.hosts) {
+            issue(&c.dir, name, "serverAuth,clientAuth", host);
         }
-        issue(&dir, "knockd", "clientAuth");
-        let client_ports = (0..n).map(|_| free_port()).collect();
-        let peer_ports = (0..n).map(|_| free_port()).collect();
-        let mut c = Cluster { dir, names, client_ports, peer_ports, members: (0..n).map(|_| None).collect() };
+        issue(&c.dir, "knockd", "clientAuth", "127.0.0.1");
         for i in 0..n {
             c.start_member(i, true);
         }
@@ -133,18 +166,28 @@ impl Cluster {
         c
     }
 
+    fn url(&self, i: usize, port: u16) -> String {
+        format!("https://{}:{port}", self.hosts[i])
+    }
+
     fn start_member(&mut self, i: usize, new: bool) {
         let name = &self.names[i];
         let initial: Vec<String> =
-            self.names.iter().zip(&self.peer_ports).map(|(n, p)| format!("{n}=https://127.0.0.1:{p}")).collect();
-        let (client, peer) = (
-            format!("https://127.0.0.1:{}", self.client_ports[i]),
-            format!("https://127.0.0.1:{}", self.peer_ports[i]),
-        );
+            (0..self.names.len()).map(|j| format!("{}={}", self.names[j], self.url(j, self.peer_ports[j]))).collect();
+        let (client, peer) = (self.url(i, self.client_ports[i]), self.url(i, self.peer_ports[i]));
         let (cert, key, ca) = (format!("{name}.pem"), format!("{name}.key"), "ca.pem".to_string());
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(etcd_binary())
+        // `ip netns exec` execs etcd: the child's id is etcd's.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(etcd_binary());
+                c
+            }
+            None => Command::new(etcd_binary()),
+        };
+        let child = command
             .args(["--name", name, "--data-dir", &format!("{name}.data")])
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
@@ -185,7 +228,7 @@ impl Cluster {
 
     /// The members' client URLs.
     pub fn endpoints(&self) -> Vec<String> {
-        self.client_ports.iter().map(|p| format!("https://127.0.0.1:{p}")).collect()
+        (0..self.names.len()).map(|i| self.url(i, self.client_ports[i])).collect()
     }
 
     /// The TLS files of a client (`knockd`'s certificate).
@@ -198,42 +241,24 @@ impl Cluster {
     pub fn foreign_client_tls(&self) -> TlsFiles {
         let other = self.dir.join("other");
         std::fs::create_dir_all(&other).unwrap();
-        openssl(
-            &other,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=another CA",
-            ],
-        );
-        issue(&other, "intruder", "clientAuth");
+        make_ca(&other, "/CN=another CA");
+        issue(&other, "intruder", "clientAuth", "127.0.0.1");
         TlsFiles { ca: self.dir.join("ca.pem"), cert: other.join("intruder.pem"), key: other.join("intruder.key") }
     }
 
-    /// A client of every member with `timeout` per endpoint.
+    /// A client of every member with `timeout` per endpoint, in this process (loopback
+    /// clusters only: a namespace's members are out of this process's reach).
     pub fn client(&self, timeout: Duration) -> Client {
+        assert!(self.netns.is_none(), "the members run in namespace {:?}: reach them from inside it", self.netns);
         Client::new(&Settings { endpoints: self.endpoints(), tls: Some(self.tls()), timeout }).unwrap()
     }
 
     /// Waits until a linearizable read succeeds (a leader with quorum).
     pub fn wait_ready(&self, timeout: Duration) {
-        let client = self.client(Duration::from_millis(500));
         let started = Instant::now();
         loop {
-            match client.get(b"/ready") {
-                Ok(_) => return,
+            match self.read_once() {
+                Ok(()) => return,
                 Err(e) if started.elapsed() > timeout => {
                     panic!("etcd not ready after {timeout:?}: {e}\n{}", self.logs())
                 }
@@ -242,7 +267,36 @@ impl Cluster {
         }
     }
 
-    fn logs(&self) -> String {
+    /// One linearizable read of a key: through knock-etcd's client on loopback; in a namespace,
+    /// with curl inside it (the same JSON gateway call, `/v3/kv/range`), each member in turn.
+    fn read_once(&self) -> Result<(), String> {
+        let Some(ns) = &self.netns else {
+            return self.client(Duration::from_millis(500)).get(b"/ready").map(|_| ()).map_err(|e| e.to_string());
+        };
+        let tls = self.tls();
+        let mut errors = Vec::new();
+        for endpoint in self.endpoints() {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "curl", "--silent", "--show-error", "--fail", "--max-time", "1"])
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key)
+                .args(["--data", r#"{"key":"L3JlYWR5"}"#, &format!("{endpoint}/v3/kv/range")])
+                .output()
+                .map_err(|e| format!("curl (apt-get install curl): {e}"))?;
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"header\"") {
+                return Ok(());
+            }
+            errors.push(format!("{endpoint}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Err(errors.join("; "))
+    }
+
+    /// What the members wrote to their standard output and error.
+    pub fn logs(&self) -> String {
         self.names
             .iter()
             .map(|n| std::fs::read_to_string(self.dir.join(format!("{n}.log"))).unwrap_or_default())
