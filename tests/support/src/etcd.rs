@@ -1,9 +1,11 @@
 //! A real etcd cluster for tests: `n` members of Debian's etcd (see [`etcd_binary`]) with TLS on
 //! the client and peer ports (a CA and certificates made by openssl for this cluster only),
 //! stopped and removed on drop even when a test fails. Either on loopback ([`Cluster::start`]:
-//! ports drawn free from the kernel) or on addresses of a test's network namespace
-//! ([`Cluster::start_in`]: ports 2379 and 2380, as a real cluster). The member processes are the
-//! test's own children, ended by their ids.
+//! ports drawn free from the kernel) or each member in a network namespace of the test's, on an
+//! address of its own ([`Cluster::start_in`]: ports 2379 and 2380, as a real cluster; the
+//! members check each other's certificate against the address a connection comes from, so two
+//! members cannot share a namespace, whose connections between its own addresses come from the
+//! address they go to). The member processes are the test's own children, ended by their ids.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,8 @@ pub struct Cluster {
     hosts: Vec<String>,
     client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
-    /// The namespace the members run in; `None` on loopback.
-    netns: Option<String>,
+    /// The namespace of each member; empty on loopback.
+    netns: Vec<String>,
     members: Vec<Option<Child>>,
 }
 
@@ -127,22 +129,20 @@ impl Cluster {
         let hosts = vec!["127.0.0.1".to_string(); n];
         let client_ports = (0..n).map(|_| free_port()).collect();
         let peer_ports = (0..n).map(|_| free_port()).collect();
-        Cluster::launch(hosts, client_ports, peer_ports, None)
+        Cluster::launch(hosts, client_ports, peer_ports, Vec::new())
     }
 
-    /// Starts one member on each of `addresses` (already on an interface of `netns`, in the
-    /// test ranges), listening on 2379 for clients and 2380 for peers, and waits until the
-    /// cluster answers. The namespace must outlive the cluster.
-    pub fn start_in(netns: &Netns, addresses: &[&str]) -> Cluster {
-        for a in addresses {
-            test_address(a);
-        }
-        let hosts = addresses.iter().map(|a| a.to_string()).collect();
-        let n = addresses.len();
-        Cluster::launch(hosts, vec![2379; n], vec![2380; n], Some(netns.name().to_string()))
+    /// Starts one member in each of `members`' namespaces, on its address (on an interface
+    /// there, in the test ranges), listening on 2379 for clients and 2380 for peers, and waits
+    /// until the cluster answers. The namespaces must outlive the cluster.
+    pub fn start_in(members: &[(&Netns, &str)]) -> Cluster {
+        let hosts = members.iter().map(|(_, a)| test_address(a).to_string()).collect();
+        let netns = members.iter().map(|(ns, _)| ns.name().to_string()).collect();
+        let n = members.len();
+        Cluster::launch(hosts, vec![2379; n], vec![2380; n], netns)
     }
 
-    fn launch(hosts: Vec<String>, client_ports: Vec<u16>, peer_ports: Vec<u16>, netns: Option<String>) -> Cluster {
+    fn launch(hosts: Vec<String>, client_ports: Vec<u16>, peer_ports: Vec<u16>, netns: Vec<String>) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "knock-etcd-{}-{}",
             std::process::id(),
@@ -179,7 +179,7 @@ impl Cluster {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{name}.log"))).unwrap();
         // `ip netns exec` execs etcd: the child's id is etcd's.
-        let mut command = match &self.netns {
+        let mut command = match self.netns.get(i) {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(etcd_binary());
@@ -249,7 +249,7 @@ impl Cluster {
     /// A client of every member with `timeout` per endpoint, in this process (loopback
     /// clusters only: a namespace's members are out of this process's reach).
     pub fn client(&self, timeout: Duration) -> Client {
-        assert!(self.netns.is_none(), "the members run in namespace {:?}: reach them from inside it", self.netns);
+        assert!(self.netns.is_empty(), "the members run in namespaces {:?}: reach them from inside one", self.netns);
         Client::new(&Settings { endpoints: self.endpoints(), tls: Some(self.tls()), timeout }).unwrap()
     }
 
@@ -257,7 +257,7 @@ impl Cluster {
     pub fn wait_ready(&self, timeout: Duration) {
         let started = Instant::now();
         loop {
-            match self.read_once() {
+            match self.read() {
                 Ok(()) => return,
                 Err(e) if started.elapsed() > timeout => {
                     panic!("etcd not ready after {timeout:?}: {e}\n{}", self.logs())
@@ -268,11 +268,18 @@ impl Cluster {
     }
 
     /// One linearizable read of a key: through knock-etcd's client on loopback; in a namespace,
-    /// with curl inside it (the same JSON gateway call, `/v3/kv/range`), each member in turn.
-    fn read_once(&self) -> Result<(), String> {
-        let Some(ns) = &self.netns else {
-            return self.client(Duration::from_millis(500)).get(b"/ready").map(|_| ()).map_err(|e| e.to_string());
-        };
+    /// with curl inside it ([`Cluster::read_from`]).
+    fn read(&self) -> Result<(), String> {
+        match self.netns.first() {
+            Some(ns) => self.read_from(ns),
+            None => self.client(Duration::from_millis(500)).get(b"/ready").map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// One linearizable read of a key from inside namespace `ns`, with knockd's certificate: curl
+    /// makes the JSON gateway's call (`/v3/kv/range`) to each member in turn, until one answers
+    /// within a second. The error says what each member did.
+    pub fn read_from(&self, ns: &str) -> Result<(), String> {
         let tls = self.tls();
         let mut errors = Vec::new();
         for endpoint in self.endpoints() {
