@@ -40,7 +40,9 @@ pub const ETCD: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
 /// Where the nodes keep their ledgers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Each node its own ledger files (the default backend).
+    /// Each node its own ledger files (the default backend): bench/ha.rs measures it beside
+    /// etcd's.
+    #[allow(dead_code)]
     File,
     /// One shared ledger in the etcd cluster.
     Etcd,
@@ -274,13 +276,22 @@ impl HaLab {
         ok(Command::new(bin("knockd")).arg("-c").arg(self.config_path(node)).args(args).current_dir(&self.dir))
     }
 
-    /// Adds a client to a door through node A (with the etcd backend its ledger goes to etcd)
-    /// and imports its profile, which knocks at the virtual address, on the client.
+    /// Adds a client to a door through node A (with the etcd backend its ledger goes to etcd;
+    /// with the file backend B gets a copy of A's new ledger file) and imports its profile,
+    /// which knocks at the virtual address, on the client.
     pub fn add_client(&self, door: &str, name: &str) -> String {
         let bundle = self.dir.join(format!("{door}-{name}.knock"));
         let out = bundle.to_str().unwrap();
         self.knockd(Node::A, &["client", "add", "--door", door, "--name", name, "--server-addr", VIRTUAL, "--out", out]);
         ok(&mut self.spawn(Host::Client, bin("knock"), &["profile", "import", out]));
+        if self.backend == Backend::File {
+            for ledger in fs::read_dir(self.dir.join("state-a/ledger")).unwrap().map(|e| e.unwrap().path()) {
+                let copy = self.dir.join("state-b/ledger").join(ledger.file_name().unwrap());
+                if !copy.exists() {
+                    fs::copy(&ledger, copy).unwrap();
+                }
+            }
+        }
         format!("{door}-{name}")
     }
 
@@ -299,13 +310,6 @@ impl HaLab {
         self.wait_log(node, "knockd started", 1, Duration::from_secs(10));
         // The capture threads open right before this line; give them a moment to be attached.
         sleep(Duration::from_millis(200));
-    }
-
-    /// Stops `node`'s daemon (SIGTERM) and waits for it.
-    pub fn stop(&mut self, node: Node) {
-        let mut child = self.daemons[node.index()].take().expect("the node runs");
-        ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
-        assert!(wait_bounded(&mut child, Duration::from_secs(10)).is_some(), "node {node:?} did not stop on SIGTERM");
     }
 
     fn log_path(&self, node: Node) -> PathBuf {
@@ -330,11 +334,6 @@ impl HaLab {
     /// Every line of `node`'s audit log.
     pub fn audit_lines(&self, node: Node) -> Vec<String> {
         audit_lines_in(&self.dir.join(format!("state-{}/audit.log", node.name())))
-    }
-
-    /// The node that holds the virtual address.
-    pub fn virtual_on(&self) -> Node {
-        self.virtual_on
     }
 
     /// Moves the virtual address to `to`, as keepalived does: off the other node, onto this one,

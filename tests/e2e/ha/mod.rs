@@ -2,14 +2,18 @@
 //! three-member etcd cluster with TLS, so no sequence opens twice anywhere; the fixture
 //! (`fixture.rs`) builds the nodes, the cluster, a client with one profile at a virtual address
 //! the test moves between the nodes, and an outsider, in network namespaces of its own.
+//! `shared_ledger`: a knock used or burned at one node opens nothing at the other; `outage`: a
+//! node without the shared ledger fails closed.
 
 mod fixture;
+mod outage;
+mod shared_ledger;
 
 use std::time::Duration;
 
 use fixture::{Backend, HaLab, Host, Node, NODE_A, NODE_B, VIRTUAL};
 
-use crate::{hotp_door, require_root};
+use crate::require_root;
 
 /// The fixture itself: the cluster answers both nodes, the client reaches each node by its own
 /// address and the virtual address wherever it is, and a node cut off from etcd is cut off.

@@ -1,0 +1,65 @@
+//! When the shared ledger is out of reach a node fails closed, and opens again when it is back
+//! (issue 13, item 5): etcd members killed, a node cut off from etcd.
+
+use std::time::Duration;
+
+use super::fixture::{HaLab, Host, Node, OUTSIDER};
+use super::shared_ledger::pair;
+use crate::require_root;
+
+/// A knock through the virtual address on `node` opens that node's port 22.
+fn opens(lab: &mut HaLab, profile: &str, node: Node) {
+    lab.move_virtual(node);
+    let o = lab.knock(profile, "1");
+    assert!(o.status.success(), "a knock through {node:?}: {o:?}");
+    assert!(lab.open_for_client(node), "the knock did not open {node:?}");
+}
+
+/// A knock through the virtual address on `node` is refused: the node says the shared ledger
+/// failed, nothing opens, no grant is audited.
+fn refused(lab: &mut HaLab, profile: &str, node: Node) {
+    lab.move_virtual(node);
+    let (said, grants) = (lab.log(node).matches("shared ledger").count(), lab.audit_events(node, "grant").len());
+    let o = lab.knock(profile, "2");
+    assert!(!o.status.success(), "a knock through {node:?} opened without the shared ledger: {o:?}");
+    lab.wait_log(node, "shared ledger", said + 1, Duration::from_secs(5));
+    assert!(!lab.open_for_client(node), "{node:?} opened");
+    assert_eq!(lab.audit_events(node, "grant").len(), grants, "{node:?} audited a grant");
+}
+
+/// One member down: the cluster keeps its quorum and knocks open. Two down: both nodes refuse
+/// every knock, while `always_allow` still lets its address in. Both back: knocks open again.
+#[test]
+fn knocks_open_with_one_etcd_member_down_fail_closed_with_two_and_open_when_they_are_back() {
+    require_root();
+    let (mut lab, profile) = pair(&format!("always_allow = [\"{OUTSIDER}\"]\n"));
+    assert!(!lab.open_for_client(Node::A) && !lab.open_for_client(Node::B), "22 is closed before knocking");
+    lab.cluster().kill(0);
+    opens(&mut lab, &profile, Node::A);
+    opens(&mut lab, &profile, Node::B);
+
+    lab.cluster().kill(1);
+    for node in [Node::B, Node::A] {
+        refused(&mut lab, &profile, node);
+        assert!(lab.can_connect(Host::Outsider, node.addr(), 22, 500), "always_allow no longer passes at {node:?}");
+    }
+
+    lab.cluster().restart(0);
+    lab.cluster().restart(1);
+    lab.cluster().wait_ready(Duration::from_secs(20));
+    opens(&mut lab, &profile, Node::A);
+    opens(&mut lab, &profile, Node::B);
+}
+
+/// Node A loses its way to etcd (a firewall rule), B keeps it: A refuses, B opens, and A opens
+/// again once its way is back.
+#[test]
+fn a_node_cut_off_from_etcd_refuses_while_the_other_opens() {
+    require_root();
+    let (mut lab, profile) = pair("");
+    lab.cut_off_from_etcd(Node::A);
+    refused(&mut lab, &profile, Node::A);
+    opens(&mut lab, &profile, Node::B);
+    assert!(lab.reconnect_to_etcd(Node::A) > 0, "the rule dropped what A sent etcd");
+    opens(&mut lab, &profile, Node::A);
+}
