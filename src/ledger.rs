@@ -17,7 +17,6 @@
 //! seam"), so a replicated store can serve an HA pair later without touching the matcher or the
 //! daemon loop.
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -25,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::counters::Counters;
 use crate::keys::hex;
 use crate::time::unix_now_ms;
 
@@ -58,8 +58,22 @@ pub trait ConsumeStore: std::fmt::Debug {
     fn burn_in_memory(&mut self, counter: u64) -> bool;
     /// The lowest counter not consumed (burned ones above it may exist).
     fn next(&self) -> u64;
-    /// Where the records are kept, for messages (a ledger's file).
+    /// Where the records are kept, for messages (a ledger's file, a shared ledger's key).
     fn location(&self) -> &Path;
+    /// Skips ahead: consumes everything below `next`, never going back (`ledger recover`).
+    fn skip_to(&mut self, next: u64) -> Result<(), LedgerError>;
+    /// What the store says about its last write, for the audit record of the grant that
+    /// follows it: a replicated store's revision (`None` for files).
+    fn receipt(&self) -> Option<u64> {
+        None
+    }
+    /// Reads a shared store again, so the candidates follow what other nodes used; true when
+    /// it changed. Files are only written here: nothing to do.
+    fn refresh(&mut self) -> Result<bool, LedgerError> {
+        Ok(false)
+    }
+    /// Everything the store knows is used.
+    fn counters(&self) -> Counters;
 }
 
 /// What can go wrong with a ledger file. Every message names the file.
@@ -112,6 +126,14 @@ pub enum LedgerError {
         line: usize,
         /// The counter.
         counter: u64,
+    },
+    /// A shared ledger (etcd) did not answer, or answered with something that is not a ledger.
+    #[error("shared ledger {location}: {reason}; knocks for this key fail closed until it answers")]
+    Shared {
+        /// The store and key.
+        location: PathBuf,
+        /// What went wrong.
+        reason: String,
     },
     /// An I/O error (a full or read-only disk among them): fail closed.
     #[error("ledger {path}: {source} (knocks fail closed until it can be written)")]
@@ -169,8 +191,7 @@ pub struct Ledger {
     file: File,
     /// Opened by [`Ledger::read`]: nothing is ever written through it.
     read_only: bool,
-    next: u64,
-    burned: BTreeSet<u64>,
+    counters: Counters,
     /// Counter of the last `consume` record, if any.
     last_consumed: Option<u64>,
     /// Bytes of a torn last record cut off when opening (0: none).
@@ -206,8 +227,7 @@ impl Ledger {
             label: label.into(),
             file,
             read_only: false,
-            next: 0,
-            burned: BTreeSet::new(),
+            counters: Counters::default(),
             last_consumed: None,
             torn_bytes: 0,
         }
@@ -326,21 +346,12 @@ impl Ledger {
     }
 
     fn apply_consume(&mut self, counter: u64) {
-        self.next = self.next.max(counter.saturating_add(1));
-        self.burned = self.burned.split_off(&self.next);
+        self.counters.apply_consume(counter);
         self.last_consumed = Some(counter);
     }
 
     fn apply_burn(&mut self, counter: u64) {
-        if counter >= self.next {
-            self.burned.insert(counter);
-        }
-        // A run of burned counters at `next` is as dead as consumed ones: move past it, so
-        // burns never pile up in front of the window. (u64::MAX is refused before it gets here;
-        // saturating keeps `next` from ever wrapping to 0, which would make everything fresh.)
-        while self.burned.remove(&self.next) {
-            self.next = self.next.saturating_add(1);
-        }
+        self.counters.apply_mark(counter);
     }
 
     fn append(&mut self, kind: &str, counter: u64) -> Result<(), LedgerError> {
@@ -370,7 +381,7 @@ impl Ledger {
 
     /// Burned counters at or above `next`.
     pub fn burned(&self) -> impl Iterator<Item = u64> + '_ {
-        self.burned.iter().copied()
+        self.counters.used()
     }
 
     /// Bytes of a torn last record that `open` cut off (a crash mid-append); 0 when none.
@@ -382,20 +393,11 @@ impl Ledger {
     pub fn last_consumed(&self) -> Option<u64> {
         self.last_consumed
     }
-
-    /// Skips ahead: consumes everything below `next` (recovery after a lost ledger).
-    pub fn skip_to(&mut self, next: u64) -> Result<(), LedgerError> {
-        if next > self.next {
-            self.append("consume", next - 1)?;
-            self.apply_consume(next - 1);
-        }
-        Ok(())
-    }
 }
 
 impl ConsumeStore for Ledger {
     fn is_used(&self, counter: u64) -> bool {
-        counter < self.next || self.burned.contains(&counter)
+        self.counters.is_used(counter)
     }
 
     fn consume(&mut self, counter: u64) -> Result<Consumed, LedgerError> {
@@ -434,7 +436,19 @@ impl ConsumeStore for Ledger {
     }
 
     fn next(&self) -> u64 {
-        self.next
+        self.counters.next()
+    }
+
+    fn skip_to(&mut self, next: u64) -> Result<(), LedgerError> {
+        if next > self.counters.next() {
+            self.append("consume", next - 1)?;
+            self.apply_consume(next - 1);
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters.clone()
     }
 
     fn location(&self) -> &Path {

@@ -8,6 +8,7 @@
 
 pub mod auditchain;
 pub mod config;
+pub mod counters;
 pub mod durable;
 pub mod entropy;
 pub mod exit;
@@ -21,6 +22,7 @@ pub mod profile;
 pub mod ratelimit;
 pub mod seqfile;
 pub mod sequence;
+pub mod shared_ledger;
 pub mod time;
 
 pub use knock::{Knock, PortRange, Proto};

@@ -360,6 +360,7 @@ pub fn parse_knockd_conf(path: &Path, text: &str) -> Result<Config, ConfigError>
             nft_table: "knockd".into(),
         },
         doors: built,
+        ledger: super::LedgerBackend::File,
         legacy_options: Some(legacy_options),
         warnings,
     })

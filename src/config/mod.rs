@@ -9,6 +9,7 @@
 //! would be accepted. Relative paths in the file are resolved against the file's directory.
 
 mod duration;
+mod ledger;
 pub mod legacy;
 pub mod migrate;
 mod prefix;
@@ -26,6 +27,7 @@ use crate::knock::{Knock, PortRange, Proto};
 use crate::sequence::{Alphabet, Mode, MAX_LENGTH};
 
 pub use duration::parse_duration;
+pub use ledger::{EtcdSettings, LedgerBackend, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TIMEOUT, ETCD_TIMEOUT_BOUNDS};
 pub use legacy::parse_knockd_conf;
 pub use migrate::migrate;
 pub use prefix::Prefix;
@@ -58,6 +60,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The doors, in file order.
     pub doors: Vec<Door>,
+    /// Where consumption is recorded (`[ledger]`).
+    pub ledger: LedgerBackend,
     /// knockd.conf's `[options]` (None for a knockd.toml).
     pub legacy_options: Option<LegacyOptions>,
     /// Things that are accepted but deserve the admin's attention (e.g. a knockd.conf
@@ -314,6 +318,8 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    ledger: Option<Spanned<ledger::RawLedger>>,
+    #[serde(default)]
     door: Vec<Spanned<RawDoor>>,
 }
 
@@ -447,7 +453,11 @@ impl Config {
                 message: "no [[door]] defined; a daemon without doors protects nothing".into(),
             });
         }
-        Ok(Config { path: path.to_path_buf(), server, doors, legacy_options: None, warnings: Vec::new() })
+        let ledger = match &raw.ledger {
+            None => LedgerBackend::File,
+            Some(l) => ledger::validate(&loc, l, &resolve)?,
+        };
+        Ok(Config { path: path.to_path_buf(), server, doors, ledger, legacy_options: None, warnings: Vec::new() })
     }
 
     /// The door called `name`.

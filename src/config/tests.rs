@@ -184,7 +184,10 @@ fn documented_keys(page: &str, section: &str) -> Vec<String> {
 fn every_key_the_parser_accepts_is_documented_in_knockd_toml_5() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/knockd.toml.5"));
     let page = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(accepted_keys(""), ["door", "server"], "top-level tables");
+    assert_eq!(accepted_keys(""), ["door", "ledger", "server"], "top-level tables");
+    let ledger = accepted_keys("[ledger]");
+    assert!(ledger.contains(&"endpoints".to_string()), "{ledger:?}");
+    assert_eq!(documented_keys(&page, "[LEDGER] TABLE"), ledger, "[ledger] keys in {}", path.display());
     let server = accepted_keys("[server]");
     assert!(server.contains(&"state_dir".to_string()), "{server:?}");
     assert_eq!(documented_keys(&page, "[SERVER] TABLE"), server, "[server] keys in {}", path.display());
@@ -244,4 +247,50 @@ fn knockd_toml_5_states_the_defaults_and_bounds_the_parser_applies() {
     assert_eq!(parse_duration(after(&entry, "Default:")), Ok(DEFAULT_CMD_TIMEOUT), "{entry}");
     let entry = documented_entry(&page, "knock_ports");
     assert!(entry.contains(&format!("Default: \\(dq{DEFAULT_KNOCK_PORTS}\\(dq")), "{entry}");
+}
+
+const DOOR: &str = "[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys\"\n";
+
+/// A `[ledger]` for etcd with `extra` lines.
+fn etcd(extra: &str) -> String {
+    format!(
+        "[ledger]\nbackend = \"etcd\"\nendpoints = [\"https://198.18.0.11:2379\"]\nca_file = \"etcd/ca.pem\"\n\
+         cert_file = \"etcd/knockd.pem\"\nkey_file = \"etcd/knockd.key\"\nnode = \"a\"\n{extra}\n{DOOR}"
+    )
+}
+
+#[test]
+fn the_ledger_is_files_unless_etcd_is_named_with_everything_it_needs() {
+    assert_eq!(parse(DOOR).unwrap().ledger, LedgerBackend::File);
+    assert_eq!(parse(&format!("[ledger]\nbackend = \"file\"\n{DOOR}")).unwrap().ledger, LedgerBackend::File);
+    let LedgerBackend::Etcd(e) = parse(&etcd("")).unwrap().ledger else { panic!("etcd") };
+    assert_eq!(e.prefix, DEFAULT_ETCD_PREFIX);
+    assert_eq!(e.timeout, DEFAULT_ETCD_TIMEOUT);
+    assert_eq!(e.ca_file, Path::new("/etc/knockd/etcd/ca.pem"), "relative to the config file");
+    assert_eq!(e.node, "a");
+    let LedgerBackend::Etcd(e) = parse(&etcd("prefix = \"/pair-1/\"\ntimeout = \"2s\"")).unwrap().ledger else {
+        panic!("etcd")
+    };
+    assert_eq!((e.prefix.as_str(), e.timeout), ("/pair-1/", std::time::Duration::from_secs(2)));
+}
+
+#[test]
+fn ledger_mistakes_are_named_with_their_place_and_fix() {
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    let e = err(&format!("[ledger]\nendpoints = [\"https://198.18.0.11:2379\"]\n{DOOR}"));
+    assert!(e.contains(":2:13:") && e.contains("is for backend = \"etcd\""), "{e}");
+    let e = err(&format!("[ledger]\nbackend = \"zookeeper\"\n{DOOR}"));
+    assert!(e.contains(":2:11:") && e.contains("expected file or etcd"), "{e}");
+    let e = err(&etcd("").replace("node = \"a\"\n", ""));
+    assert!(e.contains("needs `node`"), "{e}");
+    let e = err(&etcd("").replace("ca_file = \"etcd/ca.pem\"\n", ""));
+    assert!(e.contains("needs `ca_file`"), "{e}");
+    let e = err(&etcd("").replace("https://198.18.0.11:2379", "http://198.18.0.11:2379"));
+    assert!(e.contains("must be https://HOST:PORT"), "{e}");
+    let e = err(&etcd("prefix = \"knockd\""));
+    assert!(e.contains("prefix must start and end with `/`"), "{e}");
+    let e = err(&etcd("timeout = \"1ms\""));
+    assert!(e.contains("timeout must lie between"), "{e}");
+    let e = err(&etcd("").replace("node = \"a\"", "node = \"A B\""));
+    assert!(e.contains("node must be"), "{e}");
 }

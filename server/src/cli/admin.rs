@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use knock_core::config::{valid_name, Config, Door};
 use knock_core::keys::{read_key_file, write_key_file, write_private_file, Secret};
-use knock_core::ledger::{ConsumeStore, Ledger};
+use knock_core::ledger::{Ledger, LedgerError};
 use knock_core::profile::{Bundle, BundleSecret, Profile};
 use knock_core::seqfile::{generate, SequenceFile};
 use knock_core::sequence::Mode;
@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 
 use super::error::CliError;
 use crate::state::door_files::{incoming_path, key_files, key_path};
+use crate::state::ledger_backend;
+use crate::state::ledgers::LedgerStores;
 use crate::state::StateDir;
 
 /// `knockd init`: the state directory and a random server id.
@@ -90,7 +92,7 @@ pub fn client_add(
     let secret = Secret::generate()?;
     write_key_file(&path, &secret)?;
     let label = secret.fingerprint();
-    Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label)?;
+    ledger_stores(config, &state)?.create(&label)?;
     let bundle = Bundle { profile: profile_for(d, client, server, server_id), secret: BundleSecret::Key(secret) };
     let added = format!("client {client} added to door {door_name} (key {}, fingerprint {label})", path.display());
     match dest {
@@ -136,6 +138,7 @@ pub fn client_revoke(config: &Config, door_name: &str, client: &str) -> Result<S
 pub fn client_list(config: &Config, door_name: &str) -> Result<String, CliError> {
     let dir = keys_dir(config, door_name)?;
     let state = StateDir::new(&config.server.state_dir);
+    let stores = ledger_stores(config, &state)?;
     let entries = key_files(dir).map_err(CliError::io(dir))?;
     let mut out = format!(
         "{:<16} {:<34} {:<24} {:>6} {:<24}\n",
@@ -153,10 +156,15 @@ pub fn client_list(config: &Config, door_name: &str) -> Result<String, CliError>
         let (fingerprint, next, activity) = match read_key_file(&path) {
             Ok(secret) => {
                 let label = secret.fingerprint();
+                let next = stores.open(&label).map(|l| l.next().to_string()).unwrap_or_else(|e| {
+                    if matches!(e, LedgerError::Missing(_)) {
+                        "no ledger".into()
+                    } else {
+                        "unavailable".into()
+                    }
+                });
+                // A file ledger's last change; a shared ledger has no file here.
                 let ledger_path = Ledger::path_for(&state.ledger_dir(), &label);
-                let next = Ledger::read(&ledger_path, &label)
-                    .map(|l| l.next().to_string())
-                    .unwrap_or_else(|_| "no ledger".into());
                 (label, next, mtime_ms(&ledger_path).unwrap_or_else(|| "-".into()))
             }
             Err(e) => (format!("refused: {e}"), "-".into(), "-".into()),
@@ -212,7 +220,7 @@ pub fn sequences_generate(
     })?;
     let file = SequenceFile::load(&path)?;
     let label = file.ledger_label();
-    Ledger::create(&Ledger::path_for(&state.ledger_dir(), &label), &label)?;
+    ledger_stores(config, &state)?.create(&label)?;
     let out = match out {
         SequencesOut::Bundle(out) => out,
         SequencesOut::Sheet => return Ok(emergency_sheet(d, server, &file, knock_core::time::unix_now_ms())),
@@ -286,6 +294,12 @@ pub fn migrate(config: &Config, out: Option<&Path>) -> Result<String, CliError> 
             Ok(format!("wrote {}; read its first lines for the next steps", path.display()))
         }
     }
+}
+
+/// The ledger stores of the configuration: existing ledgers only read (the daemon may be writing
+/// them), new ones created (a file created anew, or an etcd key that does not exist yet).
+fn ledger_stores(config: &Config, state: &StateDir) -> Result<Box<dyn LedgerStores>, CliError> {
+    Ok(ledger_backend::configured(config, &state.ledger_dir(), None)?)
 }
 
 #[cfg(test)]

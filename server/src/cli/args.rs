@@ -169,6 +169,19 @@ pub enum LedgerCommand {
         #[arg(long, default_value_t = 1000)]
         skip: u64,
     },
+    /// Print every ledger of the configured backend ([ledger]) as JSON lines, or write them to
+    /// a file (mode 0600): to move the ledgers into etcd or back without enrolling any client.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Merge the ledgers of an export into the configured backend: each ends with everything
+    /// either side knows is used, so nothing used becomes fresh. Files: stop knockd first.
+    Import {
+        /// The export.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use knock_core::config::{parse_duration, Action, Config, Door};
+use knock_core::config::{parse_duration, Action, Config, Door, LedgerBackend};
 use knock_core::keys::read_key_file;
 use knock_core::ledger::{ConsumeStore, Ledger, LedgerError, WriterLock};
 use knock_core::seqfile::SequenceFile;
@@ -26,8 +26,10 @@ use crate::runtime::firewall::setup;
 use crate::state::audit::used::audited_use;
 use crate::state::audit::{AuditLog, Record};
 use crate::state::door_files::{key_files, key_path};
+use crate::state::ledgers::{FileLedgers, LedgerStores};
 use crate::state::legacy_onetime::OneTimeFile;
 use crate::state::manual_grants::{self, ManualGrant};
+use crate::state::shared_ledgers::EtcdLedgers;
 use crate::state::StateDir;
 
 /// The longest manual grant: a console grant is a way back in, not a standing rule (that is
@@ -212,20 +214,31 @@ pub fn ledger_recover(
             return Err(CliError::NextTooFar { next: n, max: MAX_RECOVER_NEXT - 1 });
         }
     }
-    // The writer's lock: refused while the daemon runs, since it holds the ledgers open.
-    let lock = l.path.parent().map(WriterLock::acquire).transpose()?;
-    let lock = lock.ok_or_else(|| CliError::NoLedgerDir(l.path.clone()))?;
-    let (old, was) = match Ledger::open(&l.path, &l.label, &lock) {
+    // The file backend: the writer's lock, refused while the daemon runs, since it holds the
+    // ledgers open. A shared ledger (etcd) is changed by compare-and-swap beside the daemons,
+    // which take it up at their next reload.
+    let stores: Box<dyn LedgerStores> = match &config.ledger {
+        LedgerBackend::File => {
+            let lock = l.path.parent().map(WriterLock::acquire).transpose()?;
+            let lock = lock.ok_or_else(|| CliError::NoLedgerDir(l.path.clone()))?;
+            // Files are opened here, with the lock held, so the lock may go with this scope.
+            Box::new(FileRecovery { lock, dir: l.path.parent().map(Path::to_path_buf).unwrap_or_default() })
+        }
+        LedgerBackend::Etcd(etcd) => Box::new(EtcdLedgers::new(etcd, true)?),
+    };
+    let (old, was) = match stores.open(&l.label) {
         Ok(ledger) => {
             let next = ledger.next();
             (Some(ledger), format!("present, next counter {next}"))
         }
         Err(LedgerError::Missing(_)) => (None, "missing".to_owned()),
-        Err(LedgerError::Corrupt { line, reason, .. }) => (None, format!("damaged at line {line} ({reason})")),
+        Err(LedgerError::Corrupt { line, reason, .. }) if config.ledger == LedgerBackend::File => {
+            (None, format!("damaged at line {line} ({reason})"))
+        }
         Err(e @ LedgerError::WrongLabel { .. }) => return Err(CliError::ForeignLedger(e)),
         Err(e) => return Err(e.into()),
     };
-    let old_next = old.as_ref().map_or(0, ConsumeStore::next);
+    let old_next = old.as_ref().map_or(0, |l| l.next());
     let next = match (from, &l.file) {
         (RecoverFrom::Next(n), _) => n,
         (RecoverFrom::Line(line), Some(file)) => {
@@ -257,17 +270,21 @@ pub fn ledger_recover(
     let mut ledger = match old {
         Some(ledger) => ledger,
         None => {
-            if l.path.exists() {
+            if config.ledger == LedgerBackend::File && l.path.exists() {
                 let aside = l.path.with_extension(format!("ledger.damaged-{}", unix_now_ms()));
                 std::fs::rename(&l.path, &aside).map_err(CliError::io(&l.path))?;
             }
-            Ledger::create(&l.path, &l.label)?
+            stores.create(&l.label)?;
+            stores.open(&l.label)?
         }
     };
     ledger.skip_to(next)?;
+    let restart = match config.ledger {
+        LedgerBackend::File => "Start knockd again so the daemon opens the new ledger.",
+        LedgerBackend::Etcd(_) => "Reload knockd on every node (systemctl reload knockd) so each takes it up.",
+    };
     let mut out = format!(
-        "ledger of {} ({was}) now starts at counter {next}: every sequence before it is refused.\n\
-         Start knockd again so the daemon opens the new ledger.",
+        "ledger of {} ({was}) now starts at counter {next}: every sequence before it is refused.\n{restart}",
         l.what
     );
     if let RecoverFrom::Skip(skip) = from {
@@ -435,5 +452,26 @@ mod tests {
         assert!(grant_duration("500ms").is_err());
         assert!(grant_duration("169h").unwrap_err().to_string().contains("always_allow"));
         assert!(grant_duration("soon").is_err());
+    }
+}
+
+/// The file ledgers of a recovery: opened to write under the writer's lock it holds.
+#[derive(Debug)]
+struct FileRecovery {
+    lock: WriterLock,
+    dir: PathBuf,
+}
+
+impl LedgerStores for FileRecovery {
+    fn open(&self, label: &str) -> Result<Box<dyn ConsumeStore>, LedgerError> {
+        FileLedgers::writable(&self.dir, &self.lock).open(label)
+    }
+
+    fn create(&self, label: &str) -> Result<(), LedgerError> {
+        FileLedgers::writable(&self.dir, &self.lock).create(label)
+    }
+
+    fn describe(&self, label: &str) -> PathBuf {
+        Ledger::path_for(&self.dir, label)
     }
 }

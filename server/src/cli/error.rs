@@ -217,6 +217,19 @@ pub enum CliError {
     /// A ledger.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// A line of a `knockd ledger export` file that is not an exported ledger.
+    #[error("{path}:{line}: not an exported ledger ({reason}); import reads what `knockd ledger export` wrote")]
+    BadExport {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `[ledger]`'s etcd settings.
+    #[error(transparent)]
+    SharedLedger(#[from] crate::state::shared_ledgers::SharedLedgerSetupError),
     /// A sequence file's syntax.
     #[error(transparent)]
     SeqFile(#[from] SeqFileError),

@@ -18,6 +18,7 @@ use crate::state::audit::AuditError;
 use crate::state::door_files::SequenceFileError;
 use crate::state::legacy_onetime::OneTimeError;
 use crate::state::pending_stops::JournalError;
+use crate::state::shared_ledgers::SharedLedgerSetupError;
 use crate::state::StateError;
 
 /// Why a command did not succeed, with the message for standard error.
@@ -103,10 +104,12 @@ fn cli(e: &CliError) -> u8 {
         | NotGranted(_)
         | NoLedgerDir(_) => FAILED,
         GrantUnaudited { .. } | RecoveryUnaudited(_) | Io { .. } => IO,
-        ForeignLedger(_) | SeqFile(_) => DATA,
+        ForeignLedger(_) | SeqFile(_) | BadExport { .. } => DATA,
         State(e) => state(e),
         Audit(e) => audit(e),
         Key(e) => key(e),
+        SharedLedger(SharedLedgerSetupError::Key(e)) => key(e),
+        SharedLedger(SharedLedgerSetupError::Etcd(_)) => CONFIG,
         Ledger(e) => ledger(e),
         SequenceFile(e) => sequence_file(e),
         OneTime(e) => one_time(e),
@@ -125,6 +128,9 @@ fn daemon(e: &DaemonError) -> u8 {
         DaemonError::Actions(SetupError::Firewall(e)) => firewall(e),
         DaemonError::Actions(SetupError::PendingStops(e)) => journal(e),
         DaemonError::Capture(_) => FAILED,
+        // Settings that do not work (TLS files, a key others can read) do not heal either.
+        DaemonError::SharedLedger(SharedLedgerSetupError::Key(e)) => key(e),
+        DaemonError::SharedLedger(SharedLedgerSetupError::Etcd(_)) => CONFIG,
     }
 }
 
@@ -152,7 +158,7 @@ fn ledger(e: &LedgerError) -> u8 {
         | LedgerError::Corrupt { .. }
         | LedgerError::WrongLabel { .. }
         | LedgerError::CounterOverflow { .. } => DATA,
-        LedgerError::Busy { .. } | LedgerError::ReadOnly(_) => FAILED,
+        LedgerError::Busy { .. } | LedgerError::ReadOnly(_) | LedgerError::Shared { .. } => FAILED,
         LedgerError::Io { .. } => IO,
     }
 }

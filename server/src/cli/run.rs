@@ -12,7 +12,7 @@ use super::console::RecoverFrom;
 use super::default_config;
 use super::exit::Failure;
 use super::report::Report;
-use super::{admin, audit, check, console, daemon, status};
+use super::{admin, audit, check, console, daemon, status, transfer};
 use crate::state::handover::after_admin_command;
 use crate::state::StateDir;
 
@@ -109,6 +109,8 @@ pub fn run(mut cli: Cli) -> Result<Report, Failure> {
             let from = next.map(RecoverFrom::Next).or(line.map(RecoverFrom::Line)).unwrap_or(RecoverFrom::Skip(skip));
             console::ledger_recover(&config, &door, client.as_deref(), from)
         }
+        Command::Ledger(LedgerCommand::Export { out }) => transfer::export(&config, out.as_deref()),
+        Command::Ledger(LedgerCommand::Import { file }) => transfer::import(&config, &file),
         Command::Migrate { out } => admin::migrate(&config, out.as_deref()),
     }?;
     Ok(Report::clean(text))

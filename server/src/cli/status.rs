@@ -10,7 +10,7 @@ use knock_core::time::{format_utc_ms, unix_now_ms, utc_day};
 use super::error::CliError;
 use super::report::Report;
 use crate::runtime::doors::{DoorKind, Doors};
-use crate::state::ledgers::FileLedgers;
+use crate::state::ledger_backend;
 use crate::state::StateDir;
 
 /// `knockd status`: the server's clock, each door's clients and counters, how many sequences
@@ -20,7 +20,9 @@ pub fn status(config: &Config, warn_below: usize) -> Result<Report, CliError> {
     let state = StateDir::new(&config.server.state_dir);
     let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
     let server_id = if derives { state.server_id()? } else { [0; 16] };
-    let mut doors = Doors::load(config, server_id, &FileLedgers::read_only(&state.ledger_dir()));
+    // Read-only: the daemon may be appending to these very ledgers.
+    let stores = ledger_backend::configured(config, &state.ledger_dir(), None)?;
+    let mut doors = Doors::load(config, server_id, stores.as_ref());
     doors.refuse_rolled_back(&state.audit_log());
     let now = unix_now_ms();
     let mut out = format!(

@@ -13,6 +13,10 @@ pub trait LedgerStores {
     /// The store of `label` (a key's fingerprint, `file-<sha256>`). A missing store is an error,
     /// never a fresh start: a lost ledger could make used sequences valid again.
     fn open(&self, label: &str) -> Result<Box<dyn ConsumeStore>, LedgerError>;
+    /// Creates the empty store of a new key or sequence file; fails if it exists.
+    fn create(&self, label: &str) -> Result<(), LedgerError>;
+    /// Where the store of `label` is, for messages.
+    fn describe(&self, label: &str) -> PathBuf;
 }
 
 /// The ledger files of a state directory (`ledger/<label>.ledger`).
@@ -42,5 +46,13 @@ impl LedgerStores for FileLedgers<'_> {
             Some(lock) => Ledger::open(&path, label, lock)?,
             None => Ledger::read(&path, label)?,
         }))
+    }
+
+    fn create(&self, label: &str) -> Result<(), LedgerError> {
+        Ledger::create(&Ledger::path_for(&self.dir, label), label).map(drop)
+    }
+
+    fn describe(&self, label: &str) -> PathBuf {
+        Ledger::path_for(&self.dir, label)
     }
 }

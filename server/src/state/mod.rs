@@ -13,10 +13,12 @@
 pub mod audit;
 pub mod door_files;
 pub mod handover;
+pub mod ledger_backend;
 pub mod ledgers;
 pub mod legacy_onetime;
 pub mod manual_grants;
 pub mod pending_stops;
+pub mod shared_ledgers;
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};

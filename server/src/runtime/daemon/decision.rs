@@ -81,7 +81,10 @@ impl Daemon {
             Ok(Consumed::Fresh) => {}
             Ok(Consumed::AlreadyUsed) => return self.replay(id, source, "already used"),
             Err(why) => {
-                if self.chatter.take(now_ms) {
+                // Audited (folded under a flood, as only a key holder can repeat it fast), and
+                // logged within the chatter budget. Nothing opens.
+                let written = self.audit_flood(record("refused", &who, source).with("reason", why.clone()));
+                if written && self.chatter.take(now_ms) {
                     error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
                 }
                 return;
@@ -113,6 +116,10 @@ impl Daemon {
         }
         if let Some(key) = who.key.clone() {
             rec = rec.with("key", key);
+        }
+        if let Some(revision) = self.doors.receipt(&id) {
+            // The shared ledger's revision of this consumption (etcd).
+            rec = rec.with("store_revision", revision);
         }
         if !self.audit_write(rec, true) {
             error!(door, client, %source, "knock refused: its audit record could not be written");

@@ -16,7 +16,7 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use knock_core::config::{Config, ConfigError};
+use knock_core::config::{Config, ConfigError, LedgerBackend};
 use knock_core::keys::hex;
 use knock_core::ledger::{LedgerError, WriterLock};
 use knock_core::matcher::{Limits, Matcher};
@@ -28,10 +28,12 @@ use tracing::{error, info, warn};
 
 use crate::runtime::actions::{Actions, SetupError};
 use crate::runtime::capture::{self, CaptureError, CaptureHandle, CapturedKnock};
+use crate::runtime::doors::error::Refusal;
 use crate::runtime::doors::Doors;
 use crate::runtime::notify::Notifier;
 use crate::state::audit::{AuditLog, Record};
-use crate::state::ledgers::FileLedgers;
+use crate::state::ledger_backend;
+use crate::state::shared_ledgers::SharedLedgerSetupError;
 use crate::state::{StateDir, StateError};
 use resync::PendingResyncs;
 
@@ -71,7 +73,15 @@ pub enum DaemonError {
     /// The capture cannot start.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// `[ledger]`'s etcd settings cannot be used (its TLS files, its key's permissions).
+    #[error(transparent)]
+    SharedLedger(#[from] SharedLedgerSetupError),
 }
+
+/// How often the doors are loaded again while the shared ledger did not answer at load.
+const RETRY_LOAD: Duration = Duration::from_secs(5);
+/// How often a shared ledger is read again for what other nodes used.
+const REFRESH_SHARED: Duration = Duration::from_secs(2);
 
 /// Everything the loop needs.
 pub struct Daemon {
@@ -97,6 +107,14 @@ pub struct Daemon {
     only_ipv4: bool,
     /// systemd's readiness notifications (`Type=notify`), when started by it.
     notifier: Option<Notifier>,
+    /// When to load the doors again, while a shared ledger did not answer at load.
+    retry_load: Option<Instant>,
+    /// When to read the shared ledger again for what other nodes used.
+    next_refresh: Instant,
+    /// The doors were loaded again and the capture's filter must follow.
+    recapture: bool,
+    /// A reload is the daemon's own retry while the shared ledger did not answer.
+    retrying: bool,
 }
 
 /// SHA-256 of a configuration file, for the audit trail (empty when unreadable).
@@ -120,13 +138,22 @@ impl Daemon {
         // The one writer of the ledgers for as long as the daemon runs: a second daemon on this
         // state directory, or `ledger recover` meanwhile, is refused; readers never write.
         let ledger_lock = WriterLock::acquire(&state.ledger_dir())?;
-        let mut doors = Doors::load(&config, server_id, &FileLedgers::writable(&state.ledger_dir(), &ledger_lock));
+        let stores = ledger_backend::configured(&config, &state.ledger_dir(), Some(&ledger_lock))?;
+        let mut doors = Doors::load(&config, server_id, stores.as_ref());
+        drop(stores);
         doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
         }
-        if doors.doors.is_empty() {
+        // A shared ledger that does not answer yet heals by itself: start (the doors it keeps
+        // stay shut, the firewall drops) and load them again until it answers.
+        let waiting = doors.refused.iter().any(Refusal::waits_for_shared_ledger);
+        if doors.doors.is_empty() && !waiting {
             return Err(DaemonError::EveryDoorRefused { config: config.path.clone() });
+        }
+        if waiting {
+            warn!("the shared ledger does not answer: the doors it keeps stay shut until it does; trying again every {} s",
+                RETRY_LOAD.as_secs());
         }
         let audit = AuditLog::open(&state.audit_log())
             .map_err(|source| DaemonError::Audit { path: state.audit_log(), source })?;
@@ -151,6 +178,10 @@ impl Daemon {
             buckets,
             only_ipv4: false,
             notifier: None,
+            retry_load: waiting.then(|| Instant::now() + RETRY_LOAD),
+            next_refresh: Instant::now() + REFRESH_SHARED,
+            recapture: false,
+            retrying: false,
         })
     }
 
@@ -211,6 +242,13 @@ impl Daemon {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.tick();
+            }
+            if std::mem::take(&mut self.recapture) {
+                // Doors loaded again (the shared ledger answers now): their filter may differ.
+                match self.start_capture(&tx) {
+                    Ok(new) => handle = new,
+                    Err(e) => error!("capture on the doors loaded again failed, keeping the old capture: {e}"),
+                }
             }
         }
         if let Some(n) = &mut self.notifier {
@@ -273,6 +311,35 @@ impl Daemon {
         }
         self.log_summaries();
         self.audit.anchor_if_due(knock_core::time::unix_now_ms());
+        self.follow_shared_ledger();
+    }
+
+    /// With a shared ledger: every few seconds, take what the other nodes used (so each
+    /// client's window follows it), and load the doors again while the ledger did not answer
+    /// at load. Nothing is granted from this: each use is decided by its own transaction.
+    fn follow_shared_ledger(&mut self) {
+        if self.config.ledger == LedgerBackend::File {
+            return;
+        }
+        let now = Instant::now();
+        if self.retry_load.is_some_and(|at| now >= at) {
+            self.retry_load = None;
+            self.retrying = true;
+            let reloaded = self.reload(Ok(self.config.clone()));
+            self.retrying = false;
+            self.recapture |= reloaded;
+            if self.doors.refused.iter().any(Refusal::waits_for_shared_ledger) {
+                self.retry_load = Some(now + RETRY_LOAD);
+            }
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + REFRESH_SHARED;
+            if let Err(e) = self.doors.refresh_shared(&mut self.matcher, unix_now()) {
+                if self.chatter.take(self.now_ms(now)) {
+                    warn!("{e}");
+                }
+            }
+        }
     }
 
     /// Writes an audit record; false (after logging why) when it could not be written.

@@ -14,10 +14,11 @@ use tracing::{error, info, warn};
 
 use super::{config_hash, Daemon};
 use crate::runtime::capture;
+use crate::runtime::doors::error::Refusal;
 use crate::runtime::doors::Doors;
 use crate::runtime::firewall::setup;
 use crate::state::audit::Record;
-use crate::state::ledgers::FileLedgers;
+use crate::state::ledger_backend;
 use crate::state::StateDir;
 
 impl Daemon {
@@ -32,13 +33,20 @@ impl Daemon {
             return self.refuse_reload("state_dir and firewall can only change with a restart");
         }
         let state = StateDir::new(&new.server.state_dir);
-        let stores = FileLedgers::writable(&state.ledger_dir(), &self.ledger_lock);
-        let mut doors = Doors::load(&new, self.server_id, &stores);
+        let loaded = ledger_backend::configured(&new, &state.ledger_dir(), Some(&self.ledger_lock))
+            .map(|stores| Doors::load(&new, self.server_id, stores.as_ref()));
+        let mut doors = match loaded {
+            Ok(doors) => doors,
+            Err(e) => return self.refuse_reload(&e.to_string()),
+        };
         doors.refuse_rolled_back(&state.audit_log());
         for r in &doors.refused {
             error!("{r}");
         }
         if doors.doors.is_empty() {
+            if self.retrying && doors.refused.iter().any(Refusal::waits_for_shared_ledger) {
+                return false; // still waiting for the shared ledger: the daemon tries again
+            }
             return self.refuse_reload("every door of the new configuration was refused (see above)");
         }
         if let Some(fw) = &mut self.actions.firewall {

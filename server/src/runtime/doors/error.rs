@@ -181,3 +181,15 @@ pub enum Refusal {
         last: u64,
     },
 }
+
+impl Refusal {
+    /// Whether the refusal is the shared ledger (etcd) not answering: that heals by itself, and
+    /// the daemon loads the doors again until it does.
+    pub fn waits_for_shared_ledger(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Door { reason: DoorError::Ledger(LedgerError::Shared { .. }), .. }
+                | Refusal::Client { reason: ClientError::Ledger(LedgerError::Shared { .. }), .. }
+        )
+    }
+}

@@ -371,6 +371,43 @@ impl Doors {
             .collect()
     }
 
+    /// What the store of a candidate said about its last write (etcd's revision), for the
+    /// audit record of the grant.
+    pub fn receipt(&self, id: &CandidateId) -> Option<u64> {
+        match self.doors.get(id.door).map(|d| &d.kind) {
+            Some(DoorKind::Keyed(clients)) => clients.get(id.client).and_then(|c| c.store.receipt()),
+            Some(DoorKind::File(files)) => files.get(id.client).and_then(|f| f.store.receipt()),
+            _ => None,
+        }
+    }
+
+    /// Reads every shared store again (what other nodes used) and rebuilds the candidates of
+    /// the clients whose store changed. Returns the first error, after trying all of them.
+    pub fn refresh_shared(&mut self, matcher: &mut Matcher, now: u64) -> Result<(), LedgerError> {
+        let mut changed = Vec::new();
+        let mut first_error = None;
+        for (door_idx, d) in self.doors.iter_mut().enumerate() {
+            let stores: Vec<&mut Box<dyn ConsumeStore>> = match &mut d.kind {
+                DoorKind::Keyed(clients) => clients.iter_mut().map(|c| &mut c.store).collect(),
+                DoorKind::File(files) => files.iter_mut().map(|f| &mut f.store).collect(),
+                _ => Vec::new(),
+            };
+            for (client_idx, store) in stores.into_iter().enumerate() {
+                match store.refresh() {
+                    Ok(true) => changed.push((door_idx, client_idx)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        for (door_idx, client_idx) in changed {
+            self.install_client(matcher, door_idx, client_idx, now);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Whether a candidate is consumed or burned already (false where nothing is kept).
     pub fn is_used(&self, id: &CandidateId) -> bool {
         match self.doors.get(id.door).map(|d| &d.kind) {

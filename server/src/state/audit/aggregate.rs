@@ -1,5 +1,6 @@
 //! Flood safety for every record that packets from the network can cause: replays, near
-//! misses, burns and second-source alerts (grants and consumption are never folded).
+//! misses, burns, second-source alerts and knocks refused because nothing could be consumed
+//! durably (grants and consumption are never folded).
 //!
 //! - The first record of its kind (same fields but the time) opens a one-second window and is
 //!   written at once; identical ones inside the window are only counted, and when the window
@@ -10,8 +11,8 @@
 //!   a record with `count`, `sources` (distinct sources, up to a cap) and `rate_limited: true`.
 //!
 //! So in any minute a flood costs at most 2 × (BURST + 60 000 / REFILL_MS) records plus one
-//! summary per event kind and second ([`records_per_minute_bound`]: 1 020 records, about
-//! 6 KB/s at 350 bytes a record), whatever its rate and however many sources it spoofs. The
+//! summary per event kind and second ([`records_per_minute_bound`]: 1 080 records, about
+//! 6.3 KB/s at 350 bytes a record), whatever its rate and however many sources it spoofs. The
 //! daemon logs a line only for what is written here, so its log lines obey the same bound.
 //! Time is the records' own `ts_ms`.
 
@@ -32,7 +33,7 @@ pub(crate) const REFILL_MS: u64 = 200;
 /// Distinct sources counted in a rate-limited summary.
 const SOURCES_CAP: usize = 4096;
 /// The events folded here: all of them per packet, none of them a grant or a consumption.
-const AGGREGATED: [&str; 5] = ["replay", "near-miss", "near_miss", "burn", "alert"];
+const AGGREGATED: [&str; 6] = ["replay", "near-miss", "near_miss", "burn", "alert", "refused"];
 
 /// The most records [`Aggregator`] lets through in any minute: each window's first record and
 /// its summary, and one overflow summary per event kind and second.
