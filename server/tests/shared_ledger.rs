@@ -3,16 +3,11 @@
 //! the other refuses, whatever its own copy says; without quorum nothing is used (fail closed);
 //! and what failed is never taken for done.
 
-// Shared with the etcd crate's own tests; not every helper is used here.
-#[allow(dead_code)]
-#[path = "../../etcd/tests/support/cluster.rs"]
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::Cluster;
 use knock_core::config::EtcdSettings;
 use knock_core::ledger::{Consumed, LedgerError};
+use knock_test_support::etcd::Cluster;
 use knockd::state::ledgers::LedgerStores;
 use knockd::state::shared_ledgers::EtcdLedgers;
 

@@ -282,7 +282,10 @@ impl HaLab {
     pub fn add_client(&self, door: &str, name: &str) -> String {
         let bundle = self.dir.join(format!("{door}-{name}.knock"));
         let out = bundle.to_str().unwrap();
-        self.knockd(Node::A, &["client", "add", "--door", door, "--name", name, "--server-addr", VIRTUAL, "--out", out]);
+        self.knockd(
+            Node::A,
+            &["client", "add", "--door", door, "--name", name, "--server-addr", VIRTUAL, "--out", out],
+        );
         ok(&mut self.spawn(Host::Client, bin("knock"), &["profile", "import", out]));
         if self.backend == Backend::File {
             for ledger in fs::read_dir(self.dir.join("state-a/ledger")).unwrap().map(|e| e.unwrap().path()) {
@@ -410,8 +413,17 @@ impl HaLab {
     pub fn replay(&self, from: Host, file: &str, to: Node) -> usize {
         let pcap = self.dir.join(file);
         let (src_mac, dst_mac) = (self.mac(from), self.mac(to.host()));
-        let args =
-            ["replay", "--pcap", pcap.to_str().unwrap(), "--iface", "eth0", "--src-mac", &src_mac, "--dst-mac", &dst_mac];
+        let args = [
+            "replay",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--iface",
+            "eth0",
+            "--src-mac",
+            &src_mac,
+            "--dst-mac",
+            &dst_mac,
+        ];
         let out = ok(&mut self.spawn(from, bin("knock-lab"), &args));
         out.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
     }
@@ -491,7 +503,10 @@ impl Drop for HaLab {
             if let Some(cluster) = &self.cluster {
                 let logs = cluster.logs();
                 let tail: Vec<&str> = logs.lines().rev().take(30).collect();
-                eprintln!("--- last lines of the etcd members' logs ---\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                eprintln!(
+                    "--- last lines of the etcd members' logs ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
         }
         // The members end before their namespace goes; the namespaces go with their field.

@@ -30,9 +30,11 @@ fn the_fixture_reaches_both_nodes_and_moves_the_virtual_address() {
     for to in [Node::B, Node::A, Node::B] {
         lab.move_virtual(to);
         assert!(lab.can_connect(Host::Client, VIRTUAL, 22, 1000), "{VIRTUAL} on {to:?}");
-        let entry = String::from_utf8_lossy(&lab.exec(Host::Client, "ip", &["neigh", "show", VIRTUAL]).stdout).into_owned();
+        let entry =
+            String::from_utf8_lossy(&lab.exec(Host::Client, "ip", &["neigh", "show", VIRTUAL]).stdout).into_owned();
         assert!(entry.contains(&lab.mac(to.host())), "the client reaches {VIRTUAL} at {to:?}'s address: {entry}");
-        let other = String::from_utf8_lossy(&lab.exec(to.other().host(), "ip", &["-brief", "addr"]).stdout).into_owned();
+        let other =
+            String::from_utf8_lossy(&lab.exec(to.other().host(), "ip", &["-brief", "addr"]).stdout).into_owned();
         assert!(!other.contains(VIRTUAL), "{:?} still holds {VIRTUAL}: {other}", to.other());
     }
     lab.cut_off_from_etcd(Node::A);
