@@ -304,7 +304,7 @@ impl HaLab {
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path(node)).unwrap();
         let config = self.config_path(node);
         let child = self
-            .spawn(node.host(), bin("knockd"), &["-c", config.to_str().unwrap(), "--debug"])
+            .spawn(node.host(), bin("knockd"), &["-c", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -378,6 +378,15 @@ impl HaLab {
     /// Whether the client reaches port 22 of `node`, by the node's own address.
     pub fn open_for_client(&self, node: Node) -> bool {
         self.can_connect(Host::Client, node.addr(), 22, 500)
+    }
+
+    /// Waits until the client no longer reaches port 22 of `node` (its last grant expired).
+    pub fn wait_closed(&self, node: Node, timeout: Duration) {
+        let start = Instant::now();
+        while self.open_for_client(node) {
+            assert!(start.elapsed() < timeout, "port 22 of {node:?} stayed open longer than {timeout:?}");
+            sleep(Duration::from_millis(100));
+        }
     }
 
     /// `knock --profile PROFILE --wait` on the client: one sequence, waiting up to `wait_s` for

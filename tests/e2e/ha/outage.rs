@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use super::fixture::{HaLab, Host, Node, OUTSIDER};
-use super::shared_ledger::pair;
+use super::shared_ledger::{pair, OPEN_FOR};
 use crate::require_root;
 
-/// A knock through the virtual address on `node` opens that node's port 22.
+/// A knock through the virtual address on `node` opens that node's port 22 (closed before).
 fn opens(lab: &mut HaLab, profile: &str, node: Node) {
     lab.move_virtual(node);
+    lab.wait_closed(node, OPEN_FOR * 2);
     let o = lab.knock(profile, "1");
     assert!(o.status.success(), "a knock through {node:?}: {o:?}");
     assert!(lab.open_for_client(node), "the knock did not open {node:?}");
@@ -19,6 +20,7 @@ fn opens(lab: &mut HaLab, profile: &str, node: Node) {
 /// failed, nothing opens, no grant is audited.
 fn refused(lab: &mut HaLab, profile: &str, node: Node) {
     lab.move_virtual(node);
+    lab.wait_closed(node, OPEN_FOR * 2);
     let (said, grants) = (lab.log(node).matches("shared ledger").count(), lab.audit_events(node, "grant").len());
     let o = lab.knock(profile, "2");
     assert!(!o.status.success(), "a knock through {node:?} opened without the shared ledger: {o:?}");

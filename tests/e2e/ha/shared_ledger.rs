@@ -3,12 +3,21 @@
 use std::time::Duration;
 
 use super::fixture::{Backend, HaLab, Host, Node, CLIENT, OUTSIDER, VIRTUAL};
-use crate::{answered, hotp_door, require_root};
+use crate::{answered, require_root};
 
-/// Two nodes sharing door `ssh` (hotp, 22/tcp, `extra` added to the door) through etcd, client
-/// alice added, both daemons running; the virtual address on A. Returns alice's profile.
+/// How long a grant lasts in these tests.
+pub const OPEN_FOR: Duration = Duration::from_secs(2);
+
+/// Two nodes sharing door `ssh` (hotp, 22/tcp, open for 2 s, `extra` added to the door) through
+/// etcd, client alice added, both daemons running; the virtual address on A. Returns alice's
+/// profile.
 pub fn pair(extra: &str) -> (HaLab, String) {
-    let mut lab = HaLab::new(Backend::Etcd, &hotp_door("ssh", "22/tcp", extra));
+    let door = format!(
+        "[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\nopen_for = \"{}s\"\n\
+         seq_timeout = \"2s\"\n{extra}\n",
+        OPEN_FOR.as_secs()
+    );
+    let mut lab = HaLab::new(Backend::Etcd, &door);
     let profile = lab.add_client("ssh", "alice");
     lab.start(Node::A);
     lab.start(Node::B);
@@ -95,6 +104,8 @@ fn the_clients_next_knock_opens_through_either_node() {
     let mut revisions = Vec::new();
     for (counter, node) in [Node::A, Node::B, Node::A, Node::B].into_iter().enumerate() {
         lab.move_virtual(node);
+        // The node's grant of two knocks ago must not answer for this one.
+        lab.wait_closed(node, OPEN_FOR * 2);
         let o = lab.knock(&profile, "1");
         assert!(o.status.success(), "knock {counter} through {node:?}: {o:?}");
         assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(counter as u64), "{o:?}");
