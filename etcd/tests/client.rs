@@ -43,6 +43,11 @@ fn one_member_down_is_survived_two_are_not_and_service_comes_back() {
     let took = started.elapsed();
     assert!(matches!(err, EtcdError::Unavailable(_)), "{err}");
     assert!(took < Duration::from_secs(4), "bounded by the timeout per endpoint: {took:?}");
+    // Within the cooldown the next call fails at once, without waiting for every endpoint.
+    let started = Instant::now();
+    assert!(matches!(c.put_if(b"k2", 0, b"x"), Err(EtcdError::Unavailable(_))), "no quorum, no write");
+    assert!(started.elapsed() < Duration::from_millis(100), "no endpoint tried: {:?}", started.elapsed());
+    std::thread::sleep(knock_etcd::COOLDOWN);
     assert!(matches!(c.put_if(b"k2", 0, b"x"), Err(EtcdError::Unavailable(_))), "no quorum, no write");
     cluster.restart(1);
     cluster.wait_ready(Duration::from_secs(20));

@@ -78,6 +78,8 @@ fn without_quorum_nothing_is_used_and_service_comes_back() {
     assert!(!on_a.is_used(2), "a failed use is not taken for done");
     cluster.restart(1);
     cluster.wait_ready(Duration::from_secs(20));
+    // The store's client tries again once its cooldown after the failure is over.
+    std::thread::sleep(knock_etcd::COOLDOWN);
     // The failed write may have been committed once quorum came back: either way counter 2 is
     // never used twice, and counter 3 works.
     match on_a.consume(2).unwrap() {
