@@ -389,10 +389,11 @@ impl HaLab {
         }
     }
 
-    /// `knock --profile PROFILE --wait` on the client: one sequence, waiting up to `wait_s` for
-    /// port 22 of the virtual address.
-    pub fn knock(&self, profile: &str, wait_s: &str) -> Output {
-        let args = ["--profile", profile, "--wait", "--wait-timeout", wait_s, "--attempts", "1"];
+    /// `knock --profile PROFILE --wait` on the client: up to `attempts` sequences, waiting up to
+    /// `wait_s` after each for port 22 of the virtual address.
+    pub fn knock(&self, profile: &str, wait_s: &str, attempts: u32) -> Output {
+        let attempts = attempts.to_string();
+        let args = ["--profile", profile, "--wait", "--wait-timeout", wait_s, "--attempts", &attempts];
         self.exec(Host::Client, bin("knock"), &args)
     }
 

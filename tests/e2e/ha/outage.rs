@@ -7,13 +7,21 @@ use super::fixture::{HaLab, Host, Node, OUTSIDER};
 use super::shared_ledger::{pair, OPEN_FOR};
 use crate::require_root;
 
-/// A knock through the virtual address on `node` opens that node's port 22 (closed before).
-fn opens(lab: &mut HaLab, profile: &str, node: Node) {
+/// A knock through the virtual address on `node` opens that node's port 22 (closed before),
+/// the client sending at most `attempts` sequences, one a second.
+fn opens(lab: &mut HaLab, profile: &str, node: Node, attempts: u32) {
     lab.move_virtual(node);
     lab.wait_closed(node, OPEN_FOR * 2);
-    let o = lab.knock(profile, "1");
+    let o = lab.knock(profile, "1", attempts);
     assert!(o.status.success(), "a knock through {node:?}: {o:?}");
     assert!(lab.open_for_client(node), "the knock did not open {node:?}");
+}
+
+/// Sequences the client may need once etcd answers again: a node whose calls all failed does
+/// not call again for `knock_etcd::COOLDOWN` (its knocks fail closed meanwhile); the client's
+/// own retries, one a second, cover that and a second more.
+fn attempts_after_outage() -> u32 {
+    knock_etcd::COOLDOWN.as_secs() as u32 + 2
 }
 
 /// A knock through the virtual address on `node` is refused: the node says the shared ledger
@@ -23,7 +31,7 @@ fn refused(lab: &mut HaLab, profile: &str, node: Node) {
     lab.wait_closed(node, OPEN_FOR * 2);
     let (said, grants) = (lab.log(node).matches("shared ledger").count(), lab.audit_events(node, "grant").len());
     let refusals = lab.audit_events(node, "refused").len();
-    let o = lab.knock(profile, "2");
+    let o = lab.knock(profile, "2", 1);
     assert!(!o.status.success(), "a knock through {node:?} opened without the shared ledger: {o:?}");
     lab.wait_log(node, "shared ledger", said + 1, Duration::from_secs(5));
     assert!(!lab.open_for_client(node), "{node:?} opened");
@@ -42,8 +50,8 @@ fn knocks_open_with_one_etcd_member_down_fail_closed_with_two_and_open_when_they
     lab.cluster().kill(0);
     // A new leader, if it was the leader: until then the cluster answers nobody.
     lab.cluster().wait_ready(Duration::from_secs(10));
-    opens(&mut lab, &profile, Node::A);
-    opens(&mut lab, &profile, Node::B);
+    opens(&mut lab, &profile, Node::A, 1);
+    opens(&mut lab, &profile, Node::B, 1);
 
     lab.cluster().kill(1);
     for node in [Node::B, Node::A] {
@@ -54,8 +62,8 @@ fn knocks_open_with_one_etcd_member_down_fail_closed_with_two_and_open_when_they
     lab.cluster().restart(0);
     lab.cluster().restart(1);
     lab.cluster().wait_ready(Duration::from_secs(20));
-    opens(&mut lab, &profile, Node::A);
-    opens(&mut lab, &profile, Node::B);
+    opens(&mut lab, &profile, Node::A, attempts_after_outage());
+    opens(&mut lab, &profile, Node::B, attempts_after_outage());
 }
 
 /// Node A loses its way to etcd (a firewall rule), B keeps it: A refuses, B opens, and A opens
@@ -66,7 +74,7 @@ fn a_node_cut_off_from_etcd_refuses_while_the_other_opens() {
     let (mut lab, profile) = pair("");
     lab.cut_off_from_etcd(Node::A);
     refused(&mut lab, &profile, Node::A);
-    opens(&mut lab, &profile, Node::B);
+    opens(&mut lab, &profile, Node::B, 1);
     assert!(lab.reconnect_to_etcd(Node::A) > 0, "the rule dropped what A sent etcd");
-    opens(&mut lab, &profile, Node::A);
+    opens(&mut lab, &profile, Node::A, attempts_after_outage());
 }

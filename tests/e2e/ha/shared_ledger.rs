@@ -43,7 +43,7 @@ fn a_knock_consumed_through_a_and_replayed_to_b_opens_nothing_and_is_audited_on_
     assert!(!lab.open_for_client(Node::A) && !lab.open_for_client(Node::B), "22 is closed before knocking");
     let filter = format!("tcp dst portrange 40000-42047 and src host {CLIENT} and dst host {VIRTUAL}");
     let capture = lab.capture(Host::A, "knock.pcap", &filter);
-    let o = lab.knock(&profile, "1");
+    let o = lab.knock(&profile, "1", 1);
     lab.stop_capture(capture);
     assert!(o.status.success(), "{o:?}");
     assert!(lab.open_for_client(Node::A), "the knock opened A");
@@ -85,8 +85,7 @@ fn a_partial_knock_seen_by_a_cannot_be_finished_at_b() {
     assert!(replays.len() == 1 && replays[0].contains(&format!("\"source\":\"{OUTSIDER}\"")), "{replays:?}");
 
     // The client's own knock: its first sequence is the burned one, its second opens.
-    let args = ["--profile", profile.as_str(), "--wait", "--wait-timeout", "1", "--attempts", "2"];
-    let o = lab.exec(Host::Client, crate::lab::bin("knock"), &args);
+    let o = lab.knock(&profile, "1", 2);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(1), "{o:?}");
     assert!(lab.open_for_client(Node::B));
@@ -106,7 +105,7 @@ fn the_clients_next_knock_opens_through_either_node() {
         lab.move_virtual(node);
         // The node's grant of two knocks ago must not answer for this one.
         lab.wait_closed(node, OPEN_FOR * 2);
-        let o = lab.knock(&profile, "1");
+        let o = lab.knock(&profile, "1", 1);
         assert!(o.status.success(), "knock {counter} through {node:?}: {o:?}");
         assert_eq!(answered(&String::from_utf8_lossy(&o.stdout)).map(|a| a.1), Some(counter as u64), "{o:?}");
         assert!(lab.open_for_client(node), "knock {counter} did not open {node:?}");
