@@ -51,6 +51,9 @@ fn one_member_down_is_survived_two_are_not_and_service_comes_back() {
     assert!(matches!(c.put_if(b"k2", 0, b"x"), Err(EtcdError::Unavailable(_))), "no quorum, no write");
     cluster.restart(1);
     cluster.wait_ready(Duration::from_secs(20));
+    // `c`'s last call found no endpoint: it calls again only after its cooldown, which the
+    // cluster's readiness (another client) may come well within.
+    std::thread::sleep(knock_etcd::COOLDOWN);
     // The write that failed may still have been committed once quorum came back (its proposal
     // was queued): an error is "unknown", never "not written". The ledger treats it as not
     // granted, and finds it consumed next time.
