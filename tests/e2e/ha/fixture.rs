@@ -10,14 +10,17 @@
 //! Each node has `eth0`, a knock-lab service on 22, and its own configuration (`a.toml`,
 //! `b.toml`), state directory (`state-a`, `state-b`: each its own audit log) and log (`a.log`,
 //! `b.log`). The nodes share the server id (B's is a copy of A's: an HA pair has one identity),
-//! the door's key directory, and with the etcd backend their ledgers. The cluster's CA and
-//! knockd's client certificate are made by the test (openssl) and copied to `etcd/`.
+//! the door's key directory, and with the etcd backend their ledgers. B's state directory starts
+//! with the server id alone (`knockd init` runs on A only), as on a second node set up by
+//! docs/OPERATIONS.md; each node's backend can change between runs ([`HaLab::set_ledger`]).
+//! The cluster's CA and knockd's client certificate are made by the test (openssl) and copied
+//! to `etcd/`.
 //!
 //! Everything the fixture starts is ended by its process id on drop, before the namespaces go,
 //! even when a test fails; names carry the process id and a counter, so tests run in parallel.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -40,9 +43,7 @@ pub const ETCD: [&str; 3] = ["198.18.0.11", "198.18.0.12", "198.18.0.13"];
 /// Where the nodes keep their ledgers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Each node its own ledger files (the default backend): bench/ha.rs measures it beside
-    /// etcd's.
-    #[allow(dead_code)]
+    /// Each node its own ledger files (the default backend).
     File,
     /// One shared ledger in the etcd cluster.
     Etcd,
@@ -122,7 +123,10 @@ impl Host {
 pub struct HaLab {
     tag: String,
     pub dir: PathBuf,
-    backend: Backend,
+    /// Each node's ledger backend (the lab's at first).
+    ledgers: [Backend; 2],
+    /// The `[[door]]` tables of both nodes' configurations.
+    doors: String,
     /// The daemons of A and B, when running.
     daemons: [Option<Child>; 2],
     /// Services, captures: ended on drop.
@@ -136,17 +140,28 @@ pub struct HaLab {
 
 impl HaLab {
     /// [`HaLab::network`], then each node's configuration made of `doors` (`[[door]]` tables,
-    /// paths relative to the work directory) and its initialised state directory, sharing A's
-    /// server id. The daemons are not started yet.
+    /// paths relative to the work directory); A's state directory initialised, B's holding only
+    /// a copy of A's server id. The daemons are not started yet.
     pub fn new(backend: Backend, doors: &str) -> HaLab {
-        let lab = HaLab::network(backend);
+        let mut lab = HaLab::network(backend);
+        lab.doors = doors.to_string();
         for node in [Node::A, Node::B] {
-            fs::write(lab.config_path(node), lab.config(node, doors)).unwrap();
-            lab.knockd_here(node, &["init"]);
+            fs::write(lab.config_path(node), lab.config(node)).unwrap();
         }
-        // An HA pair shares its identity: B takes A's server id.
-        fs::copy(lab.dir.join("state-a/server-id"), lab.dir.join("state-b/server-id")).unwrap();
+        lab.knockd_here(Node::A, &["init"]);
+        // An HA pair shares its identity: B takes A's server id, and nothing else.
+        let state_b = lab.dir.join("state-b");
+        std::fs::DirBuilder::new().mode(0o700).create(&state_b).unwrap();
+        fs::copy(lab.dir.join("state-a/server-id"), state_b.join("server-id")).unwrap();
         lab
+    }
+
+    /// Switches `node` to the `backend` ledger (its configuration rewritten; a running daemon
+    /// takes it up when started again).
+    pub fn set_ledger(&mut self, node: Node, backend: Backend) {
+        assert!(backend == Backend::File || self.cluster.is_some(), "this lab has no etcd cluster");
+        self.ledgers[node.index()] = backend;
+        fs::write(self.config_path(node), self.config(node)).unwrap();
     }
 
     /// The namespaces and the bridge, a service on 22 in each node, and with [`Backend::Etcd`]
@@ -160,7 +175,8 @@ impl HaLab {
         let mut lab = HaLab {
             tag,
             dir,
-            backend,
+            ledgers: [backend; 2],
+            doors: String::new(),
             daemons: [None, None],
             children: Vec::new(),
             cluster: None,
@@ -192,8 +208,8 @@ impl HaLab {
 
     /// The configuration of `node`: the issue's `[ledger]` table with the etcd backend, none
     /// (the file backend, the default) otherwise.
-    fn config(&self, node: Node, doors: &str) -> String {
-        let ledger = match self.backend {
+    fn config(&self, node: Node) -> String {
+        let ledger = match self.ledgers[node.index()] {
             Backend::File => String::new(),
             Backend::Etcd => {
                 let endpoints: Vec<String> = ETCD.iter().map(|a| format!("\"https://{a}:2379\"")).collect();
@@ -205,7 +221,7 @@ impl HaLab {
                 )
             }
         };
-        format!("[server]\nstate_dir = \"state-{}\"\ninterfaces = [\"eth0\"]\n\n{ledger}{doors}", node.name())
+        format!("[server]\nstate_dir = \"state-{}\"\ninterfaces = [\"eth0\"]\n\n{ledger}{}", node.name(), self.doors)
     }
 
     pub fn config_path(&self, node: Node) -> PathBuf {
@@ -277,7 +293,7 @@ impl HaLab {
     }
 
     /// Adds a client to a door through node A (with the etcd backend its ledger goes to etcd;
-    /// with the file backend B gets a copy of A's new ledger file) and imports its profile,
+    /// with the file backend on both nodes B gets a copy of A's new ledger file) and imports its profile,
     /// which knocks at the virtual address, on the client.
     pub fn add_client(&self, door: &str, name: &str) -> String {
         let bundle = self.dir.join(format!("{door}-{name}.knock"));
@@ -287,7 +303,8 @@ impl HaLab {
             &["client", "add", "--door", door, "--name", name, "--server-addr", VIRTUAL, "--out", out],
         );
         ok(&mut self.spawn(Host::Client, bin("knock"), &["profile", "import", out]));
-        if self.backend == Backend::File {
+        if self.ledgers == [Backend::File; 2] {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(self.dir.join("state-b/ledger")).unwrap();
             for ledger in fs::read_dir(self.dir.join("state-a/ledger")).unwrap().map(|e| e.unwrap().path()) {
                 let copy = self.dir.join("state-b/ledger").join(ledger.file_name().unwrap());
                 if !copy.exists() {
@@ -313,6 +330,13 @@ impl HaLab {
         self.wait_log(node, "knockd started", 1, Duration::from_secs(10));
         // The capture threads open right before this line; give them a moment to be attached.
         sleep(Duration::from_millis(200));
+    }
+
+    /// Stops `node`'s daemon (SIGTERM by its process id) and waits until it has exited.
+    pub fn stop(&mut self, node: Node) {
+        let mut child = self.daemons[node.index()].take().unwrap_or_else(|| panic!("node {node:?} does not run"));
+        ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+        assert!(wait_bounded(&mut child, Duration::from_secs(10)).is_some(), "node {node:?} did not stop on SIGTERM");
     }
 
     fn log_path(&self, node: Node) -> PathBuf {

@@ -3,9 +3,11 @@
 //! (`fixture.rs`) builds the nodes, the cluster, a client with one profile at a virtual address
 //! the test moves between the nodes, and an outsider, in network namespaces of its own.
 //! `shared_ledger`: a knock used or burned at one node opens nothing at the other; `outage`: a
-//! node without the shared ledger fails closed.
+//! node without the shared ledger fails closed; `moving`: a second node joins from the shared
+//! state alone, and ledgers move from files into etcd and back.
 
 mod fixture;
+mod moving;
 mod outage;
 mod shared_ledger;
 

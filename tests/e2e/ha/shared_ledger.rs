@@ -8,16 +8,19 @@ use crate::{answered, require_root};
 /// How long a grant lasts in these tests.
 pub const OPEN_FOR: Duration = Duration::from_secs(2);
 
-/// Two nodes sharing door `ssh` (hotp, 22/tcp, open for 2 s, `extra` added to the door) through
-/// etcd, client alice added, both daemons running; the virtual address on A. Returns alice's
-/// profile.
-pub fn pair(extra: &str) -> (HaLab, String) {
-    let door = format!(
+/// Door `ssh`: hotp, 22/tcp, open for [`OPEN_FOR`], `extra` added to its table.
+pub fn door(extra: &str) -> String {
+    format!(
         "[[door]]\nname = \"ssh\"\nmode = \"hotp\"\nopen = [\"22/tcp\"]\nkeys = \"keys/ssh\"\nopen_for = \"{}s\"\n\
          seq_timeout = \"2s\"\n{extra}\n",
         OPEN_FOR.as_secs()
-    );
-    let mut lab = HaLab::new(Backend::Etcd, &door);
+    )
+}
+
+/// Two nodes sharing [`door`] `ssh` through etcd, client alice added, both daemons running;
+/// the virtual address on A. Returns alice's profile.
+pub fn pair(extra: &str) -> (HaLab, String) {
+    let mut lab = HaLab::new(Backend::Etcd, &door(extra));
     let profile = lab.add_client("ssh", "alice");
     lab.start(Node::A);
     lab.start(Node::B);
