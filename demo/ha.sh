@@ -8,7 +8,7 @@
 # keepalived would move it, a client with one profile, and an outsider. A knock used through A
 # and replayed to B opens nothing; the client's next knock opens B; with one etcd member killed
 # knocks still open; with two killed both nodes fail closed while `always_allow` still passes;
-# with the members back knocks open again. docs/OPERATIONS.md, "Two bastions", explains it.
+# with the members back knocks open again. docs/OPERATIONS.md, "Two bastions, one door", explains it.
 #
 # Everything it creates (namespaces, processes, the temporary directory) is removed on exit,
 # including on failure or Ctrl-C. Only 198.18.0.0/15 addresses are used. It takes about a minute

@@ -1,5 +1,5 @@
 //! A ledger kept as one value of a replicated store (etcd's key `<prefix>ledger/<label>`, see
-//! docs/OPERATIONS.md, "Two nodes, one door"): its text, read and written whole by a
+//! docs/OPERATIONS.md, "Two bastions, one door"): its text, read and written whole by a
 //! compare-and-swap. The text:
 //!
 //! ```text

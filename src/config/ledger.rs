@@ -1,6 +1,6 @@
 //! `[ledger]`: where consumption is recorded. The default is the state directory's ledger
 //! files; `backend = "etcd"` shares them with the other nodes of an HA pair through an etcd
-//! cluster (docs/OPERATIONS.md, "Two nodes, one door").
+//! cluster (docs/OPERATIONS.md, "Two bastions, one door").
 
 use std::path::PathBuf;
 use std::time::Duration;
