@@ -1,8 +1,14 @@
 //! The etcd ledger store against a real three-member etcd cluster with TLS on loopback: two
 //! nodes' stores of one ledger decide each use by a transaction, so what one used (or burned)
 //! the other refuses, whatever its own copy says; without quorum nothing is used (fail closed);
-//! and what failed is never taken for done.
+//! and what failed is never taken for done; and a write one member answered too late is
+//! recognised as this node's own when the next member finds it in place.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use knock_core::config::EtcdSettings;
@@ -98,4 +104,63 @@ fn a_key_others_can_read_and_a_missing_ledger_are_refused() {
     assert!(err.to_string().contains("knockd.key") && err.to_string().contains("chmod 600"), "{err}");
     let a = EtcdLedgers::new(&settings(&cluster, "a"), true).unwrap();
     assert!(matches!(a.open("cafe"), Err(LedgerError::Missing(_))), "a missing ledger is never a fresh start");
+}
+
+/// A TCP relay on loopback in front of one member: what the client sends goes through at once;
+/// what the member answers is held `delay` first while `slow` is set. The threads end with the
+/// connections (the member's side closes when the cluster is dropped).
+fn slow_answers(member: &str, delay: Duration, slow: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let member = member.trim_start_matches("https://").to_string();
+    thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(upstream) = TcpStream::connect(&member) else { return };
+            let (mut from_client, mut to_member) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            thread::spawn(move || relay(&mut from_client, &mut to_member, Duration::ZERO, None));
+            let (mut from_member, mut to_client) = (upstream, client);
+            let slow = slow.clone();
+            thread::spawn(move || relay(&mut from_member, &mut to_client, delay, Some(slow)));
+        }
+    });
+    url
+}
+
+/// Copies `from` to `to` until either closes, each chunk held `delay` while `slow` is set.
+fn relay(from: &mut TcpStream, to: &mut TcpStream, delay: Duration, slow: Option<Arc<AtomicBool>>) {
+    let mut buf = [0u8; 16 << 10];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if slow.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            thread::sleep(delay);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// The first member commits the use but answers after the client's timeout; the client asks
+/// the next member, whose transaction finds the key changed, by this very write. That is this
+/// node's use (fresh, with its revision), not another node's: the knock opens, once.
+#[test]
+fn a_use_committed_by_a_member_that_answered_too_late_is_this_nodes_own() {
+    let cluster = Cluster::start(3);
+    let slow = Arc::new(AtomicBool::new(false));
+    let mut s = settings(&cluster, "a");
+    s.timeout = Duration::from_millis(300);
+    s.endpoints[0] = slow_answers(&s.endpoints[0], Duration::from_millis(1500), slow.clone());
+    let a = EtcdLedgers::new(&s, true).unwrap();
+    a.create("5afe").unwrap();
+    let mut on_a = a.open("5afe").unwrap();
+    assert_eq!(on_a.consume(0).unwrap(), Consumed::Fresh, "through the relay, in time");
+    slow.store(true, Ordering::SeqCst);
+    assert_eq!(on_a.consume(1).unwrap(), Consumed::Fresh, "the late member committed this node's own use");
+    let revision = on_a.receipt().expect("the revision of the use, for the audit record");
+    slow.store(false, Ordering::SeqCst);
+    let b = EtcdLedgers::new(&settings(&cluster, "b"), true).unwrap();
+    let mut on_b = b.open("5afe").unwrap();
+    assert_eq!(on_b.consume(1).unwrap(), Consumed::AlreadyUsed, "used once, for every node");
+    assert_eq!(on_b.next(), 2);
+    assert!(on_b.receipt().is_none() && revision > 0);
 }

@@ -9,7 +9,9 @@
 //! never becomes unused), and whether a sequence is fresh is decided by the transaction.
 //! An etcd that does not answer in time (down, without quorum, cut off) makes the write fail,
 //! and the knock fails closed. A failed write whose answer was lost may still have committed:
-//! the sequence then reads as used later, and the client moves on to its next one.
+//! the sequence then reads as used later, and the client moves on to its next one. A write one
+//! member committed but answered too late, so that the next member tried finds it in place, is
+//! recognised by its random nonce and counts as this node's use.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -208,9 +210,18 @@ impl EtcdLedger {
                     return Ok(true);
                 }
                 Ok(Swap::Conflict { current: Some(kv) }) => {
+                    let theirs = read_value(&self.label, &self.location, &kv.value)?;
+                    if theirs.writer.as_ref() == Some(&writer) {
+                        // This very write: a member committed it but its answer came too late,
+                        // and the next member found it in place (its random nonce says so). It
+                        // is this node's use, made once.
+                        self.counters = next;
+                        self.mod_revision = kv.mod_revision;
+                        self.receipt = u64::try_from(kv.mod_revision).ok();
+                        return Ok(true);
+                    }
                     // Another node wrote first: take what it wrote (and keep this process's own
                     // burns), then decide again.
-                    let theirs = read_value(&self.label, &self.location, &kv.value)?;
                     self.counters = theirs.counters.merge(&self.counters);
                     self.mod_revision = kv.mod_revision;
                 }
