@@ -8,7 +8,9 @@
 # reference implementation), procps (kill, sysctl), mount; man-db and groff-base (the man
 # pages render), zsh and fish (their completions load); and for the package test
 # (tests/deb/run.sh): dpkg-dev (with build-essential), systemd (systemd-analyze) and adduser
-# (the package's postinst). Debian's knockd 0.8, the real peer of the
+# (the package's postinst); for the shared ledger's tests in namespaces (tests/e2e/ha): curl (is
+# the etcd cluster there ready?) and iputils-arping (the virtual address moves with a gratuitous
+# ARP). Debian's knockd 0.8, the real peer of the
 # compatibility tests, is not installed: it is unpacked under target/peers/ (below), because
 # the package test installs this project's package, which replaces Debian's knockd.
 set -euo pipefail
@@ -23,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(libpcap-dev nftables iptables ipset iproute2 tcpdump pkg-config build-essential python3 procps mount
-  systemd man-db groff-base zsh fish adduser openssl)
+  systemd man-db groff-base zsh fish adduser openssl curl iputils-arping)
 if have dpkg-query && have apt-get; then
   for p in "${packages[@]}"; do pkg_missing "$p" && need_pkgs+=("$p"); done
   if [ "${#need_pkgs[@]}" -gt 0 ]; then

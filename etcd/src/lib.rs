@@ -17,7 +17,7 @@
 mod wire;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -82,6 +82,11 @@ pub enum Swap {
     },
 }
 
+/// After a call found no endpoint answering, calls fail at once for this long, without trying:
+/// a caller that loops (the daemon) must not stall for every endpoint's timeout on each call
+/// while the cluster is down.
+pub const COOLDOWN: Duration = Duration::from_secs(2);
+
 /// A client of one cluster.
 #[derive(Debug)]
 pub struct Client {
@@ -90,6 +95,10 @@ pub struct Client {
     /// The endpoint to try first: the last one that answered.
     first: AtomicUsize,
     timeout: Duration,
+    /// When the client was made, the origin of `down_until_ms`.
+    born: Instant,
+    /// Calls fail at once until this many ms after `born` (0: not down).
+    down_until_ms: AtomicU64,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, EtcdError> {
@@ -170,12 +179,23 @@ impl Client {
             endpoints,
             first: AtomicUsize::new(0),
             timeout: settings.timeout,
+            born: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
         })
     }
 
     /// Posts `body` to `path` on the first endpoint that answers with a response of type `T`.
     fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, EtcdError> {
         let started = Instant::now();
+        let now_ms = started.duration_since(self.born).as_millis() as u64;
+        let down_until = self.down_until_ms.load(Ordering::Relaxed);
+        if now_ms < down_until {
+            return Err(EtcdError::Unavailable(format!(
+                "no endpoint answered {} ms ago; not tried again for {} ms",
+                now_ms + COOLDOWN.as_millis() as u64 - down_until,
+                down_until - now_ms
+            )));
+        }
         let first = self.first.load(Ordering::Relaxed) % self.endpoints.len();
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
@@ -189,6 +209,8 @@ impl Client {
                 Err(why) => failures.push(format!("{endpoint}: {why}")),
             }
         }
+        let failed_ms = Instant::now().duration_since(self.born).as_millis() as u64;
+        self.down_until_ms.store(failed_ms + COOLDOWN.as_millis() as u64, Ordering::Relaxed);
         Err(EtcdError::Unavailable(format!(
             "{} (tried {} endpoint(s) in {} ms, {} ms each at most)",
             failures.join("; "),

@@ -3,16 +3,11 @@
 //! the other refuses, whatever its own copy says; without quorum nothing is used (fail closed);
 //! and what failed is never taken for done.
 
-// Shared with the etcd crate's own tests; not every helper is used here.
-#[allow(dead_code)]
-#[path = "../../etcd/tests/support/cluster.rs"]
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::Cluster;
 use knock_core::config::EtcdSettings;
 use knock_core::ledger::{Consumed, LedgerError};
+use knock_test_support::etcd::Cluster;
 use knockd::state::ledgers::LedgerStores;
 use knockd::state::shared_ledgers::EtcdLedgers;
 
@@ -83,6 +78,8 @@ fn without_quorum_nothing_is_used_and_service_comes_back() {
     assert!(!on_a.is_used(2), "a failed use is not taken for done");
     cluster.restart(1);
     cluster.wait_ready(Duration::from_secs(20));
+    // The store's client tries again once its cooldown after the failure is over.
+    std::thread::sleep(knock_etcd::COOLDOWN);
     // The failed write may have been committed once quorum came back: either way counter 2 is
     // never used twice, and counter 3 works.
     match on_a.consume(2).unwrap() {

@@ -59,6 +59,55 @@ pub fn peer(path_in_package: &str) -> PathBuf {
     p
 }
 
+/// Waits until `text()` (`what`: a log, say) holds `n` occurrences of `needle`; panics after
+/// `timeout`, showing the text.
+pub fn wait_for_count(what: &str, text: impl Fn() -> String, needle: &str, n: usize, timeout: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if text().matches(needle).count() >= n {
+            return;
+        }
+        sleep(Duration::from_millis(50));
+    }
+    panic!("{what} never had {n} x `{needle}` within {timeout:?}:\n{}", text());
+}
+
+/// Starts `tcpdump` (a command made to run in some namespace, without arguments yet) writing
+/// the packets of `iface` that match `filter` to `path`; returns it once it is listening.
+pub fn start_tcpdump(mut tcpdump: Command, iface: &str, path: &Path, filter: &str) -> Child {
+    let errors = path.with_extension("stderr");
+    let child = tcpdump
+        .args(["-i", iface, "--immediate-mode", "-U", "-w"])
+        .arg(path)
+        .arg(filter)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&errors).unwrap())
+        .spawn()
+        .expect("start tcpdump");
+    let start = Instant::now();
+    while !fs::read_to_string(&errors).unwrap_or_default().contains("listening on") {
+        assert!(start.elapsed() < Duration::from_secs(10), "tcpdump did not start: {:?}", fs::read_to_string(&errors));
+        sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// The lines of the audit log at `path` (none when it does not exist).
+pub fn audit_lines_in(path: &Path) -> Vec<String> {
+    fs::read_to_string(path).unwrap_or_default().lines().map(String::from).collect()
+}
+
+/// The lines of the audit log at `path` whose event is `event`.
+pub fn audit_events_in(path: &Path, event: &str) -> Vec<String> {
+    let needle = format!("\"event\":\"{event}\"");
+    audit_lines_in(path).into_iter().filter(|l| l.contains(&needle)).collect()
+}
+
+/// The ports in the output of `knock --profile P --dry-run`.
+pub fn dry_run_ports(stdout: &str) -> Vec<String> {
+    stdout.split_whitespace().skip(1).take_while(|w| !w.starts_with('(')).map(String::from).collect()
+}
+
 /// One test's lab.
 pub struct Lab {
     tag: String,
@@ -265,14 +314,7 @@ impl Lab {
 
     /// Waits until the daemon log holds `n` lines containing `needle`.
     pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.log().matches(needle).count() >= n {
-                return;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        panic!("daemon log never had {n} x `{needle}` within {timeout:?}:\n{}", self.log());
+        wait_for_count("daemon log", || self.log(), needle, n, timeout);
     }
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
@@ -368,28 +410,8 @@ impl Lab {
     /// Starts tcpdump in the server namespace writing knocks to `file`; returns its handle once
     /// tcpdump says it is listening.
     pub fn capture_knocks(&mut self, file: &str, filter: &str) -> usize {
-        let path = self.dir.join(file);
-        let errors = self.dir.join(format!("{file}.stderr"));
-        let child = self
-            .spawn(
-                Host::Server,
-                "tcpdump",
-                &["-i", "br0", "--immediate-mode", "-U", "-w", path.to_str().unwrap(), filter],
-            )
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&errors).unwrap())
-            .spawn()
-            .expect("start tcpdump");
+        let child = start_tcpdump(self.spawn(Host::Server, "tcpdump", &[]), "br0", &self.dir.join(file), filter);
         self.children.push(child);
-        let start = Instant::now();
-        while !fs::read_to_string(&errors).unwrap_or_default().contains("listening on") {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "tcpdump did not start: {:?}",
-                fs::read_to_string(&errors)
-            );
-            sleep(Duration::from_millis(20));
-        }
         self.children.len() - 1
     }
 
@@ -404,19 +426,17 @@ impl Lab {
 
     /// The audit log's lines.
     pub fn audit_lines(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.join("state/audit.log")).unwrap_or_default().lines().map(String::from).collect()
+        audit_lines_in(&self.dir.join("state/audit.log"))
     }
 
     /// Audit lines whose event is `event`.
     pub fn audit_events(&self, event: &str) -> Vec<String> {
-        let needle = format!("\"event\":\"{event}\"");
-        self.audit_lines().into_iter().filter(|l| l.contains(&needle)).collect()
+        audit_events_in(&self.dir.join("state/audit.log"), event)
     }
 
     /// The ports of the next sequence of a profile on a host, without consuming it.
     pub fn dry_run(&self, host: Host, profile: &str) -> Vec<String> {
-        let out = ok(&mut self.spawn(host, bin("knock"), &["--profile", profile, "--dry-run"]));
-        out.split_whitespace().skip(1).take_while(|w| !w.starts_with('(')).map(String::from).collect()
+        dry_run_ports(&ok(&mut self.spawn(host, bin("knock"), &["--profile", profile, "--dry-run"])))
     }
 
     /// Counts, in the server, TCP packets to `ports` before anything else sees them.

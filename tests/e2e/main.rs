@@ -13,6 +13,7 @@ mod backends;
 mod cli;
 mod file_mode;
 mod generate;
+mod ha;
 mod handover;
 mod keys;
 mod knockd_compat;

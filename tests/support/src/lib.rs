@@ -1,7 +1,7 @@
 //! What the tests of this repository share: network namespaces joined by veth pairs and deleted
 //! on drop ([`netns`]), running programs (in a namespace or not) with bounded waits ([`run`]), a
-//! test binary re-running one of its own tests inside a namespace ([`reexec`]), and golden files
-//! ([`golden`]).
+//! test binary re-running one of its own tests inside a namespace ([`reexec`]), golden files
+//! ([`golden`]), and a real etcd cluster with TLS, on loopback or in a namespace ([`etcd`]).
 //!
 //! The end-to-end tests (`tests/e2e`, `cargo test --test e2e`) are the only ones that need root;
 //! every other package's `cargo test` runs as any user.
@@ -10,6 +10,7 @@
 //! addresses in 198.18.0.0/15 and 2001:db8::/32, or on loopback ([`netns::Netns::addr`] refuses
 //! any other address).
 
+pub mod etcd;
 pub mod golden;
 pub mod netns;
 pub mod reexec;
