@@ -3,7 +3,8 @@
 //! One append-only file per key fingerprint or sequence-file hash. Each record is one line,
 //! `<kind> <counter> <unix_ms> <check>`, where `check` is the first 8 hex digits of SHA-256 of
 //! the file's label and everything before it on the line; each append is followed by
-//! `fdatasync`, so a record that returned is on disk. `consume N` consumes every counter <= N;
+//! `fdatasync`, so a record that returned is on disk, except a use whose [`PendingSync`] the
+//! caller runs itself ([`ConsumeStore::consume_pending`]). `consume N` consumes every counter <= N;
 //! `burn N` burns N alone. Loading replays the records; a torn last line (a crash mid-append)
 //! is cut off with a warning, a bad line anywhere else is corruption and refuses the ledger.
 //!
@@ -50,6 +51,15 @@ pub trait ConsumeStore: std::fmt::Debug {
     /// Marks `counter` used alone, durably (a `totp` time step: a used *set*, not a high-water
     /// mark, so a lost knock can be retried in the next step and a clock jump locks nobody out).
     fn mark_used(&mut self, counter: u64) -> Result<Consumed, LedgerError>;
+    /// [`ConsumeStore::consume`] (or, with `alone`, [`ConsumeStore::mark_used`]) whose record may
+    /// still need a [`PendingSync`] to be durable: the caller runs it while it writes its own
+    /// durable record of this use, and acts only once both are done (the daemon's grant,
+    /// docs/ARCHITECTURE.md, "Two durable writes at once"). A store whose writes are durable
+    /// when they return (a replicated one) returns no `PendingSync`, which the default does.
+    fn consume_pending(&mut self, counter: u64, alone: bool) -> Result<(Consumed, Option<PendingSync>), LedgerError> {
+        let consumed = if alone { self.mark_used(counter)? } else { self.consume(counter)? };
+        Ok((consumed, None))
+    }
     /// Burns `counter` alone, durably. Returns false when it was already used.
     fn burn(&mut self, counter: u64) -> Result<bool, LedgerError>;
     /// Burns `counter` in this process only, writing nothing: for burns past a client's budget,
@@ -74,6 +84,22 @@ pub trait ConsumeStore: std::fmt::Debug {
     }
     /// Everything the store knows is used.
     fn counters(&self) -> Counters;
+}
+
+/// The `fdatasync` still owed to a record a store wrote ([`ConsumeStore::consume_pending`]): it
+/// holds its own handle of the file, so it can run on another thread while the caller writes.
+/// Until it has run, the record may be lost in a crash (the caller must not act on it before).
+#[derive(Debug)]
+pub struct PendingSync {
+    file: File,
+    path: PathBuf,
+}
+
+impl PendingSync {
+    /// Makes the record durable.
+    pub fn run(self) -> Result<(), LedgerError> {
+        self.file.sync_data().map_err(|source| LedgerError::Io { path: self.path, source })
+    }
 }
 
 /// What can go wrong with a ledger file. Every message names the file.
@@ -355,6 +381,12 @@ impl Ledger {
     }
 
     fn append(&mut self, kind: &str, counter: u64) -> Result<(), LedgerError> {
+        self.append_then(kind, counter, true)
+    }
+
+    /// Appends one record; with `sync`, `fdatasync` before returning (which makes every earlier
+    /// record durable too).
+    fn append_then(&mut self, kind: &str, counter: u64, sync: bool) -> Result<(), LedgerError> {
         if self.read_only {
             return Err(LedgerError::ReadOnly(self.path.clone()));
         }
@@ -365,7 +397,9 @@ impl Ledger {
         let line = format!("{rest} {}\n", check(&self.label, &rest));
         let io = |source| LedgerError::Io { path: self.path.clone(), source };
         let before = self.file.metadata().map_err(io)?.len();
-        if let Err(e) = self.file.write_all(line.as_bytes()).and_then(|()| self.file.sync_data()) {
+        let written =
+            self.file.write_all(line.as_bytes()).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
             // Part of the record may be in the file (a full disk): cut it off, or the next record
             // would be glued to it and the ledger damaged in the middle.
             let _ = self.file.set_len(before);
@@ -416,6 +450,21 @@ impl ConsumeStore for Ledger {
         self.append("use", counter)?;
         self.apply_burn(counter);
         Ok(Consumed::Fresh)
+    }
+
+    fn consume_pending(&mut self, counter: u64, alone: bool) -> Result<(Consumed, Option<PendingSync>), LedgerError> {
+        if self.is_used(counter) {
+            return Ok((Consumed::AlreadyUsed, None));
+        }
+        // A second handle for the sync; without one, the append syncs itself.
+        let handle = self.file.try_clone().ok();
+        self.append_then(if alone { "use" } else { "consume" }, counter, handle.is_none())?;
+        if alone {
+            self.apply_burn(counter);
+        } else {
+            self.apply_consume(counter);
+        }
+        Ok((Consumed::Fresh, handle.map(|file| PendingSync { file, path: self.path.clone() })))
     }
 
     fn burn(&mut self, counter: u64) -> Result<bool, LedgerError> {
@@ -493,6 +542,28 @@ mod tests {
         assert_eq!(l.consume(5).unwrap(), Consumed::AlreadyUsed);
         assert_eq!(l.consume(6).unwrap(), Consumed::Fresh);
         assert_eq!(l.burned().count(), 0, "burns below next are forgotten");
+    }
+
+    #[test]
+    fn a_pending_use_writes_the_same_record_as_a_durable_one() {
+        let p = tmp("pending");
+        let w = lock(&p);
+        let mut l = Ledger::create(&p, "abc").unwrap();
+        let (consumed, sync) = l.consume_pending(4, false).unwrap();
+        assert_eq!(consumed, Consumed::Fresh);
+        sync.expect("a file ledger owes a sync").run().unwrap();
+        let (consumed, sync) = l.consume_pending(2, false).unwrap();
+        assert!(consumed == Consumed::AlreadyUsed && sync.is_none(), "consumes everything up to 4");
+        let (consumed, sync) = l.consume_pending(9, true).unwrap();
+        assert_eq!(consumed, Consumed::Fresh);
+        assert!(l.is_used(9) && !l.is_used(8), "alone: a used step, not a high-water mark");
+        // Synced from another thread, as the daemon does.
+        std::thread::spawn(move || sync.unwrap().run()).join().unwrap().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\nconsume 4 ") && text.contains("\nuse 9 "), "{text}");
+        drop(l);
+        let l = Ledger::open(&p, "abc", &w).unwrap();
+        assert!(l.next() == 5 && l.is_used(9) && !l.is_used(8));
     }
 
     #[test]

@@ -1,21 +1,29 @@
 //! The matcher: per-source progress through candidate sequences.
 //!
 //! Pure state machine, driven by the caller with packets and a millisecond clock. State is
-//! created only when a packet is the first knock of a candidate in a door's precomputed
-//! first-knock table; everything else from an unknown source is dropped at once. Within an
-//! attempt (a *track*: one source following one candidate), the next knock advances it, a
-//! repeat of an already matched knock is ignored, and anything else in the door's range is a
-//! miss. Tracks end on completion, on more than `misses` misses, on `seq_timeout`, or when
-//! evicted; a fresh candidate whose track had matched enough knocks (see [`burn_threshold`])
-//! and then ended incomplete is burned ("burn on sight", docs/PROTOCOL.md section 7).
+//! created only when a packet is the first knock of a candidate of a door (`index.rs` files
+//! every candidate under its first two knocks); everything else from an unknown source is
+//! dropped at once. A first knock leaves a *seed* (`seeds.rs`): one entry whatever the number
+//! of candidates starting with that knock, in a table of fixed size. The packet that follows it
+//! with some candidate's second knock makes a *track* of that candidate (one source following
+//! one candidate, two knocks matched). Within an attempt, the next knock advances it, a repeat
+//! of an already matched knock is ignored, and anything else in the door's range is a miss
+//! (seeds count misses too). Tracks end on completion, on more than `misses` misses, on
+//! `seq_timeout`, or when evicted; a fresh candidate whose track had matched enough knocks (see
+//! [`burn_threshold`]) and then ended incomplete is burned ("burn on sight", docs/PROTOCOL.md
+//! section 7).
 //!
-//! A first-knock hit starts two tracks on our doors (docs/PROTOCOL.md section 7, "Attempts"):
-//! one that sees only packets from the same source *port* (a client sends every knock of an
+//! A first-knock hit starts two attempts on our doors (docs/PROTOCOL.md section 7, "Attempts"),
+//! each with its seed and then its tracks: one that sees only packets from the same source *port* (a client sends every knock of an
 //! attempt from one port, so a neighbour behind the same address, knocking at random, cannot
 //! spoil it with misses), and one that sees every packet of the source *address* (for NATs that
 //! give each connection a new port). They are siblings: the first to complete wins, and the
 //! candidate burns only when the last of them ends incomplete. knockd's doors keep knockd's
-//! one track per address. State is bounded in total, per attempt, per address and per IPv6 /64.
+//! one track per address. Seeds are bounded by their table (half of [`Limits::max_tracks`]);
+//! tracks in total, per attempt, per address and per IPv6 /64.
+
+mod index;
+mod seeds;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +33,8 @@ use crate::config::TcpFlagRule;
 use crate::knock::{Knock, Proto};
 use crate::packet::KnockPacket;
 use crate::sequence::{Alphabet, Purpose};
+use index::DoorIndex;
+use seeds::{Seed, SeedKey, SeedTable, View};
 
 /// Identifies one candidate sequence of one door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,7 +121,8 @@ pub enum Event {
 /// Limits on matcher state.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Tracks in all.
+    /// Attempts in all: first knocks remembered (seeds, at most half of this) and tracks (two
+    /// knocks matched or more, the rest). The bounds below are the tracks'.
     pub max_tracks: usize,
     /// Tracks per attempt slot: (address, source port, door), or (address, door) for the tracks
     /// that follow the whole address.
@@ -124,7 +135,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_tracks: 100_000, per_slot: 16, per_address: 1024, per_ipv6_64: 1024 }
+        Limits { max_tracks: 262_144, per_slot: 16, per_address: 1024, per_ipv6_64: 1024 }
     }
 }
 
@@ -176,7 +187,7 @@ pub struct DoorRules {
 struct Track {
     id: CandidateId,
     used: bool,
-    expected: Vec<Knock>,
+    expected: Expected,
     progress: usize,
     /// The most any ended sibling of this track had matched (see [`Matcher::end`]).
     peak: usize,
@@ -184,6 +195,8 @@ struct Track {
     started_ms: u64,
     /// Creation order, to tell apart tracks started in the same millisecond.
     order: u64,
+    /// The source port of its first knock (its seed's, see [`Matcher::end`]).
+    origin_port: u16,
 }
 
 /// Where a track lives within its source address: the door, and the source port for a track
@@ -194,26 +207,110 @@ struct Slot {
     port: Option<u16>,
 }
 
+/// The knocks a track expects: its first, and the rest as its candidate holds them (shared,
+/// not copied) or as derived for the source.
+#[derive(Debug, Clone)]
+struct Expected {
+    first: Knock,
+    rest: Arc<[Knock]>,
+}
+
+impl Expected {
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&Knock> {
+        match i {
+            0 => Some(&self.first),
+            _ => self.rest.get(i - 1),
+        }
+    }
+
+    /// Whether `knock` repeats one of the first `matched` knocks (a retransmission or
+    /// duplicate, ignored): with `strict`, only the last of them counts.
+    fn repeats(&self, matched: usize, knock: Knock, strict: bool) -> bool {
+        let rest = &self.rest[..matched.saturating_sub(1).min(self.rest.len())];
+        if strict {
+            rest.last().unwrap_or(&self.first) == &knock
+        } else {
+            self.first == knock || rest.contains(&knock)
+        }
+    }
+}
+
+/// The tracks of one source address, by slot (a few slots each: a plain list).
+#[derive(Debug, Default)]
+struct Slots(Vec<(Slot, Vec<Track>)>);
+
+impl Slots {
+    fn get(&self, slot: &Slot) -> Option<&Vec<Track>> {
+        self.0.iter().find(|(s, _)| s == slot).map(|(_, l)| l)
+    }
+
+    fn get_mut(&mut self, slot: &Slot) -> Option<&mut Vec<Track>> {
+        self.0.iter_mut().find(|(s, _)| s == slot).map(|(_, l)| l)
+    }
+
+    fn remove(&mut self, slot: &Slot) -> Option<Vec<Track>> {
+        let i = self.0.iter().position(|(s, _)| s == slot)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn insert(&mut self, slot: Slot, list: Vec<Track>) {
+        match self.get_mut(&slot) {
+            Some(l) => *l = list,
+            None => self.0.push((slot, list)),
+        }
+    }
+
+    fn entry(&mut self, slot: Slot) -> &mut Vec<Track> {
+        let i = match self.0.iter().position(|(s, _)| *s == slot) {
+            Some(i) => i,
+            None => {
+                self.0.push((slot, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Slot, &Vec<Track>)> {
+        self.0.iter().map(|(s, l)| (s, l))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Vec<Track>> {
+        self.0.iter().map(|(_, l)| l)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Every track of one source address.
 #[derive(Debug, Default)]
 struct AddressTracks {
-    slots: HashMap<Slot, Vec<Track>>,
+    slots: Slots,
     count: usize,
 }
 
 #[derive(Debug, Default)]
 struct DoorState {
     rules: Option<DoorRules>,
-    /// First knock -> candidates starting with it.
-    table: HashMap<Knock, Vec<Candidate>>,
-    /// Client -> the first knocks it put in `table`, for cheap replacement.
-    by_client: HashMap<usize, Vec<Knock>>,
+    /// Its candidates.
+    index: DoorIndex,
 }
 
 /// The matcher for every door.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Matcher {
     doors: Vec<DoorState>,
+    /// Each door's `seq_timeout` in milliseconds (for the seeds).
+    timeouts: Vec<u64>,
+    /// First knocks, waiting for a second.
+    seeds: SeedTable,
+    /// Tracks: attempts past their first knock.
     tracks: HashMap<IpAddr, AddressTracks>,
     /// Addresses holding a track at or past the door's burn threshold, per fresh candidate.
     prefixes: HashMap<CandidateId, Vec<IpAddr>>,
@@ -222,6 +319,14 @@ pub struct Matcher {
     /// Tracks created so far (their `order`).
     created: u64,
     limits: Limits,
+    /// Most tracks: what the seeds leave of `limits.max_tracks`.
+    max_real: usize,
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Matcher::new(Limits::default())
+    }
 }
 
 /// The least number of matched knocks, two at least, after which the knocks left to guess
@@ -233,20 +338,16 @@ pub fn burn_threshold(alphabet_size: u32, length: usize) -> usize {
     (2..length).find(|b| (length - b) as f64 * per_knock < 64.0).unwrap_or(length).max(2)
 }
 
-/// Whether `knock` repeats a matched knock (a retransmission or duplicate, ignored).
-fn is_repeat(matched: &[Knock], knock: Knock, strict: bool) -> bool {
-    if strict {
-        matched.last() == Some(&knock)
-    } else {
-        matched.contains(&knock)
-    }
-}
-
 fn ipv6_64(addr: IpAddr) -> Option<u64> {
     match addr {
         IpAddr::V6(v6) => Some((u128::from(v6) >> 64) as u64),
         IpAddr::V4(_) => None,
     }
+}
+
+/// A door's number among the seeds (doors past 65535 share the last).
+fn seed_door(door: usize) -> u16 {
+    u16::try_from(door).unwrap_or(u16::MAX)
 }
 
 /// Which tracks an eviction chooses from.
@@ -268,44 +369,47 @@ struct Pace {
 impl Matcher {
     /// An empty matcher with the given limits.
     pub fn new(limits: Limits) -> Self {
-        Matcher { limits, ..Matcher::default() }
+        let seeds = SeedTable::new(limits.max_tracks / 2);
+        let max_real = limits.max_tracks.saturating_sub(seeds.capacity()).max(1);
+        Matcher {
+            doors: Vec::new(),
+            timeouts: Vec::new(),
+            seeds,
+            tracks: HashMap::new(),
+            prefixes: HashMap::new(),
+            per_64: HashMap::new(),
+            track_count: 0,
+            created: 0,
+            limits,
+            max_real,
+        }
     }
 
     /// Sets (or replaces) door `door`'s rules. Doors are numbered from 0 by the caller.
     pub fn set_door(&mut self, door: usize, rules: DoorRules) {
         if self.doors.len() <= door {
             self.doors.resize_with(door + 1, DoorState::default);
+            self.timeouts.resize(door + 1, 0);
         }
+        self.timeouts[door] = rules.seq_timeout_ms;
         self.doors[door].rules = Some(rules);
     }
 
-    /// Replaces every first-knock table entry of `client` on `door` with `candidates`.
+    /// Replaces every candidate of `client` on `door` with `candidates`.
     pub fn set_client_candidates(&mut self, door: usize, client: usize, candidates: &[Candidate]) {
-        let Some(ds) = self.doors.get_mut(door) else { return };
-        for k in ds.by_client.remove(&client).unwrap_or_default() {
-            if let Some(list) = ds.table.get_mut(&k) {
-                list.retain(|c| c.id.client != client);
-                if list.is_empty() {
-                    ds.table.remove(&k);
-                }
-            }
+        if let Some(ds) = self.doors.get_mut(door) {
+            ds.index.set_client(client, candidates);
         }
-        let mut firsts = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            ds.table.entry(c.first).or_default().push(c.clone());
-            firsts.push(c.first);
-        }
-        ds.by_client.insert(client, firsts);
     }
 
-    /// Number of live tracks.
+    /// Number of live attempts: first knocks remembered and tracks.
     pub fn track_count(&self) -> usize {
-        self.track_count
+        self.track_count + self.seeds.live()
     }
 
-    /// Number of first-knock table entries of a door.
+    /// Number of candidates of a door.
     pub fn table_len(&self, door: usize) -> usize {
-        self.doors.get(door).map_or(0, |d| d.table.values().map(Vec::len).sum())
+        self.doors.get(door).map_or(0, |d| d.index.len())
     }
 
     /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
@@ -326,10 +430,16 @@ impl Matcher {
             // Candidates this packet completed: a sibling completing on the same packet is the
             // same attempt, not a replay.
             let mut done = Vec::new();
-            for slot in port_slot.into_iter().chain([address_slot]) {
-                self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);
+            let tracked = !self.tracks.is_empty() && self.tracks.contains_key(&source);
+            let (port_key, address_key) = self.seeds.keys(source, seed_door(door), packet.src_port);
+            for (slot, key) in port_slot.map(|s| (s, port_key)).into_iter().chain([(address_slot, address_key)]) {
+                if tracked {
+                    self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);
+                }
+                self.advance_seeds(source, slot, &key, knock, now_ms, pace, rest, &mut done, &mut events);
             }
-            self.start_tracks(source, port_slot, door, knock, now_ms, rest, &mut events);
+            let keys = (port_slot.is_some().then_some(port_key), address_key);
+            self.plant(source, packet.src_port, door, keys, knock, now_ms, &mut events);
         }
         events
     }
@@ -347,13 +457,15 @@ impl Matcher {
         events: &mut Vec<Event>,
     ) {
         let Some(mut list) = self.tracks.get_mut(&source).and_then(|a| a.slots.remove(&slot)) else { return };
-        let mut kept = Vec::with_capacity(list.len());
         let mut ended = Vec::new();
         let mut reached_prefix = Vec::new();
         let prefix_len = self.prefix_len(slot.door);
-        for mut t in list.drain(..) {
+        // In place (tracks that end leave the list, in order): a packet allocates nothing here.
+        let mut i = 0;
+        while i < list.len() {
+            let t = &mut list[i];
             if now_ms.saturating_sub(t.started_ms) > pace.timeout_ms {
-                ended.push((t, BurnReason::Timeout));
+                ended.push((list.remove(i), BurnReason::Timeout));
                 continue;
             }
             if t.expected.get(t.progress) == Some(&knock) {
@@ -363,23 +475,24 @@ impl Matcher {
                         events.push(Event::Completed { id: t.id, source, used: t.used });
                         done.push(t.id);
                     }
+                    let t = list.remove(i);
                     self.forget(source, &t);
                     continue;
                 }
                 if t.progress == prefix_len && !t.used {
                     reached_prefix.push(t.id);
                 }
-            } else if !is_repeat(&t.expected[..t.progress], knock, pace.strict) {
+            } else if !t.expected.repeats(t.progress, knock, pace.strict) {
                 t.misses = t.misses.saturating_add(1);
                 if t.misses > pace.misses {
-                    ended.push((t, BurnReason::Misses));
+                    ended.push((list.remove(i), BurnReason::Misses));
                     continue;
                 }
             }
-            kept.push(t);
+            i += 1;
         }
-        if !kept.is_empty() {
-            self.tracks.entry(source).or_default().slots.insert(slot, kept);
+        if !list.is_empty() {
+            self.tracks.entry(source).or_default().slots.insert(slot, list);
         }
         // Ended tracks are judged with their list back in place, so siblings are seen.
         for (t, reason) in ended {
@@ -390,74 +503,144 @@ impl Matcher {
         }
     }
 
+    /// The packet as the seeds of (source, slot) see it: the second knock of some candidate
+    /// after a seed's knock makes a track of it; for the seed's other candidates it is a miss.
     #[allow(clippy::too_many_arguments)]
-    fn start_tracks(
+    fn advance_seeds(
         &mut self,
         source: IpAddr,
-        port_slot: Option<Slot>,
-        door: usize,
+        slot: Slot,
+        key: &SeedKey,
         knock: Knock,
         now_ms: u64,
+        pace: Pace,
         rest: &dyn RestOfSequence,
+        done: &mut Vec<CandidateId>,
         events: &mut Vec<Event>,
     ) {
-        // Borrow the list out of the table while tracks change (no copy on this hot path);
-        // nothing below touches the table, and the list goes back afterwards.
-        let Some(cands) = self.doors[door].table.get_mut(&knock).map(std::mem::take) else { return };
-        let slots: Vec<Slot> = port_slot.into_iter().chain([Slot { door, port: None }]).collect();
-        for c in &cands {
-            let mut expected: Option<Vec<Knock>> = None;
-            // A used candidate can only be replayed: one track per address is enough to tell
-            // the audit so, and a replayer sending from ever new ports creates no more state.
-            let slots = if c.used { &slots[slots.len() - 1..] } else { &slots[..] };
-            for &slot in slots {
-                let known = self
-                    .tracks
-                    .get(&source)
-                    .and_then(|a| a.slots.get(&slot))
-                    .is_some_and(|l| l.iter().any(|t| t.id == c.id));
-                if known {
-                    continue;
+        let found = self.seeds.find(key, now_ms, pace.timeout_ms);
+        let mut promoted: Vec<(Seed, Candidate, Expected)> = Vec::new();
+        let port_view = slot.port.is_some();
+        for (at, seed) in found.iter() {
+            let index = &self.doors[slot.door].index;
+            // A used candidate is followed per address only (see `plant`).
+            let wanted = |c: &Candidate| !(port_view && c.used || self.seeds.taken(*at, &c.id));
+            for c in index.pair(seed.knock(), knock).iter().filter(|c| wanted(c)) {
+                let rest = c.rest.clone().unwrap_or_else(|| Arc::from([]));
+                promoted.push((*seed, c.clone(), Expected { first: c.first, rest }));
+            }
+            for c in index.unbound(seed.knock()).iter().filter(|c| wanted(c)) {
+                let derived = rest.rest(&c.id, c.first, source);
+                if derived.first() == Some(&knock) {
+                    promoted.push((*seed, c.clone(), Expected { first: c.first, rest: Arc::from(derived) }));
                 }
-                let expected = expected
-                    .get_or_insert_with(|| {
-                        let mut e = Vec::with_capacity(8);
-                        e.push(c.first);
-                        match &c.rest {
-                            Some(known) => e.extend_from_slice(known),
-                            None => e.extend(rest.rest(&c.id, c.first, source)),
-                        }
-                        e
-                    })
-                    .clone();
-                if expected.len() == 1 {
-                    // A one-knock sequence (knockd allows it) completes here, once.
-                    events.push(Event::Completed { id: c.id, source, used: c.used });
-                    break;
-                }
-                self.make_room(source, slot, events);
-                self.created += 1;
-                let track = Track {
-                    id: c.id,
-                    used: c.used,
-                    expected,
-                    progress: 1,
-                    peak: 0,
-                    misses: 0,
-                    started_ms: now_ms,
-                    order: self.created,
-                };
-                let at = self.tracks.entry(source).or_default();
-                at.slots.entry(slot).or_default().push(track);
-                at.count += 1;
-                self.track_count += 1;
-                if let Some(n) = ipv6_64(source) {
-                    *self.per_64.entry(n).or_default() += 1;
+            }
+            // For every other candidate of the seed, anything but a repeat is a miss.
+            if knock != seed.knock() {
+                let misses = seed.misses.saturating_add(1);
+                if misses > pace.misses {
+                    self.seeds.end(*at);
+                } else {
+                    self.seeds.set_misses(*at, misses);
                 }
             }
         }
-        if let Some(entry) = self.doors[door].table.get_mut(&knock) {
-            *entry = cands;
+        if promoted.is_empty() {
+            return;
+        }
+        let prefix_len = self.prefix_len(slot.door);
+        let mut reached_prefix = Vec::new();
+        for (seed, c, expected) in promoted {
+            let limit = self.seed_limit(slot.door, seed.knock(), port_view);
+            self.seeds.take(key, seed.knock(), c.id, limit);
+            if expected.len() == 2 {
+                // A two-knock sequence is complete.
+                if !done.contains(&c.id) {
+                    events.push(Event::Completed { id: c.id, source, used: c.used });
+                    done.push(c.id);
+                }
+                continue;
+            }
+            let known = self
+                .tracks
+                .get(&source)
+                .and_then(|a| a.slots.get(&slot))
+                .is_some_and(|l| l.iter().any(|t| t.id == c.id));
+            if known {
+                continue;
+            }
+            self.make_room(source, slot, events);
+            self.created += 1;
+            let track = Track {
+                id: c.id,
+                used: c.used,
+                expected,
+                progress: 2,
+                peak: 0,
+                misses: seed.misses,
+                started_ms: seed.started_ms(now_ms),
+                order: self.created,
+                origin_port: seed.origin_port,
+            };
+            let at = self.tracks.entry(source).or_default();
+            at.slots.entry(slot).push(track);
+            at.count += 1;
+            self.track_count += 1;
+            if let Some(n) = ipv6_64(source) {
+                *self.per_64.entry(n).or_default() += 1;
+            }
+            if prefix_len == 2 && !c.used {
+                reached_prefix.push(c.id);
+            }
+        }
+        for id in reached_prefix {
+            self.note_prefix(source, id, events);
+        }
+    }
+
+    /// How many candidates a seed of `knock` can start in a view: when all were taken from it,
+    /// it is over.
+    fn seed_limit(&self, door: usize, knock: Knock, port_view: bool) -> u32 {
+        let starts = self.doors.get(door).map(|d| d.index.starts(knock)).unwrap_or_default();
+        if port_view {
+            starts.fresh
+        } else {
+            starts.fresh + starts.used
+        }
+    }
+
+    /// A packet that is some candidate's first knock leaves a seed in the port's view (when the
+    /// door follows ports and a fresh candidate starts with it: a used one can only be
+    /// replayed, which the address's view shows) and in the address's view, unless a seed of
+    /// that knock is there already (a repeat). A one-knock sequence completes here, once.
+    #[allow(clippy::too_many_arguments)]
+    fn plant(
+        &mut self,
+        source: IpAddr,
+        src_port: u16,
+        door: usize,
+        (port_key, address_key): (Option<SeedKey>, SeedKey),
+        knock: Knock,
+        now_ms: u64,
+        events: &mut Vec<Event>,
+    ) {
+        let index = &self.doors[door].index;
+        if index.has_singles() {
+            for c in index.singles(knock) {
+                events.push(Event::Completed { id: c.id, source, used: c.used });
+            }
+        }
+        let starts = index.starts(knock);
+        if starts.fresh + starts.used == 0 {
+            return;
+        }
+        let timeouts = &self.timeouts;
+        let timeout_of = |d: u16| timeouts.get(usize::from(d)).copied().unwrap_or(0);
+        let port_key = port_key.filter(|_| starts.fresh > 0);
+        for key in port_key.into_iter().chain([address_key]) {
+            if !self.seeds.holds(&key, knock, now_ms, timeout_of(key.door)) {
+                self.seeds.plant(&key, knock, src_port, now_ms, timeout_of);
+            }
         }
     }
 
@@ -488,9 +671,9 @@ impl Matcher {
                 self.evict(events, (self.limits.per_ipv6_64 / 8).max(1), Scope::Ipv6Net(n));
             }
         }
-        if self.track_count >= self.limits.max_tracks {
+        if self.track_count >= self.max_real {
             // Evict an eighth at once so a flood pays the scan rarely.
-            let batch = (self.limits.max_tracks / 8).max(1);
+            let batch = (self.max_real / 8).max(1);
             self.evict(events, batch, Scope::All);
         }
     }
@@ -499,7 +682,7 @@ impl Matcher {
     fn evict(&mut self, events: &mut Vec<Event>, n: usize, scope: Scope) {
         let mut victims: Vec<(usize, u64, IpAddr, Slot, CandidateId)> = Vec::new();
         let mut add = |s: IpAddr, a: &AddressTracks| {
-            for (slot, l) in &a.slots {
+            for (slot, l) in a.slots.iter() {
                 victims.extend(l.iter().map(|t| (t.progress, t.order, s, *slot, t.id)));
             }
         };
@@ -608,6 +791,13 @@ impl Matcher {
                     self.forget(source, &s);
                 }
             }
+            // Its first knock's seeds must not start it again.
+            let first = t.expected.first;
+            for view in [View::Port(t.origin_port), View::Address] {
+                let key = self.seeds.key(source, seed_door(t.id.door), view);
+                let limit = self.seed_limit(t.id.door, first, view != View::Address);
+                self.seeds.take(&key, first, t.id, limit);
+            }
             if !t.used {
                 events.push(Event::Burned { id: t.id, source, progress: reached, reason });
             }
@@ -671,6 +861,8 @@ impl Matcher {
     /// Ends every track older than its door's `seq_timeout`. Call a few times a second.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
+        let timeouts = &self.timeouts;
+        self.seeds.sweep(now_ms, |d| timeouts.get(usize::from(d)).copied().unwrap_or(0));
         let expired: Vec<(IpAddr, Slot, CandidateId)> = self
             .tracks
             .iter()
@@ -694,6 +886,7 @@ impl Matcher {
         if let Some(ds) = self.doors.get_mut(door) {
             *ds = DoorState::default();
         }
+        self.seeds.clear_door(seed_door(door));
         self.drop_tracks_where(|slot, _| slot.door == door);
         // `forget` no longer knows the door's prefix length: drop its prefix owners here, or a
         // candidate id reused after the reload would be burned as a "second source".
@@ -709,7 +902,7 @@ impl Matcher {
     fn drop_tracks_where(&mut self, pick: impl Fn(Slot, &Track) -> bool) {
         let mut doomed: Vec<(IpAddr, Slot, CandidateId)> = Vec::new();
         for (s, a) in &self.tracks {
-            for (slot, l) in &a.slots {
+            for (slot, l) in a.slots.iter() {
                 doomed.extend(l.iter().filter(|t| pick(*slot, t)).map(|t| (*s, *slot, t.id)));
             }
         }

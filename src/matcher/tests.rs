@@ -479,6 +479,32 @@ fn the_address_quota_evicts_the_flood_not_the_moving_attempt() {
     assert_eq!(completed(&ev), vec![(cid(5), false)], "{ev:?}");
 }
 
+/// Issue 12: a first knock costs one seed per attempt (its port's and its address's) whatever
+/// the number of candidates starting with it, and the client's candidate is found among them
+/// by its first two knocks, wherever it is filed.
+#[test]
+fn regression_12_a_first_knock_shared_by_many_clients_costs_two_seeds_and_still_opens() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 0);
+    let seq = keys.sequence(&cid(0), CLIENT);
+    let mut others = (40000..42048).map(Knock::tcp).filter(|k| !seq.contains(k)).cycle();
+    let alices = CandidateId { client: 250, ..cid(0) };
+    for client in 0..500 {
+        let id = CandidateId { client, ..cid(0) };
+        let rest: Vec<Knock> = if id == alices { seq[1..].to_vec() } else { others.by_ref().take(7).collect() };
+        m.set_client_candidates(
+            0,
+            client,
+            &[Candidate { id, first: seq[0], used: false, rest: Some(Arc::from(rest)) }],
+        );
+    }
+    assert_eq!(m.table_len(0), 500);
+    let ev = send(&mut m, &keys, CLIENT, &seq[..1], 0);
+    assert!(ev.is_empty());
+    assert_eq!(m.track_count(), 2, "one seed for the port's attempt, one for the address's");
+    let ev = send(&mut m, &keys, CLIENT, &seq[1..], 10);
+    assert_eq!(completed(&ev), vec![(alices, false)], "{ev:?}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -42,6 +42,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Connect to a TCP port; optionally hold the session, checking echoes. Exit 0 on success.
     Probe(ProbeArgs),
+    /// Time knock -> grant from outside: the clients' last knock on the server's interface to
+    /// the new nftables set element (one line per grant; sends nothing).
+    #[command(after_help = "Example (in the server's namespace):\n  knock-lab grants --iface br0 --clients \
+198.18.0.2,2001:db8::2 --knock-filter 'dst portrange 40000-42047' --max-seconds 60")]
+    Grants(GrantsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrantsArgs {
+    /// Interface the knocks arrive on (the server's).
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
+    /// Sources whose knocks are timed, comma-separated.
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', required = true, num_args = 1..)]
+    pub clients: Vec<IpAddr>,
+    /// pcap filter expression that selects the knocks among the clients' packets.
+    #[arg(long, value_name = "EXPR", default_value = "tcp or udp")]
+    pub knock_filter: String,
+    /// Stop after T seconds (max 3600).
+    #[arg(long, value_name = "T")]
+    pub max_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,8 @@ pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
+/// pcap's link type of Ethernet captures.
+const DLT_EN10MB: i32 = 1;
 pub const IPPROTO_UDP: u8 = 17;
 const IPV4_HDR_LEN: usize = 20;
 const IPV6_HDR_LEN: usize = 40;
@@ -288,6 +290,14 @@ pub fn parse_ip(frame: &[u8]) -> Result<Option<IpInfo>, String> {
         ETHERTYPE_IPV4 => parse_ipv4(frame, l3).map(Some),
         ETHERTYPE_IPV6 => parse_ipv6(frame, l3).map(Some),
         _ => Ok(None),
+    }
+}
+
+/// The IP source of a captured frame of pcap link type `dlt` (Ethernet or raw IP), if any.
+pub fn source_of(dlt: i32, frame: &[u8]) -> Option<IpAddr> {
+    match dlt {
+        DLT_EN10MB => parse_ip(frame).ok().flatten().map(|i| i.src),
+        _ => None,
     }
 }
 

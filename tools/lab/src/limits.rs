@@ -13,6 +13,8 @@ pub const MAX_SEND_PACKETS: usize = 100_000;
 pub const MAX_REPLAY_FRAMES: usize = 1_000_000;
 /// Longest any command may run, in seconds.
 pub const MAX_SECONDS: u64 = 120;
+/// Longest `grants` may watch, in seconds (it sends nothing).
+pub const MAX_WATCH_SECONDS: u64 = 3600;
 /// Longest delay between two packets, in milliseconds.
 pub const MAX_DELAY_MS: u64 = 60_000;
 

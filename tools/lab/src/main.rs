@@ -6,6 +6,7 @@ mod addr;
 mod cli;
 mod flood;
 mod frame;
+mod grants;
 mod inject;
 mod limits;
 mod replay;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Command::Flood(a) => flood::run(a),
         Command::Serve(a) => tcp::serve(a),
         Command::Probe(a) => tcp::probe(a),
+        Command::Grants(a) => grants::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,10 +5,13 @@
 //! 2. the state directory must have room, or nothing can be made durable: refused;
 //! 3. the candidate is used up through its door's store ([`Doors::consume`], the ledger seam:
 //!    docs/ARCHITECTURE.md): a replay if it was used, refused if that cannot be made durable;
-//! 4. a completed rotation of a file door's sequence file takes effect;
-//! 5. the `grant` (or `close`) audit record is written durably, or nothing opens;
-//! 6. the door's action runs ([`Actions::run`]: firewall grant or knockd command);
-//! 7. one log line says what happened.
+//! 4. the `grant` (or `close`) audit record is written durably while the ledger's record of
+//!    the use is synced on another thread; nothing opens unless both are durable;
+//! 5. the door's action runs ([`Actions::run`]: firewall grant or knockd command);
+//! 6. one log line says what happened;
+//! 7. only then, off the knock's path: a completed rotation of a file door's sequence file
+//!    takes effect, or the client's candidates are rebuilt (no packet is read meanwhile, so the
+//!    matcher sees the same state as if it had been done before the grant).
 //!
 //! Replays, burns and second-source alerts are audited (folded under a flood) and logged;
 //! burns are made durable within each client's budget.
@@ -26,6 +29,7 @@ use knock_core::sequence::Purpose;
 use knock_core::time::unix_now;
 use tracing::{error, info, warn};
 
+use super::ledger_sync::Syncing;
 use super::Daemon;
 use crate::runtime::doors::Knocked;
 use crate::state::audit::Record;
@@ -77,22 +81,21 @@ impl Daemon {
             .room()
             .map_err(|e| e.to_string())
             .and_then(|()| self.doors.consume(&id).map_err(|e| e.to_string()));
-        match consumed {
-            Ok(Consumed::Fresh) => {}
-            Ok(Consumed::AlreadyUsed) => return self.replay(id, source, "already used"),
-            Err(why) => {
-                // Audited (folded under a flood, as only a key holder can repeat it fast), and
-                // logged within the chatter budget. Nothing opens.
-                let written = self.audit_flood(record("refused", &who, source).with("reason", why.clone()));
-                if written && self.chatter.take(now_ms) {
-                    error!(door, client, %source, "knock refused, nothing can be consumed durably: {why}");
-                }
-                return;
-            }
-        }
+        let pending = match consumed {
+            Ok((Consumed::Fresh, pending)) => pending,
+            Ok((Consumed::AlreadyUsed, _)) => return self.replay(id, source, "already used"),
+            Err(why) => return self.refused(&who, source, &why, now_ms),
+        };
+        // The ledger's record is made durable on the syncer's thread while this one writes the
+        // audit record; nothing opens before both are (docs/ARCHITECTURE.md, "Two durable writes
+        // at once").
+        let mut syncing = self.ledger_sync.begin(pending);
         if resync {
-            // Only now that the counters are consumed: the record of a consumption that failed
-            // would make the next start refuse the client's ledger as rolled back.
+            // Only once the counters are consumed durably: the record of a consumption that
+            // failed would make the next start refuse the client's ledger as rolled back.
+            if let Err(e) = std::mem::replace(&mut syncing, Syncing::Nothing).wait() {
+                return self.refused(&who, source, &e.to_string(), now_ms);
+            }
             let mut rec = record("resync", &who, source);
             if let Some(key) = &who.key {
                 rec = rec.with("key", key.clone());
@@ -100,10 +103,8 @@ impl Daemon {
             self.audit_write(rec, true);
             info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
         }
-        // 4. The first use of a door's incoming sequence file completes its rotation.
-        self.after_use(&id, &door);
-        // 5. The audit record of the grant goes before the grant.
-        let Some(d) = self.doors.door(&id) else { return };
+        // 4. The audit record of the grant goes before the grant.
+        let Some(d) = self.doors.door(&id) else { return self.after_use(&id, &door) };
         let door_config = d.config.clone();
         let ports: Vec<String> = door_config.open.iter().map(|o| o.to_string()).collect();
         let event = if id.purpose == Purpose::Close { "close" } else { "grant" };
@@ -121,11 +122,18 @@ impl Daemon {
             // The shared ledger's revision of this consumption (etcd).
             rec = rec.with("store_revision", revision);
         }
-        if !self.audit_write(rec, true) {
+        let written = self.audit_write(rec, true);
+        let synced = syncing.wait();
+        if !written {
             error!(door, client, %source, "knock refused: its audit record could not be written");
-            return;
+            return self.after_use(&id, &door);
         }
-        // 6, 7. The door acts, and says so.
+        if let Err(e) = synced {
+            // The audit log holds the grant record, then this refusal.
+            self.refused(&who, source, &e.to_string(), now_ms);
+            return self.after_use(&id, &door);
+        }
+        // 5, 6. The door acts, and says so.
         let sequence = &who.sequence;
         match (self.actions.run(&door_config, &client, id.purpose, source), id.purpose) {
             (Ok(()), Purpose::Open) => info!(door, client, %source, sequence = %sequence, ports = %ports.join(","),
@@ -135,6 +143,18 @@ impl Daemon {
                 info!(door, client, %source, sequence = %sequence, "door closed by closing sequence")
             }
             (Err(e), _) => error!(door, client, %source, "the door's action failed: {e}"),
+        }
+        // 7. The first use of a door's incoming sequence file completes its rotation; otherwise
+        // the client's candidates are rebuilt.
+        self.after_use(&id, &door);
+    }
+
+    /// A use that could not be made durable: audited (folded under a flood, as only a key
+    /// holder can repeat it fast), and logged within the chatter budget. Nothing opens.
+    fn refused(&mut self, who: &Knocked, source: IpAddr, why: &str, now_ms: u64) {
+        let written = self.audit_flood(record("refused", who, source).with("reason", why.to_string()));
+        if written && self.chatter.take(now_ms) {
+            error!(door = who.door, client = who.client, %source, "knock refused, nothing can be consumed durably: {why}");
         }
     }
 

@@ -1,10 +1,11 @@
 //! The daemon loop: knocks from the capture threads go through the matcher, whose decisions
-//! `decision.rs` acts on (a completed fresh sequence is consumed durably, then audited, then
-//! the door opens); the tick rebuilds doors whose time bucket changed, runs due stop commands,
+//! `decision.rs` acts on (a completed fresh sequence is consumed, then audited, both made
+//! durable at once with `ledger_sync.rs`, then the door opens); the tick rebuilds doors whose time bucket changed, runs due stop commands,
 //! syncs the audit log and watches the firewall (`recovery.rs`). SIGHUP reloads the
 //! configuration (`reload.rs`), SIGTERM/SIGINT stop it cleanly.
 
 mod decision;
+mod ledger_sync;
 mod recovery;
 mod reload;
 mod resync;
@@ -35,6 +36,7 @@ use crate::state::audit::{AuditLog, Record};
 use crate::state::ledger_backend;
 use crate::state::shared_ledgers::SharedLedgerSetupError;
 use crate::state::{StateDir, StateError};
+use ledger_sync::LedgerSyncer;
 use resync::PendingResyncs;
 
 /// How often timeouts are checked and lazy audit records synced.
@@ -90,6 +92,8 @@ pub struct Daemon {
     doors: Doors,
     matcher: Matcher,
     audit: AuditLog,
+    /// Syncs a use's ledger record while the grant's audit record is written.
+    ledger_sync: LedgerSyncer,
     /// The firewall, knockd's commands, the live grants.
     actions: Actions,
     /// First halves of resyncs waiting for their second.
@@ -168,6 +172,7 @@ impl Daemon {
             doors,
             matcher,
             audit,
+            ledger_sync: LedgerSyncer::start(),
             actions,
             resyncs: PendingResyncs::default(),
             ledger_lock,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use knock_core::config::{Door, TcpFlagRule};
 use knock_core::keys::Secret;
-use knock_core::ledger::{ConsumeStore, Consumed, LedgerError};
+use knock_core::ledger::{ConsumeStore, Consumed, LedgerError, PendingSync};
 use knock_core::matcher::{burn_threshold, Candidate, CandidateId, DoorRules, KnockSet, Matcher, RestOfSequence};
 use knock_core::seqfile::SequenceFile;
 use knock_core::sequence::{first_knock, rest_knocks, Mode, Purpose, SequenceId, SERVER_ID_LEN};
@@ -311,22 +311,24 @@ impl Doors {
         }
     }
 
-    /// Uses up a completed candidate durably, before anything opens: through its store (`totp`
-    /// marks its time step alone), or by marking knockd's one-time line. Static doors consume
-    /// nothing (always fresh).
-    pub fn consume(&mut self, id: &CandidateId) -> Result<Consumed, UseError> {
+    /// Uses up a completed candidate before anything opens: through its store (`totp` marks its
+    /// time step alone), or by marking knockd's one-time line (durably). Static doors consume
+    /// nothing (always fresh). A store's record is durable once the returned [`PendingSync`]
+    /// has run, which the caller does while it writes the grant's audit record; nothing opens
+    /// before both are done (docs/ARCHITECTURE.md, "Two durable writes at once").
+    pub fn consume(&mut self, id: &CandidateId) -> Result<(Consumed, Option<PendingSync>), UseError> {
         if let Some(DoorKind::KnockdOneTime(f)) = self.doors.get_mut(id.door).map(|d| &mut d.kind) {
-            return Ok(if f.invalidate(id.counter as usize)? { Consumed::Fresh } else { Consumed::AlreadyUsed });
+            let fresh = f.invalidate(id.counter as usize)?;
+            return Ok((if fresh { Consumed::Fresh } else { Consumed::AlreadyUsed }, None));
         }
         let is_static = matches!(self.doors.get(id.door).map(|d| &d.kind), Some(DoorKind::Static));
         let totp = self.doors.get(id.door).is_some_and(|d| d.config.mode == Mode::Totp);
         Ok(match self.store_mut(id) {
-            Some(s) if totp => s.mark_used(id.counter)?,
-            Some(s) => s.consume(id.counter)?,
+            Some(s) => s.consume_pending(id.counter, totp)?,
             // knockd's static sequences are never consumed.
-            None if is_static => Consumed::Fresh,
+            None if is_static => (Consumed::Fresh, None),
             // A candidate of a client or door no longer loaded (revoked on reload): never open.
-            None => Consumed::AlreadyUsed,
+            None => (Consumed::AlreadyUsed, None),
         })
     }
 

@@ -3,16 +3,23 @@
 //! snapshot would make used sequences open again (docs/OPERATIONS.md, "Locked out?" case 6).
 //! Records of file doors written before records carried the ledger's `key` are not compared: a
 //! line number alone does not say which file it was.
+//!
+//! One gap is not a rollback: the use the audit file's last record names when that is a grant
+//! or close, whose ledger record was synced at the same time as it and may have been lost in a
+//! crash (docs/ARCHITECTURE.md, "Two durable writes at once"). Its ledger is rolled forward
+//! first: the use is written to it again, durably.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use knock_core::ledger::ConsumeStore;
+use knock_core::ledger::{ConsumeStore, LedgerError};
 use knock_core::seqfile::SequenceFile;
+use knock_core::sequence::Mode;
+use tracing::warn;
 
 use super::error::{FileFix, Refusal};
 use super::{DoorKind, Doors, RuntimeDoor};
-use crate::state::audit::used::{audited_use, AuditedUse};
+use crate::state::audit::used::{audited_use_and_interrupted, AuditedUse};
 use crate::state::legacy_onetime::OneTimeFile;
 
 /// The highest sequence index of `file` that the audit log records as used (`lines`) and that
@@ -93,14 +100,64 @@ fn check_door(d: &mut RuntimeDoor, used: &AuditedUse, refused: &mut Vec<Refusal>
     }
 }
 
+/// Writes `position` to `store` again (`alone`: a `totp` step), durably; a store opened for
+/// reading (`knockd status`) only takes it in memory, as the daemon will write it. An error
+/// is logged and leaves the gap, which the check then refuses.
+fn roll_forward(store: &mut dyn ConsumeStore, position: u64, alone: bool, door: &str, what: &str) {
+    if store.is_used(position) {
+        return;
+    }
+    let written = if alone { store.mark_used(position).map(drop) } else { store.consume(position).map(drop) };
+    match written {
+        Ok(()) => warn!(door, ledger = %store.location().display(),
+            "{what}: position {position} written to the ledger from the audit log's last record \
+             (the daemon stopped while that use was being made durable)"),
+        Err(LedgerError::ReadOnly(_)) => {
+            store.burn_in_memory(position);
+        }
+        Err(e) => warn!(door, "{what}: cannot roll the ledger forward from the audit log's last record: {e}"),
+    }
+}
+
+/// Rolls one door's ledgers forward to the use `interrupted` names (at most one).
+fn roll_door_forward(d: &mut RuntimeDoor, interrupted: &AuditedUse) {
+    let door = d.config.name.clone();
+    let totp = d.config.mode == Mode::Totp;
+    match &mut d.kind {
+        DoorKind::Keyed(clients) => {
+            for c in clients.iter_mut() {
+                for n in interrupted.of_client(&door, &c.name, &c.fingerprint, c.key_since_ms) {
+                    roll_forward(c.store.as_mut(), n, totp, &door, &format!("client {}", c.name));
+                }
+            }
+        }
+        DoorKind::File(files) => {
+            for f in files.iter_mut() {
+                let lines = interrupted.of_key(&f.file.ledger_label());
+                for line in lines {
+                    let Ok(index) = f.file.sequences.binary_search_by_key(&line, |s| s.line as u64) else { continue };
+                    roll_forward(f.store.as_mut(), index as u64, false, &door, "sequence file");
+                }
+            }
+        }
+        // A knockd one-time file is marked durably before the audit record is written.
+        DoorKind::KnockdOneTime(_) | DoorKind::Static => {}
+    }
+}
+
 impl Doors {
     /// Refuses every ledger that lacks a sequence the audit log records as used: a `hotp` or
     /// `totp` client, a file door (its incoming file alone, during a rotation), a knockd
     /// one-time door whose file lost `#` marks. Each stays refused until `knockd ledger
-    /// recover`. Call right after `load`. Only the current audit file is read; a ledger and audit
+    /// recover`. The use the audit file's last record names, when the daemon may have stopped
+    /// while making it durable, is written to its ledger first (see the module doc). Call right
+    /// after `load`. Only the current audit file is read; a ledger and audit
     /// log restored together go unnoticed (for `hotp`, the epoch still limits that to two days).
     pub fn refuse_rolled_back(&mut self, audit_log: &Path) {
-        let Some(used) = audited_use(audit_log) else { return };
+        let Some((used, interrupted)) = audited_use_and_interrupted(audit_log) else { return };
+        for d in &mut self.doors {
+            roll_door_forward(d, &interrupted);
+        }
         let refused = &mut self.refused;
         self.doors.retain_mut(|d| check_door(d, &used, refused));
     }

@@ -104,6 +104,24 @@ pub fn audited_use(audit_log: &Path) -> Option<AuditedUse> {
     super::files::read_records(audit_log).ok().map(|r| AuditedUse::from_records(&r))
 }
 
+/// The events whose record the daemon syncs at the same time as the ledger's record of the
+/// same use (docs/ARCHITECTURE.md, "Two durable writes at once").
+const SYNCED_WITH_THE_LEDGER: [&str; 2] = ["grant", "close"];
+
+/// What the current audit file records as used (as [`audited_use`]), and the use the daemon
+/// may have been making durable when it stopped: the one the file's last record names, when
+/// that is a `grant` or `close`. Its ledger record was synced at the same time as the audit
+/// record, so a crash may have kept the one and lost the other; any later record was written
+/// after both syncs returned.
+pub fn audited_use_and_interrupted(audit_log: &Path) -> Option<(AuditedUse, AuditedUse)> {
+    let records = super::files::read_records(audit_log).ok()?;
+    let last = records
+        .last()
+        .filter(|r| r.get("event").and_then(Value::as_str).is_some_and(|e| SYNCED_WITH_THE_LEDGER.contains(&e)));
+    let interrupted = AuditedUse::from_records(last.map(std::slice::from_ref).unwrap_or_default());
+    Some((AuditedUse::from_records(&records), interrupted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +143,33 @@ mod tests {
 
     fn set(v: &[u64]) -> BTreeSet<u64> {
         v.iter().copied().collect()
+    }
+
+    #[test]
+    fn only_a_last_grant_or_close_may_have_been_interrupted() {
+        let dir = std::env::temp_dir().join(format!("knock-used-interrupted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.log");
+        let interrupted = |records: &[Map<String, Value>]| {
+            let lines: Vec<String> = records.iter().map(|r| Value::Object(r.clone()).to_string() + "\n").collect();
+            std::fs::write(&log, lines.concat()).unwrap();
+            audited_use_and_interrupted(&log).unwrap()
+        };
+        let grant = rec("grant", "ssh", "alice", "counter 4", Some("k"), 10);
+        let close = rec("close", "ssh", "alice", "counter 5", Some("k"), 11);
+        let (all, last) = interrupted(&[grant.clone(), close.clone()]);
+        assert_eq!((all.of_key("k"), last.of_key("k")), (set(&[4, 5]), set(&[5])));
+        let (_, last) = interrupted(&[close.clone(), grant.clone()]);
+        assert_eq!(last.of_key("k"), set(&[4]));
+        // A record after it: both syncs had returned.
+        let (all, last) = interrupted(&[grant.clone(), rec("replay", "ssh", "alice", "counter 4", Some("k"), 12)]);
+        assert_eq!((all.of_key("k"), last.of_key("k")), (set(&[4]), set(&[])));
+        // A burn's ledger record is durable before its audit record is written.
+        let (_, last) = interrupted(&[rec("burn", "ssh", "alice", "counter 7", Some("k"), 13)]);
+        assert_eq!(last.of_key("k"), set(&[]));
+        let (_, last) = interrupted(&[]);
+        assert_eq!(last.of_key("k"), set(&[]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
