@@ -21,13 +21,18 @@
 #     two or more senders when one would have to exceed SENDER_PPS), at each rate of RATES:
 #     `random` over ports 1-65535, `aimed` at the daemon's knock ports (ours: the door's range
 #     40000-42047; knockd: its 8 ports 40000-40007). During each flood the client knocks
-#     FLOOD_KNOCKS valid sequences, one after another, each given GRANT_TIMEOUT s to be granted.
-#     Per case: packets sent, valid knocks granted, the daemon's CPU (utime+stime of all its
-#     threads from /proc/PID/stat over the flood's wall time; 100% = one core; knockd's forked
-#     commands are not included), its peak RSS (VmHWM, since the daemon started), and spoofed
-#     grants (set elements for any address other than the client's).
-#  3. memory: idle RSS (VmRSS once started), and a flood of MEM_SOURCES IPv6 SYNs from distinct
-#     random sources of 2001:db8:100::/40 aimed at the knock ports, then one valid IPv6 knock.
+#     FLOOD_KNOCKS valid sequences, one after another, each given GRANT_TIMEOUT s to be granted;
+#     the flood lasts FLOOD_SECONDS, or longer until those knocks are done. Per case: the rate
+#     sent (packets that left the outsider's interface over the flood's wall time: what the
+#     senders reached on the shared cores, not what was asked), valid knocks granted, the
+#     daemon's CPU (utime+stime of all its threads from /proc/PID/stat over the flood's wall
+#     time; 100% = one core; knockd's forked commands are not included), its peak RSS (VmHWM,
+#     since the daemon started), and spoofed grants (set elements for any address other than
+#     the client's, up to 1 s after the flood).
+#  3. memory: idle RSS (VmRSS 1 s after the start), and a flood of MEM_SOURCES IPv6 SYNs from
+#     random sources of 2001:db8:100::/40 (distinct but for a few collisions) aimed at the knock
+#     ports, sent as fast as the senders go (at most 250k pps); right after it one valid IPv6
+#     knock, given GRANT_TIMEOUT s; RSS then, and VmHWM.
 #  4. the matcher microbenchmark (benches/matcher.rs, cargo bench, sections a and b: a random
 #     flood and the worst case, every packet a first knock) for MATCHER_CLIENTS clients.
 #     knockd has no counterpart: a knockd door has one static sequence, not per-client ones.
@@ -36,7 +41,7 @@
 # before and after) and the command to bench/RESULTS.md (RESULTS=path to write elsewhere; the
 # smoke only prints). Env knobs (defaults of the full run; --smoke lowers them):
 #   LAT_KNOCKS=200 RATES="20000 50000 100000 250000" KINDS="random aimed" FLOOD_SECONDS=6
-#   FLOOD_KNOCKS=5 GRANT_TIMEOUT=2 KNOCK_DELAY_MS=5 SENDER_PPS=125000 MEM_SOURCES=1000000
+#   FLOOD_KNOCKS=5 GRANT_TIMEOUT=2 KNOCK_DELAY_MS=5 SENDER_PPS=90000 MEM_SOURCES=1000000
 #   MATCHER_CLIENTS=1,100,1000,10000 DAEMONS="ours knockd" NO_BUILD=1 (use the built binaries)
 #   KEEP=1 (keep the work directory: daemon logs, grant lines, sender outputs)
 #
@@ -48,7 +53,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 STARTED=$(date +%s)
-COMMAND="bench/compare.sh $*"
+COMMAND="bench/compare.sh${*:+ $*}"
 
 SMOKE=""
 for arg in "$@"; do
@@ -72,7 +77,7 @@ FLOOD_SECONDS=${FLOOD_SECONDS:-6}
 FLOOD_KNOCKS=${FLOOD_KNOCKS:-5}
 GRANT_TIMEOUT=${GRANT_TIMEOUT:-2}
 KNOCK_DELAY_MS=${KNOCK_DELAY_MS:-5}
-SENDER_PPS=${SENDER_PPS:-125000}
+SENDER_PPS=${SENDER_PPS:-90000}
 MEM_SOURCES=${MEM_SOURCES:-1000000}
 MATCHER_CLIENTS=${MATCHER_CLIENTS:-1,100,1000,10000}
 DAEMONS=${DAEMONS:-ours knockd}
@@ -288,41 +293,55 @@ latency() { # DAEMON FAMILY
   R[$d,lat$f,p95]=$(pct "lat-$d-$f.us" 95)
   R[$d,lat$f,max]=$(pct "lat-$d-$f.us" 100)
   log "$d IPv$f: $ok of $LAT_KNOCKS granted; p50 ${R[$d,lat$f,p50]} p95 ${R[$d,lat$f,p95]} max ${R[$d,lat$f,max]} ms"
+  if [ "${R[$d,lat$f,n]}" = 0 ]; then
+    tail -20 "$WORK/$d.log" "$WORK/knockd08.log" "$GRANTS.err" knocks.err 2>/dev/null >&2 || true
+    echo "bench/compare.sh: no knock of $d over IPv$f was measured: the harness is broken (logs above)" >&2
+    exit 1
+  fi
 }
 # Nearest-rank percentile of a sorted file of µs, in ms ('-' when empty).
 pct() { awk -v p="$2" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } r = int((p * NR + 99) / 100); if (r < 1) r = 1; printf "%.2f", v[r] / 1000 }' "$1"; }
 
 # ---- 2. floods --------------------------------------------------------------------------------
 
-# Starts ceil(rate / SENDER_PPS) paced knock-lab senders; their PIDs in SENDERS.
+# Starts ceil(rate / SENDER_PPS) paced knock-lab senders of COUNT packets in all, each bounded
+# by SECONDS; their PIDs in SENDERS.
 SENDERS=()
-start_flood() { # OUT RATE COUNT PORTS SOURCES DST
-  local out=$1 rate=$2 count=$3 ports=$4 sources=$5 dst=$6 n i
+start_flood() { # OUT RATE COUNT SECONDS PORTS SOURCES DST
+  local out=$1 rate=$2 count=$3 secs=$4 ports=$5 sources=$6 dst=$7 n i each
   n=$(( (rate + SENDER_PPS - 1) / SENDER_PPS ))
+  each=$(( count / n )); [ "$each" -gt 5000000 ] && each=5000000   # knock-lab's own caps
+  [ "$secs" -gt 120 ] && secs=120
   SENDERS=()
   for ((i = 0; i < n; i++)); do
     ip netns exec "$OUTSIDER_NS" "$BIN/knock-lab" flood --iface eth0 --dst "$dst" --dst-mac "$DST_MAC" \
-      --src-mac "$SRC_MAC" --ports "$ports" --count "$(( count / n ))" --pps "$(( rate / n ))" \
-      --max-seconds "$(( count / rate + 5 ))" --sources "$sources" > "$out.$i" 2>&1 &
+      --src-mac "$SRC_MAC" --ports "$ports" --count "$each" --pps "$(( rate / n ))" \
+      --max-seconds "$secs" --sources "$sources" > "$out.$i" 2>&1 &
     SENDERS+=("$!")
     PIDS+=("$!")
   done
 }
 senders_running() { local p; for p in "${SENDERS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 wait_senders() { local p; for p in "${SENDERS[@]}"; do wait "$p" 2>/dev/null || true; forget "$p"; done; }
-sent_total() { cat "$1".* | awk '/^sent/ { n += $2 } END { print n + 0 }'; }
+stop_senders() { local p; for p in "${SENDERS[@]}"; do kill "$p" 2>/dev/null || true; done; wait_senders; }
+# Packets that left the outsider's interface (all senders; a sender ended by a signal prints nothing).
+tx_packets() { ip netns exec "$OUTSIDER_NS" cat /sys/class/net/eth0/statistics/tx_packets; }
+spoofed_since() { tail -n +"$(($1 + 1))" "$GRANTS" | awk -v a="$CLIENT4" -v b="$CLIENT6" '$1 == "grant" && $3 != a && $3 != b' | wc -l; }
 
+# The flood runs FLOOD_SECONDS, or longer until the client's knocks are all done (the senders
+# are bounded by the longest that can take), then the senders are ended.
 flood_case() { # DAEMON KIND RATE
-  local d=$1 kind=$2 rate=$3 ports out c0 t0 c1 wall g0 opened=0 i n0 during=no
+  local d=$1 kind=$2 rate=$3 ports out c0 t0 c1 wall g0 tx0 opened=0 i n0 during=yes longest left
   ports=$OUR_PORTS; [ "$d" = knockd ] && ports=$KD_PORTS
   [ "$kind" = random ] && ports=1-65535
   out=$WORK/flood-$d-$kind-$rate
+  longest=$(( FLOOD_SECONDS + FLOOD_KNOCKS * (GRANT_TIMEOUT + 2) + 2 ))
   check_time
   "flush_$d"
   sleep 0.3
   g0=$(wc -l < "$GRANTS")
-  c0=$(cpu_ticks); t0=$(now_ns)
-  start_flood "$out" "$rate" "$(( rate * FLOOD_SECONDS ))" "$ports" 198.18.0.0/15 "$SERVER4"
+  tx0=$(tx_packets); c0=$(cpu_ticks); t0=$(now_ns)
+  start_flood "$out" "$rate" "$(( rate * longest ))" "$longest" "$ports" 198.18.0.0/15 "$SERVER4"
   sleep "$WARMUP"
   for ((i = 0; i < FLOOD_KNOCKS; i++)); do
     n0=$(client_grants)
@@ -330,20 +349,20 @@ flood_case() { # DAEMON KIND RATE
     if wait_grant "$n0"; then opened=$((opened + 1)); fi
     "flush_$d"
   done
-  senders_running && during=yes
-  wait_senders
+  senders_running || during=no
+  left=$(awk -v w="$(secs_since "$t0")" -v f="$FLOOD_SECONDS" 'BEGIN { l = f - w; printf "%.2f", (l > 0 ? l : 0) }')
+  sleep "$left"
+  stop_senders
   c1=$(cpu_ticks); wall=$(secs_since "$t0")
-  sleep 1   # grants the daemon still makes from its backlog count as this case's
-  local k=$d,$kind,$rate sent
-  sent=$(sent_total "$out")
-  R[$k,sent]=$sent
-  R[$k,pps]=$(awk -v n="$sent" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
+  local k=$d,$kind,$rate
+  R[$k,pps]=$(awk -v n="$(( $(tx_packets) - tx0 ))" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
   R[$k,opened]="$opened/$FLOOD_KNOCKS"
-  [ "$during" = yes ] || R[$k,opened]+=" (after)"
+  [ "$during" = yes ] || R[$k,opened]+=" (flood ended first)"
   R[$k,cpu]=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v w="$wall" 'BEGIN { printf "%.0f", 100 * c / hz / w }')
+  sleep 1   # grants the daemon still makes from its backlog count as this case's
   R[$k,hwm]=$(mib "$(status_kb VmHWM)")
-  R[$k,spoofed]=$(tail -n +"$((g0 + 1))" "$GRANTS" | awk -v a="$CLIENT4" -v b="$CLIENT6" '$1 == "grant" && $3 != a && $3 != b' | wc -l)
-  log "$d $kind $rate pps: sent ${R[$k,pps]} pps, opened ${R[$k,opened]}, CPU ${R[$k,cpu]}%, peak RSS ${R[$k,hwm]} MiB, spoofed grants ${R[$k,spoofed]}"
+  R[$k,spoofed]=$(spoofed_since "$g0")
+  log "$d $kind $rate pps: sent ${R[$k,pps]} pps over $wall s, opened ${R[$k,opened]}, CPU ${R[$k,cpu]}%, peak RSS ${R[$k,hwm]} MiB, spoofed grants ${R[$k,spoofed]}"
 }
 
 # 3. A flood of MEM_SOURCES distinct IPv6 sources aimed at the knock ports, then a valid knock.
@@ -354,18 +373,18 @@ memory_case() { # DAEMON
   check_time
   "flush_$d"
   g0=$(wc -l < "$GRANTS")
-  local t0; t0=$(now_ns)
-  start_flood "$out" "$rate" "$MEM_SOURCES" "$ports" 2001:db8:100::/40 "$SERVER6"
+  local t0 tx0; tx0=$(tx_packets); t0=$(now_ns)
+  start_flood "$out" "$rate" "$MEM_SOURCES" 60 "$ports" 2001:db8:100::/40 "$SERVER6"
   wait_senders
-  R[$d,mem,pps]=$(awk -v n="$(sent_total "$out")" -v w="$(secs_since "$t0")" 'BEGIN { printf "%.0f", n / w }')
-  R[$d,mem,sent]=$(sent_total "$out")
+  R[$d,mem,sent]=$(( $(tx_packets) - tx0 ))
+  R[$d,mem,pps]=$(awk -v n="${R[$d,mem,sent]}" -v w="$(secs_since "$t0")" 'BEGIN { printf "%.0f", n / w }')
   n0=$(client_grants)
   "knock_$d" 6 || true
   if wait_grant "$n0"; then R[$d,mem,opened]=yes; else R[$d,mem,opened]=no; fi
   "flush_$d"
   R[$d,mem,rss]=$(mib "$(status_kb VmRSS)")
   R[$d,mem,hwm]=$(mib "$(status_kb VmHWM)")
-  R[$d,mem,spoofed]=$(tail -n +"$((g0 + 1))" "$GRANTS" | awk -v a="$CLIENT4" -v b="$CLIENT6" '$1 == "grant" && $3 != a && $3 != b' | wc -l)
+  R[$d,mem,spoofed]=$(spoofed_since "$g0")
   log "$d: $MEM_SOURCES IPv6 sources: RSS ${R[$d,mem,rss]} MiB (peak ${R[$d,mem,hwm]}), valid knock after: ${R[$d,mem,opened]}"
 }
 
@@ -442,7 +461,8 @@ MEM=$( {
   echo "|---|---:|---:|---:|"
   echo "| idle RSS MiB (VmRSS after start) | $(val ours,idle) | $(val knockd,idle) | $(ratio "$(val ours,idle)" "$(val knockd,idle)") |"
   if [ "$MEM_SOURCES" -gt 0 ]; then
-    echo "| RSS MiB after $MEM_SOURCES distinct IPv6 sources (sent at pps ours / knockd: $(val ours,mem,pps) / $(val knockd,mem,pps)) | $(val ours,mem,rss) | $(val knockd,mem,rss) | $(ratio "$(val ours,mem,rss)" "$(val knockd,mem,rss)") |"
+    echo "| packets sent from random IPv6 sources (asked: $MEM_SOURCES), at pps | $(val ours,mem,sent) at $(val ours,mem,pps) | $(val knockd,mem,sent) at $(val knockd,mem,pps) | |"
+    echo "| RSS MiB right after them | $(val ours,mem,rss) | $(val knockd,mem,rss) | $(ratio "$(val ours,mem,rss)" "$(val knockd,mem,rss)") |"
     echo "| peak RSS MiB (VmHWM, whole run) | $(val ours,mem,hwm) | $(val knockd,mem,hwm) | $(ratio "$(val ours,mem,hwm)" "$(val knockd,mem,hwm)") |"
     echo "| a valid IPv6 knock opens after it | $(val ours,mem,opened) | $(val knockd,mem,opened) | |"
     echo "| spoofed grants | $(val ours,mem,spoofed) | $(val knockd,mem,spoofed) | |"
@@ -458,6 +478,7 @@ MATCHER=$( {
 # Where the figures stand against the targets of issue 12 (the lead's bar, not knockd's).
 le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || a == "") print "?"; else if (a + 0 <= b + 0) print "met"; else print "missed" }'; }
 worst() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | tail -1; }
+TOTAL=$(( $(date +%s) - STARTED ))
 TARGETS=$( {
   echo "| target (issue 12) | measured (ours) | |"
   echo "|---|---|---|"
@@ -469,18 +490,28 @@ TARGETS=$( {
   rb=$(awk -v l="${lb#* }" -v f="$(head -1 "$WORK/matcher-b" | cut -d' ' -f2)" 'BEGIN { printf "%.1f", l / f }')
   echo "| 2. matcher with ${last%% *} clients ≤ 2× 1 client (random) | ${ra}× | $(le "$ra" 2) |"
   echo "| 2. matcher with ${lb%% *} clients ≤ 2× 1 client (every packet a first knock) | ${rb}× | $(le "$rb" 2) |"
-  [ -n "${R[ours,aimed,100000,cpu]:-}" ] && echo "| 3. aimed flood 100k pps: CPU ≤ 35 % of a core | ${R[ours,aimed,100000,cpu]:-?}% | $(le "${R[ours,aimed,100000,cpu]:--}" 35) |"
+  # A flood target is judged only when the senders came within 10 % of its rate.
+  reached() { awk -v s="${R[ours,aimed,$1,pps]}" -v r="$1" 'BEGIN { exit !(s >= 0.9 * r) }'; }
+  if [ -n "${R[ours,aimed,100000,cpu]:-}" ]; then
+    v=$(le "${R[ours,aimed,100000,cpu]}" 35); reached 100000 || v="not judged: the senders reached ${R[ours,aimed,100000,pps]} pps"
+    echo "| 3. aimed flood 100k pps: CPU ≤ 35 % of a core | ${R[ours,aimed,100000,cpu]}% at ${R[ours,aimed,100000,pps]} pps | $v |"
+  fi
   if [ -n "${R[ours,aimed,250000,opened]:-}" ]; then
     o=${R[ours,aimed,250000,opened]}; s=${R[ours,aimed,250000,spoofed]}
-    okk=missed; [ "${o%%/*}" = "$FLOOD_KNOCKS" ] && [ "$s" = 0 ] && okk=met
-    echo "| 3. aimed flood 250k pps: every valid knock opens, no spoofed grant | opened $o, spoofed $s (sent ${R[ours,aimed,250000,pps]} pps) | $okk |"
+    v=missed; [ "$o" = "$FLOOD_KNOCKS/$FLOOD_KNOCKS" ] && [ "$s" = 0 ] && v=met
+    reached 250000 || v="not judged: the senders reached ${R[ours,aimed,250000,pps]} pps ($v there)"
+    echo "| 3. aimed flood 250k pps: every valid knock opens, no spoofed grant | opened $o, spoofed $s at ${R[ours,aimed,250000,pps]} pps | $v |"
   fi
   echo "| 4. idle RSS ≤ 8 MiB | $(val ours,idle) MiB | $(le "$(val ours,idle)" 8) |"
-  [ "$MEM_SOURCES" -gt 0 ] && echo "| 4. ≤ 24 MiB with $MEM_SOURCES distinct sources, a valid knock opens | peak $(val ours,mem,hwm) MiB, opened: $(val ours,mem,opened) | $( [ "$(le "$(val ours,mem,hwm)" 24)" = met ] && [ "$(val ours,mem,opened)" = yes ] && echo met || echo missed) |"
-  echo "| 6. one command, both daemons, bounded | this section | $(has ours && has knockd && echo met || echo partial) |"
+  if [ "$MEM_SOURCES" -gt 0 ]; then
+    v=missed; [ "$(le "$(val ours,mem,hwm)" 24)" = met ] && [ "$(val ours,mem,opened)" = yes ] && v=met
+    [ "$(val ours,mem,sent)" -ge 1000000 ] 2>/dev/null || v="not judged: $(val ours,mem,sent) sources sent ($v there)"
+    echo "| 4. ≤ 24 MiB with 1 M distinct sources, a valid knock opens | peak $(val ours,mem,hwm) MiB after $(val ours,mem,sent) sources, opened: $(val ours,mem,opened) | $v |"
+  fi
+  echo "| 5. offline replay ≥ 5 M packets/s | not measured by this script | |"
+  echo "| 6. one command, both daemons, bounded | this section, $TOTAL s | $(has ours && has knockd && echo met || echo partial) |"
 } )
 
-TOTAL=$(( $(date +%s) - STARTED ))
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 SECTION=$(cat <<EOF
