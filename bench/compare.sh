@@ -22,7 +22,10 @@
 #  2. floods of TCP SYNs from spoofed random sources in 198.18.0.0/15 (knock-lab flood, paced;
 #     two or more senders when one would have to exceed SENDER_PPS), at each rate of RATES:
 #     `random` over ports 1-65535, `aimed` at the daemon's knock ports (ours: the door's range
-#     40000-42047; knockd: its 8 ports 40000-40007). During each flood the client knocks
+#     40000-42047; knockd: its 8 ports 40000-40007), and at each rate of REPLAY_RATES `replay`:
+#     a sequence the client has just used, over and over, each round from another spoofed
+#     source (knock-lab flood --knocks; what an eavesdropper does: ours, a consumed one-time
+#     sequence; knockd, its static one). During each flood the client knocks
 #     FLOOD_KNOCKS valid sequences, one after another, each given GRANT_TIMEOUT s to be granted;
 #     the flood lasts FLOOD_SECONDS, or longer until those knocks are done. Per case: the rate
 #     sent (packets that left the outsider's interface over the flood's wall time: what the
@@ -43,7 +46,8 @@
 # Writes a section with the tables, the date, the machine (CPUs, model, kernel, load average
 # before and after) and the command to bench/RESULTS.md (RESULTS=path to write elsewhere; the
 # smoke only prints). Env knobs (defaults of the full run; --smoke lowers them):
-#   LAT_KNOCKS=200 RATES="20000 50000 100000 250000" KINDS="random aimed" FLOOD_SECONDS=6
+#   LAT_KNOCKS=200 RATES="20000 50000 100000 250000" KINDS="random aimed" REPLAY_RATES=20000
+#   FLOOD_SECONDS=6
 #   FLOOD_KNOCKS=5 GRANT_TIMEOUT=2 KNOCK_DELAY_MS=5 SENDER_PPS=90000 MEM_SOURCES=1000000
 #   MATCHER_CLIENTS=1,100,1000,10000 DAEMONS="ours knockd" NO_BUILD=1 (use the built binaries)
 #   KEEP=1 (keep the work directory: daemon logs, grant lines, sender outputs)
@@ -71,11 +75,12 @@ done
 if [ -n "$SMOKE" ]; then
   LAT_KNOCKS=${LAT_KNOCKS:-3} RATES=${RATES:-20000} KINDS=${KINDS:-aimed} FLOOD_SECONDS=${FLOOD_SECONDS:-2}
   FLOOD_KNOCKS=${FLOOD_KNOCKS:-1} MEM_SOURCES=${MEM_SOURCES:-0} MATCHER_CLIENTS=${MATCHER_CLIENTS:-1}
-  PROFILE=${PROFILE:-debug} RESULTS=${RESULTS:-}
+  PROFILE=${PROFILE:-debug} RESULTS=${RESULTS:-} REPLAY_RATES=${REPLAY_RATES-}
 fi
 LAT_KNOCKS=${LAT_KNOCKS:-200}
 RATES=${RATES:-20000 50000 100000 250000}
 KINDS=${KINDS:-random aimed}
+REPLAY_RATES=${REPLAY_RATES-20000}
 FLOOD_SECONDS=${FLOOD_SECONDS:-6}
 FLOOD_KNOCKS=${FLOOD_KNOCKS:-5}
 GRANT_TIMEOUT=${GRANT_TIMEOUT:-2}
@@ -108,6 +113,7 @@ bounded RUN_LIMIT "$RUN_LIMIT" 10 7200
 for r in $RATES; do bounded "a rate of RATES" "$r" 1000 1000000; done
 for d in $DAEMONS; do case $d in ours | knockd) ;; *) echo "DAEMONS: ours and/or knockd, not $d" >&2; exit 2 ;; esac; done
 for k in $KINDS; do case $k in random | aimed) ;; *) echo "KINDS: random and/or aimed, not $k" >&2; exit 2 ;; esac; done
+for r in $REPLAY_RATES; do bounded "a rate of REPLAY_RATES" "$r" 1000 1000000; done
 
 log() { echo "== $*" >&2; }
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
@@ -308,17 +314,18 @@ pct() { awk -v p="$2" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } r =
 # ---- 2. floods --------------------------------------------------------------------------------
 
 # Starts ceil(rate / SENDER_PPS) paced knock-lab senders of COUNT packets in all, each bounded
-# by SECONDS; their PIDs in SENDERS.
+# by SECONDS; their PIDs in SENDERS. TARGETS: `--ports A-B` (random ports) or `--knocks LIST`
+# (the list over and over, each round from one random source).
 SENDERS=()
-start_flood() { # OUT RATE COUNT SECONDS PORTS SOURCES DST
-  local out=$1 rate=$2 count=$3 secs=$4 ports=$5 sources=$6 dst=$7 n i each
+start_flood() { # OUT RATE COUNT SECONDS TARGETS SOURCES DST
+  local out=$1 rate=$2 count=$3 secs=$4 targets=$5 sources=$6 dst=$7 n i each
   n=$(( (rate + SENDER_PPS - 1) / SENDER_PPS ))
   each=$(( count / n )); [ "$each" -gt 5000000 ] && each=5000000   # knock-lab's own caps
   [ "$secs" -gt 120 ] && secs=120
   SENDERS=()
   for ((i = 0; i < n; i++)); do
     ip netns exec "$OUTSIDER_NS" "$BIN/knock-lab" flood --iface eth0 --dst "$dst" --dst-mac "$DST_MAC" \
-      --src-mac "$SRC_MAC" --ports "$ports" --count "$each" --pps "$(( rate / n ))" \
+      --src-mac "$SRC_MAC" $targets --count "$each" --pps "$(( rate / n ))" \
       --max-seconds "$secs" --sources "$sources" > "$out.$i" 2>&1 &
     SENDERS+=("$!")
     PIDS+=("$!")
@@ -333,12 +340,29 @@ tx_packets() { ip netns exec "$OUTSIDER_NS" cat /sys/class/net/eth0/statistics/t
 rx_packets() { ip netns exec "$SERVER_NS" cat /sys/class/net/br0/statistics/rx_packets; }
 spoofed_since() { tail -n +"$(($1 + 1))" "$GRANTS" | awk -v a="$CLIENT4" -v b="$CLIENT6" '$1 == "grant" && $3 != a && $3 != b' | wc -l; }
 
+# A sequence of ours the client has just knocked and been granted (so it is consumed), as
+# knock-lab's --knocks list: what an eavesdropper replays.
+replayed_ours() {
+  local seq n0
+  seq=$(in_ns "$CLIENT_NS" "$BIN/knock" --profile ssh-alice --dry-run | awk '{ for (i = 2; i <= NF && $i !~ /^\(/; i++) printf "%s%s", (i > 2 ? "," : ""), $i }')
+  n0=$(client_grants)
+  knock_ours 4 || true
+  wait_grant "$n0" || { echo "the client's knock before the replay flood was not granted" >&2; exit 1; }
+  flush_ours
+  echo "$seq"
+}
+
 # The flood runs FLOOD_SECONDS, or longer until the client's knocks are all done (the senders
 # are bounded by the longest that can take), then the senders are ended.
 flood_case() { # DAEMON KIND RATE
-  local d=$1 kind=$2 rate=$3 ports out c0 t0 c1 wall g0 tx0 rx0 opened=0 i n0 during=yes longest left
-  ports=$OUR_PORTS; [ "$d" = knockd ] && ports=$KD_PORTS
-  [ "$kind" = random ] && ports=1-65535
+  local d=$1 kind=$2 rate=$3 targets out c0 t0 c1 wall g0 tx0 rx0 opened=0 i n0 during=yes longest left
+  case $kind/$d in
+    random/*) targets="--ports 1-65535" ;;
+    aimed/ours) targets="--ports $OUR_PORTS" ;;
+    aimed/knockd) targets="--ports $KD_PORTS" ;;
+    replay/ours) targets="--knocks $(replayed_ours)" ;;
+    replay/knockd) targets="--knocks $KD_SEQ" ;;
+  esac
   out=$WORK/flood-$d-$kind-$rate
   longest=$(( FLOOD_SECONDS + FLOOD_KNOCKS * (GRANT_TIMEOUT + 2) + 2 ))
   check_time
@@ -346,7 +370,7 @@ flood_case() { # DAEMON KIND RATE
   sleep 0.3
   g0=$(wc -l < "$GRANTS")
   tx0=$(tx_packets); rx0=$(rx_packets); c0=$(cpu_ticks); t0=$(now_ns)
-  start_flood "$out" "$rate" "$(( rate * longest ))" "$longest" "$ports" 198.18.0.0/15 "$SERVER4"
+  start_flood "$out" "$rate" "$(( rate * longest ))" "$longest" "$targets" 198.18.0.0/15 "$SERVER4"
   sleep "$WARMUP"
   for ((i = 0; i < FLOOD_KNOCKS; i++)); do
     n0=$(client_grants)
@@ -373,14 +397,14 @@ flood_case() { # DAEMON KIND RATE
 
 # 3. A flood of MEM_SOURCES distinct IPv6 sources aimed at the knock ports, then a valid knock.
 memory_case() { # DAEMON
-  local d=$1 ports=$OUR_PORTS rate=250000 out n0 g0
-  [ "$d" = knockd ] && ports=$KD_PORTS
+  local d=$1 targets="--ports $OUR_PORTS" rate=250000 out n0 g0
+  [ "$d" = knockd ] && targets="--ports $KD_PORTS"
   out=$WORK/flood-$d-mem
   check_time
   "flush_$d"
   g0=$(wc -l < "$GRANTS")
   local t0 tx0; tx0=$(tx_packets); t0=$(now_ns)
-  start_flood "$out" "$rate" "$MEM_SOURCES" 60 "$ports" 2001:db8:100::/40 "$SERVER6"
+  start_flood "$out" "$rate" "$MEM_SOURCES" 60 "$targets" 2001:db8:100::/40 "$SERVER6"
   wait_senders
   R[$d,mem,sent]=$(( $(tx_packets) - tx0 ))
   R[$d,mem,pps]=$(awk -v n="${R[$d,mem,sent]}" -v w="$(secs_since "$t0")" 'BEGIN { printf "%.0f", n / w }')
@@ -406,6 +430,7 @@ run_daemon() { # DAEMON
   log "$d: idle RSS ${R[$d,idle]} MiB"
   for f in 4 6; do check_time; latency "$d" "$f"; done
   for kind in $KINDS; do for rate in $RATES; do flood_case "$d" "$kind" "$rate"; done; done
+  for rate in $REPLAY_RATES; do flood_case "$d" replay "$rate"; done
   [ "$MEM_SOURCES" -gt 0 ] && memory_case "$d"
   stop_daemon
   stop_watch
@@ -453,13 +478,11 @@ LAT=$( {
 FLOOD=$( {
   echo "| flood | rate pps | sent pps ours / knockd | arrived pps ours / knockd | valid knocks opened ours / knockd | CPU ours / knockd (ratio) | peak RSS MiB ours / knockd | spoofed grants ours / knockd |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-  for kind in $KINDS; do
-    for rate in $RATES; do
-      o=ours,$kind,$rate k=knockd,$kind,$rate
-      echo "| $kind | $rate | $(val "$o,pps") / $(val "$k,pps") | $(val "$o,rx") / $(val "$k,rx") | $(val "$o,opened") / $(val "$k,opened") |" \
-        "$(val "$o,cpu")% / $(val "$k,cpu")% ($(ratio "$(val "$k,cpu")" "$(val "$o,cpu")")) | $(val "$o,hwm") / $(val "$k,hwm") |" \
-        "$(val "$o,spoofed") / $(val "$k,spoofed") |"
-    done
+  for kr in $(for kind in $KINDS; do for rate in $RATES; do echo "$kind,$rate"; done; done; for rate in $REPLAY_RATES; do echo "replay,$rate"; done); do
+    kind=${kr%,*} rate=${kr#*,} o=ours,${kr} k=knockd,${kr}
+    echo "| $kind | $rate | $(val "$o,pps") / $(val "$k,pps") | $(val "$o,rx") / $(val "$k,rx") | $(val "$o,opened") / $(val "$k,opened") |" \
+      "$(val "$o,cpu")% / $(val "$k,cpu")% ($(ratio "$(val "$k,cpu")" "$(val "$o,cpu")")) | $(val "$o,hwm") / $(val "$k,hwm") |" \
+      "$(val "$o,spoofed") / $(val "$k,spoofed") |"
   done
 } )
 MEM=$( {
@@ -523,7 +546,7 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 SECTION=$(cat <<EOF
 ## bench/compare.sh$([ -n "$SMOKE" ] && echo " (smoke)"), $(date -u '+%Y-%m-%d %H:%M UTC'): ours against Debian's knockd 0.8
 
-Command: \`sudo $COMMAND\` (PROFILE=$PROFILE LAT_KNOCKS=$LAT_KNOCKS RATES="$RATES" KINDS="$KINDS"
+Command: \`sudo $COMMAND\` (PROFILE=$PROFILE LAT_KNOCKS=$LAT_KNOCKS RATES="$RATES" KINDS="$KINDS" REPLAY_RATES="$REPLAY_RATES"
 FLOOD_SECONDS=$FLOOD_SECONDS FLOOD_KNOCKS=$FLOOD_KNOCKS GRANT_TIMEOUT=$GRANT_TIMEOUT KNOCK_DELAY_MS=$KNOCK_DELAY_MS
 SENDER_PPS=$SENDER_PPS MEM_SOURCES=$MEM_SOURCES MATCHER_CLIENTS=$MATCHER_CLIENTS), run time $TOTAL s
 (ours ${R[ours,secs]:-0} s, knockd ${R[knockd,secs]:-0} s, the rest building and the matcher).
