@@ -158,6 +158,27 @@ impl KnockSet {
     }
 }
 
+/// How the doors hear a packet ([`Matcher::heard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Heard {
+    /// No door listens to it: outside every knock set, to another address, or TCP flags that
+    /// do not count.
+    Not,
+    /// Some door listens to it (it lies in a door's knock range), but it starts no candidate.
+    InRange,
+    /// It is the first knock of some candidate of a door that listens to it.
+    FirstKnock,
+}
+
+impl DoorRules {
+    /// Whether the door listens to `packet`: its knock, destination and TCP flags.
+    fn hears(&self, packet: &KnockPacket) -> bool {
+        self.knocks.contains(packet.knock)
+            && (self.addresses.is_empty() || self.addresses.contains(&packet.dst))
+            && (packet.knock.proto != Proto::Tcp || self.tcp_flags.matches(packet.tcp_flags.unwrap_or(0)))
+    }
+}
+
 /// Per-door matching parameters.
 #[derive(Debug, Clone)]
 pub struct DoorRules {
@@ -412,16 +433,30 @@ impl Matcher {
         self.doors.get(door).map_or(0, |d| d.index.len())
     }
 
+    /// How the doors hear `packet`, without changing any state: whether some door listens to
+    /// it, and whether it is the first knock of one of that door's candidates (the only packet
+    /// from an unknown source that leaves anything behind).
+    pub fn heard(&self, packet: &KnockPacket) -> Heard {
+        let mut heard = Heard::Not;
+        for d in &self.doors {
+            if d.rules.as_ref().is_some_and(|r| r.hears(packet)) {
+                let starts = d.index.starts(packet.knock);
+                if starts.fresh + starts.used > 0 {
+                    return Heard::FirstKnock;
+                }
+                heard = Heard::InRange;
+            }
+        }
+        heard
+    }
+
     /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
     pub fn on_packet(&mut self, packet: &KnockPacket, now_ms: u64, rest: &dyn RestOfSequence) -> Vec<Event> {
         let mut events = Vec::new();
         let (source, knock) = (packet.src, packet.knock);
         for door in 0..self.doors.len() {
             let Some(rules) = &self.doors[door].rules else { continue };
-            if !rules.knocks.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&packet.dst)) {
-                continue;
-            }
-            if knock.proto == Proto::Tcp && !rules.tcp_flags.matches(packet.tcp_flags.unwrap_or(0)) {
+            if !rules.hears(packet) {
                 continue;
             }
             let pace = Pace { timeout_ms: rules.seq_timeout_ms, misses: rules.misses, strict: rules.strict_order };

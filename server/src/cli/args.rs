@@ -110,6 +110,14 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Show the audit log.
     Audit(super::audit::AuditArgs),
+    /// Forensics: run a capture file through the doors' matcher, with its own timestamps as the
+    /// clock, and print what would have opened, what was a replay, what would have been burned,
+    /// and the guessing traffic per source. Writes nothing: ledgers are only read (--state-dir
+    /// names a copy), no firewall, no audit record.
+    #[command(
+        after_help = "Examples:\n  knockd replay --pcap knocks.pcap\n  knockd replay --pcap knocks.pcap --state-dir /root/state-copy --json"
+    )]
+    Replay(super::replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]

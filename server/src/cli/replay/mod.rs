@@ -1,0 +1,386 @@
+//! `knockd replay --pcap FILE`: forensics on a capture. Its frames go through the live
+//! capture's parser ([`frame_knock`]) and the daemon's matcher, with the doors loaded as the
+//! daemon loads them but their ledgers opened read-only, and the packets' own timestamps as the
+//! clock (seq_timeout, totp steps, the day of hotp sequences). What the daemon would have done
+//! is recorded instead of done: nothing is written to a ledger, the audit log or the firewall,
+//! so it runs beside a live daemon, as any user who can read the state directory, or on a copy
+//! of it (`--state-dir`).
+//!
+//! What it finds ([`Verdict`]): sequences that would have opened, replays of a sequence used
+//! per the ledger or earlier in the capture, halves of a resync, burns and second-source
+//! alerts; and per source the guessing traffic (`sources.rs`). `render.rs` prints it as text
+//! or as one JSON document (docs/OPERATIONS.md, "Forensics: replaying a capture").
+
+mod render;
+mod sources;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use knock_core::config::Config;
+use knock_core::matcher::{BurnReason, CandidateId, Event, Heard, Limits, Matcher};
+use knock_core::packet::{KnockPacket, LinkType};
+use knock_core::sequence::{Mode, Purpose};
+
+use super::error::CliError;
+use super::report::Report;
+use crate::runtime::capture::frame_knock;
+use crate::runtime::capture::pcapfile::PcapReader;
+use crate::runtime::doors::{DoorKind, Doors};
+use crate::state::ledger_backend;
+use crate::state::StateDir;
+pub use sources::{Folded, Traffic};
+
+/// How often the daemon ticks (timeouts, time buckets), here in capture time.
+const TICK_MS: u64 = 100;
+
+/// `knockd replay`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The capture file: classic pcap as `tcpdump -w` writes it (microsecond or nanosecond
+    /// timestamps; Ethernet, Linux cooked, loopback or raw IP).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: PathBuf,
+    /// Print one JSON document (keys in docs/OPERATIONS.md) instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows of each table of the text report (sources by packets, openings, replays, burns);
+    /// the rest are summed up in one line. --json lists every finding and this many sources.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+}
+
+/// What the daemon would have decided about one completed or ended attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A fresh sequence: the door would have opened (or closed, for a closing sequence).
+    Opened,
+    /// A sequence beyond the client's window: the first half of a resync, which opens only
+    /// with the next consecutive sequence from the same source.
+    Resync,
+    /// A sequence the ledger records as used (consumed or burned) before the capture.
+    ReplayOfLedger,
+    /// A sequence used (or burned) earlier in this capture.
+    ReplayInCapture {
+        /// When it was used first (unix ms).
+        first_ms: u64,
+        /// From where.
+        first_source: IpAddr,
+    },
+    /// An attempt that ended incomplete: the sequence would have been burned.
+    Burned {
+        /// Knocks it had matched.
+        progress: usize,
+        /// Why it ended.
+        reason: &'static str,
+    },
+    /// The same prefix from a second source: burned for both.
+    Alert {
+        /// The second source.
+        second: IpAddr,
+    },
+}
+
+/// One decision, with who and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// When (unix ms, the capture's clock).
+    pub at_ms: u64,
+    /// The door.
+    pub door: String,
+    /// The client (`-` for file and static doors).
+    pub client: String,
+    /// The source that knocked (for an alert: the first of the two).
+    pub source: IpAddr,
+    /// The sequence as the admin counts it (`counter 5`, `line 12`).
+    pub sequence: String,
+    /// Its counter, time step or line index.
+    pub counter: u64,
+    /// Open or close.
+    pub purpose: Purpose,
+    /// What the daemon would have done.
+    pub verdict: Verdict,
+}
+
+/// Everything `knockd replay` found in a capture.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The capture file.
+    pub file: PathBuf,
+    /// Its link type.
+    pub link: LinkType,
+    /// Whether its timestamps count nanoseconds.
+    pub nanosecond: bool,
+    /// Frames in the file.
+    pub frames: u64,
+    /// Frames that held a TCP or UDP packet (the others carry no knock).
+    pub packets: u64,
+    /// The capture's first and last timestamp (unix ms), when it holds frames.
+    pub span_ms: Option<(u64, u64)>,
+    /// The doors replayed.
+    pub doors: Vec<String>,
+    /// Doors or clients that could not be loaded, with the reason.
+    pub refused: Vec<String>,
+    /// The state directory whose ledgers were read.
+    pub state_dir: PathBuf,
+    /// The decisions, in capture order.
+    pub findings: Vec<Finding>,
+    /// The guessing traffic, folded.
+    pub sources: Folded,
+    /// How long the replay took.
+    pub elapsed: Duration,
+}
+
+/// `knockd replay`: runs the capture through the matcher and reports what would have happened.
+pub fn replay(config: &Config, args: &ReplayArgs) -> Result<Report, CliError> {
+    let outcome = run(config, args)?;
+    let text = if args.json { render::json(&outcome, args.top) } else { render::text(&outcome, args.top) };
+    Ok(Report::clean(text))
+}
+
+/// Loads the doors read-only and replays the capture through them.
+pub fn run(config: &Config, args: &ReplayArgs) -> Result<Outcome, CliError> {
+    let state = StateDir::new(&config.server.state_dir);
+    let derives = config.doors.iter().any(|d| matches!(d.mode, Mode::Hotp | Mode::Totp));
+    let server_id = if derives { state.server_id()? } else { [0; 16] };
+    // Read-only: a daemon may be appending to these very ledgers.
+    let stores = ledger_backend::configured(config, &state.ledger_dir(), None)?;
+    let doors = Doors::load(config, server_id, stores.as_ref());
+    drop(stores);
+    let mut reader = PcapReader::open(&args.pcap)?;
+    let (link, on) = (reader.link(), args.pcap.display().to_string());
+    let started = Instant::now();
+    let mut replay = Replay::new(doors);
+    let (mut frames, mut packets) = (0u64, 0u64);
+    while let Some(frame) = reader.next_frame()? {
+        frames += 1;
+        replay.advance(frame.ts_ns);
+        if let Some(p) = frame_knock(link, frame.data, &on) {
+            packets += 1;
+            replay.packet(&p);
+        }
+    }
+    replay.finish();
+    Ok(Outcome {
+        file: args.pcap.clone(),
+        link,
+        nanosecond: reader.nanosecond(),
+        frames,
+        packets,
+        span_ms: replay.clock.map(|c| (c.first_ns / 1_000_000, c.now_ns / 1_000_000)),
+        doors: replay.doors.doors.iter().map(|d| d.config.name.clone()).collect(),
+        refused: replay.doors.refused.iter().map(ToString::to_string).collect(),
+        state_dir: config.server.state_dir.clone(),
+        sources: replay.sources.fold(args.top),
+        findings: replay.findings,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The capture's clock: its first timestamp and the latest so far (frames out of order never
+/// move it back), in nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    first_ns: u64,
+    now_ns: u64,
+}
+
+impl Clock {
+    /// The matcher's clock: milliseconds since the first frame (the daemon's: since its start).
+    fn matcher_ms(&self) -> u64 {
+        (self.now_ns - self.first_ns) / 1_000_000
+    }
+    fn unix_ms(&self) -> u64 {
+        self.now_ns / 1_000_000
+    }
+    fn unix_secs(&self) -> u64 {
+        self.now_ns / 1_000_000_000
+    }
+}
+
+/// Who used a sequence first in the capture.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    at_ms: u64,
+    source: IpAddr,
+}
+
+/// The daemon's loop, with its decisions recorded instead of acted on.
+struct Replay {
+    doors: Doors,
+    matcher: Matcher,
+    sources: sources::Sources,
+    findings: Vec<Finding>,
+    /// Sequences used or burned in the capture, by (door, client, counter).
+    spent: HashMap<(usize, usize, u64), Spent>,
+    /// Each door's time bucket its candidates were built for.
+    buckets: Vec<u64>,
+    clock: Option<Clock>,
+    next_tick_ms: u64,
+}
+
+impl Replay {
+    fn new(doors: Doors) -> Replay {
+        Replay {
+            doors,
+            matcher: Matcher::new(Limits::default()),
+            sources: sources::Sources::default(),
+            findings: Vec::new(),
+            spent: HashMap::new(),
+            buckets: Vec::new(),
+            clock: None,
+            next_tick_ms: TICK_MS,
+        }
+    }
+
+    /// Moves the clock to a frame's time; the first frame installs the doors for its time, and
+    /// every [`TICK_MS`] of capture time the daemon's tick runs.
+    #[inline]
+    fn advance(&mut self, ts_ns: u64) {
+        let clock = match &mut self.clock {
+            Some(c) => {
+                c.now_ns = c.now_ns.max(ts_ns);
+                *c
+            }
+            None => {
+                let c = Clock { first_ns: ts_ns, now_ns: ts_ns };
+                self.clock = Some(c);
+                self.doors.install(&mut self.matcher, c.unix_secs());
+                self.buckets = self.doors.time_buckets(c.unix_secs());
+                c
+            }
+        };
+        if clock.matcher_ms() >= self.next_tick_ms {
+            self.tick(clock);
+            self.next_tick_ms = clock.matcher_ms() + TICK_MS;
+        }
+    }
+
+    /// The daemon's tick: doors whose time bucket changed are rebuilt, old attempts end.
+    fn tick(&mut self, clock: Clock) {
+        let now = clock.unix_secs();
+        let buckets = self.doors.time_buckets(now);
+        for (i, (new, old)) in buckets.iter().zip(&self.buckets).enumerate() {
+            if new != old {
+                self.doors.install_door(&mut self.matcher, i, now);
+            }
+        }
+        self.buckets = buckets;
+        let events = self.matcher.tick(clock.matcher_ms());
+        self.handle(events, clock);
+    }
+
+    /// One packet: counted for its source, and fed to the matcher when a door listens to it.
+    #[inline]
+    fn packet(&mut self, p: &KnockPacket) {
+        let heard = self.matcher.heard(p);
+        self.sources.count(p.src, heard);
+        let Some(clock) = self.clock else { return };
+        if heard != Heard::Not {
+            let events = self.matcher.on_packet(p, clock.matcher_ms(), &self.doors);
+            if !events.is_empty() {
+                self.handle(events, clock);
+            }
+        }
+    }
+
+    /// After the last frame: the attempts still open end as the daemon would end them when
+    /// nothing more comes (their seq_timeout).
+    fn finish(&mut self) {
+        let Some(mut clock) = self.clock else { return };
+        let longest = self.doors.doors.iter().map(|d| d.config.seq_timeout).max().unwrap_or_default();
+        clock.now_ns = clock.now_ns.saturating_add(longest.as_nanos() as u64 + 1_000_000);
+        let events = self.matcher.tick(clock.matcher_ms());
+        self.handle(events, clock);
+    }
+
+    fn handle(&mut self, events: Vec<Event>, clock: Clock) {
+        for e in events {
+            match e {
+                Event::Completed { id, source, used } => self.completed(id, source, used, clock),
+                Event::Burned { id, source, progress, reason } => {
+                    // Burned already (the second source of an alert, for one): nothing more.
+                    if self.doors.is_used(&id) || self.spent.contains_key(&spent_key(&id)) {
+                        continue;
+                    }
+                    self.use_up(&id, source, clock);
+                    let reason = burn_reason(reason);
+                    self.record(&id, source, clock, Verdict::Burned { progress, reason });
+                }
+                Event::PrefixFromSecondSource { id, first, second } => {
+                    self.record(&id, first, clock, Verdict::Alert { second });
+                }
+            }
+        }
+    }
+
+    /// A completed sequence: a replay if the ledger or the capture used it before, else it
+    /// would have opened (once its resync completes, beyond the window).
+    fn completed(&mut self, id: CandidateId, source: IpAddr, used: bool, clock: Clock) {
+        let replayable = self.doors.door(&id).is_some_and(|d| d.config.mode == Mode::Static);
+        let verdict = match (self.spent.get(&spent_key(&id)), used) {
+            _ if replayable => Verdict::Opened,
+            (Some(first), _) => Verdict::ReplayInCapture { first_ms: first.at_ms, first_source: first.source },
+            (None, true) => Verdict::ReplayOfLedger,
+            (None, false) if self.doors.beyond_window(&id) => Verdict::Resync,
+            (None, false) => {
+                self.use_up(&id, source, clock);
+                Verdict::Opened
+            }
+        };
+        self.record(&id, source, clock, verdict);
+    }
+
+    /// Marks a sequence used in memory only (the ledger is read-only): a hotp or file door's
+    /// every counter up to it, a totp step alone, as the daemon's consumption would; then the
+    /// client's candidates are built again, as the daemon does after a use.
+    fn use_up(&mut self, id: &CandidateId, source: IpAddr, clock: Clock) {
+        self.spent.insert(spent_key(id), Spent { at_ms: clock.unix_ms(), source });
+        let from = match self.doors.door(id).map(|d| (&d.kind, d.config.mode)) {
+            Some((_, Mode::Totp)) => id.counter,
+            Some((DoorKind::Keyed(c), _)) => c.get(id.client).map_or(id.counter, |c| c.store().next()),
+            Some((DoorKind::File(f), _)) => f.get(id.client).map_or(id.counter, |f| f.store().next()),
+            _ => id.counter,
+        };
+        for counter in from.min(id.counter)..=id.counter {
+            // Ledgers opened read-only burn in memory; a door without a ledger has nothing to mark.
+            let _ = self.doors.burn(&CandidateId { counter, ..*id }, false);
+        }
+        self.matcher.drop_candidate(*id);
+        self.doors.install_client(&mut self.matcher, id.door, id.client, clock.unix_secs());
+    }
+
+    fn record(&mut self, id: &CandidateId, source: IpAddr, clock: Clock, verdict: Verdict) {
+        let who = self.doors.knocked(id);
+        self.findings.push(Finding {
+            at_ms: clock.unix_ms(),
+            door: who.door,
+            client: who.client,
+            source,
+            sequence: who.sequence,
+            counter: id.counter,
+            purpose: id.purpose,
+            verdict,
+        });
+    }
+}
+
+/// Sequences are used per (door, client, counter), whatever their purpose and day.
+fn spent_key(id: &CandidateId) -> (usize, usize, u64) {
+    (id.door, id.client, id.counter)
+}
+
+/// The audit log's words for why an attempt was burned.
+fn burn_reason(reason: BurnReason) -> &'static str {
+    match reason {
+        BurnReason::Misses => "too many wrong knocks",
+        BurnReason::Timeout => "seq_timeout",
+        BurnReason::Evicted => "evicted under load",
+        BurnReason::SecondSource => "prefix from a second source",
+    }
+}
+
+#[cfg(test)]
+mod tests;
