@@ -450,6 +450,25 @@ impl Matcher {
         heard
     }
 
+    /// Where [`Matcher::on_packet`] reads first for `packet`: the seed sets of its source in
+    /// each door that hears it, pushed onto `sets` for [`Matcher::warm`].
+    pub fn seed_sets(&self, packet: &KnockPacket, sets: &mut Vec<usize>) {
+        for (door, d) in self.doors.iter().enumerate() {
+            if d.rules.as_ref().is_some_and(|r| r.hears(packet)) {
+                let (port, address) = self.seeds.keys(packet.src, seed_door(door), packet.src_port);
+                sets.extend([self.seeds.set_index(&port), self.seeds.set_index(&address)]);
+            }
+        }
+    }
+
+    /// Reads, changing nothing, the seed sets [`Matcher::seed_sets`] named for a batch of
+    /// packets, one load after the other, so that their cache misses overlap before the caller
+    /// feeds the packets one by one (`knockd replay`). The value returned only keeps the reads
+    /// from being optimised away.
+    pub fn warm(&self, sets: &[usize]) -> u64 {
+        self.seeds.peek(sets)
+    }
+
     /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
     pub fn on_packet(&mut self, packet: &KnockPacket, now_ms: u64, rest: &dyn RestOfSequence) -> Vec<Event> {
         let mut events = Vec::new();

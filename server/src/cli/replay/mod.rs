@@ -35,6 +35,8 @@ pub use sources::{Folded, Traffic};
 
 /// How often the daemon ticks (timeouts, time buckets), here in capture time.
 const TICK_MS: u64 = 100;
+/// Frames read, parsed and warmed up together.
+const BATCH: usize = 32;
 
 /// `knockd replay`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -154,12 +156,26 @@ pub fn run(config: &Config, args: &ReplayArgs) -> Result<Outcome, CliError> {
     let started = Instant::now();
     let mut replay = Replay::new(doors);
     let (mut frames, mut packets) = (0u64, 0u64);
-    while let Some(frame) = reader.next_frame()? {
-        frames += 1;
-        replay.advance(frame.ts_ns);
-        if let Some(p) = frame_knock(link, frame.data, &on) {
-            packets += 1;
-            replay.packet(&p);
+    // Frames go in batches: parsed first, then the table slots each will update are read
+    // (their cache misses overlap), then they are fed in order.
+    let mut batch: Vec<(u64, Option<KnockPacket>)> = Vec::with_capacity(BATCH);
+    loop {
+        batch.clear();
+        while batch.len() < BATCH {
+            let Some(frame) = reader.next_frame()? else { break };
+            batch.push((frame.ts_ns, frame_knock(link, frame.data, &on)));
+        }
+        if batch.is_empty() {
+            break;
+        }
+        frames += batch.len() as u64;
+        replay.warm(&batch);
+        for (ts_ns, packet) in &batch {
+            replay.advance(*ts_ns);
+            if let Some(p) = packet {
+                packets += 1;
+                replay.packet(p);
+            }
         }
     }
     replay.finish();
@@ -219,6 +235,9 @@ struct Replay {
     buckets: Vec<u64>,
     clock: Option<Clock>,
     next_tick_ms: u64,
+    /// Scratch for [`Replay::warm`].
+    source_slots: Vec<usize>,
+    seed_sets: Vec<usize>,
 }
 
 impl Replay {
@@ -232,6 +251,8 @@ impl Replay {
             buckets: Vec::new(),
             clock: None,
             next_tick_ms: TICK_MS,
+            source_slots: Vec::with_capacity(BATCH),
+            seed_sets: Vec::with_capacity(4 * BATCH),
         }
     }
 
@@ -270,6 +291,18 @@ impl Replay {
         self.buckets = buckets;
         let events = self.matcher.tick(clock.matcher_ms());
         self.handle(events, clock);
+    }
+
+    /// Reads what the batch's packets will update: first where, then every place one load
+    /// after the other (see `Matcher::warm`).
+    fn warm(&mut self, batch: &[(u64, Option<KnockPacket>)]) {
+        self.source_slots.clear();
+        self.seed_sets.clear();
+        for p in batch.iter().filter_map(|(_, p)| p.as_ref()) {
+            self.source_slots.push(self.sources.slot_of(p.src));
+            self.matcher.seed_sets(p, &mut self.seed_sets);
+        }
+        std::hint::black_box(self.sources.warm(&self.source_slots) ^ self.matcher.warm(&self.seed_sets));
     }
 
     /// One packet: counted for its source, and fed to the matcher when a door listens to it.

@@ -1,11 +1,9 @@
 //! The guessing traffic of `knockd replay`, per source address: packets, hits in some door's
-//! knock range, and near misses (hits on the first knock of a candidate). Kept in a hash map
-//! with a fast, per-run keyed hash (a capture's sources are chosen by whoever sent them), and
+//! knock range, and near misses (hits on the first knock of a candidate). Kept in a table of
+//! its own with a per-run keyed hash (a capture's sources are chosen by whoever sent them), and
 //! folded at the end into the top N sources by packets, the rest, and the total, so a flood from
 //! a million addresses prints a few lines.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
 
 use knock_core::matcher::Heard;
@@ -29,44 +27,9 @@ impl Traffic {
     }
 }
 
-/// A multiply-xorshift hash of a source's 128-bit key, keyed per run.
-#[derive(Debug, Default)]
-pub struct SourceHasher {
-    state: u64,
-}
-
-impl Hasher for SourceHasher {
-    fn finish(&self) -> u64 {
-        let x = self.state;
-        (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (x >> 32)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.state = (self.state.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.write_u64(n as u64);
-        self.write_u64((n >> 64) as u64);
-    }
-}
-
-/// Builds [`SourceHasher`]s that start from this run's random key.
-#[derive(Debug, Clone, Copy)]
-pub struct Keyed(u64);
-
-impl BuildHasher for Keyed {
-    type Hasher = SourceHasher;
-    fn build_hasher(&self) -> SourceHasher {
-        SourceHasher { state: self.0 }
-    }
-}
-
 /// A source as a 128-bit key: IPv6 as is, IPv4 as its IPv4-mapped IPv6 address (which no
-/// parsed packet carries as a source, so the two never meet).
+/// parsed packet carries as a source, so the two never meet). 0 (`::`, which parsing refuses
+/// as a source) marks an empty slot.
 fn key(source: IpAddr) -> u128 {
     match source {
         IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
@@ -79,15 +42,35 @@ fn address(key: u128) -> IpAddr {
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
-/// Every source's traffic.
+/// One slot of the table: 32 bytes, so that none straddles two cache lines. A source's hits
+/// count up to 2^32 - 1 (its packets up to 2^64 - 1): enough for any capture file.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    key: u128,
+    packets: u64,
+    range_hits: u32,
+    near_misses: u32,
+}
+
+impl Slot {
+    fn traffic(&self) -> Traffic {
+        Traffic { packets: self.packets, range_hits: self.range_hits.into(), near_misses: self.near_misses.into() }
+    }
+}
+
+/// Every source's traffic: an open-addressing table (linear probing, at most half full) whose
+/// slot a caller can compute and touch ahead of the update ([`Sources::warm`]).
 #[derive(Debug)]
 pub struct Sources {
-    by_source: HashMap<u128, Traffic, Keyed>,
+    slots: Vec<Slot>,
+    len: usize,
+    /// This run's hash key.
+    seed: u64,
 }
 
 impl Default for Sources {
     fn default() -> Self {
-        Sources { by_source: HashMap::with_hasher(Keyed(rand::random())) }
+        Sources { slots: vec![Slot::default(); 1024], len: 0, seed: rand::random() }
     }
 }
 
@@ -103,18 +86,71 @@ pub struct Folded {
 }
 
 impl Sources {
+    /// Where the probe for `key` starts: a keyed multiply-xorshift hash.
+    #[inline]
+    fn home(&self, key: u128) -> usize {
+        let x = (key as u64 ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((key >> 64) as u64);
+        let h = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        (h ^ (h >> 32)) as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot where the probe for `source` starts, for [`Sources::warm`].
+    #[inline]
+    pub fn slot_of(&self, source: IpAddr) -> usize {
+        self.home(key(source))
+    }
+
+    /// Reads the slots at `at`, changing nothing (see `Matcher::warm`).
+    pub fn warm(&self, at: &[usize]) -> u64 {
+        at.iter().filter_map(|i| self.slots.get(*i)).fold(0, |acc, s| acc ^ s.packets)
+    }
+
     /// Counts one packet from `source`, as the doors heard it.
     #[inline]
     pub fn count(&mut self, source: IpAddr, heard: Heard) {
-        let t = self.by_source.entry(key(source)).or_default();
-        t.packets += 1;
-        t.range_hits += u64::from(heard != Heard::Not);
-        t.near_misses += u64::from(heard == Heard::FirstKnock);
+        let key = key(source);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let here = self.slots[i].key;
+            if here == key {
+                break;
+            }
+            if here == 0 {
+                if 2 * (self.len + 1) > self.slots.len() {
+                    self.grow();
+                    return self.count(source, heard);
+                }
+                self.slots[i].key = key;
+                self.len += 1;
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        let slot = &mut self.slots[i];
+        slot.packets += 1;
+        slot.range_hits = slot.range_hits.saturating_add(u32::from(heard != Heard::Not));
+        slot.near_misses = slot.near_misses.saturating_add(u32::from(heard == Heard::FirstKnock));
+    }
+
+    /// Doubles the table.
+    fn grow(&mut self) {
+        let bigger = vec![Slot::default(); self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, bigger);
+        let mask = self.slots.len() - 1;
+        for s in old.into_iter().filter(|s| s.key != 0) {
+            let mut i = self.home(s.key);
+            while self.slots[i].key != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = s;
+        }
     }
 
     /// The `n` sources that sent the most packets, the others, and the total.
     pub fn fold(&self, n: usize) -> Folded {
-        let mut all: Vec<(u128, Traffic)> = self.by_source.iter().map(|(k, t)| (*k, *t)).collect();
+        let mut all: Vec<(u128, Traffic)> =
+            self.slots.iter().filter(|s| s.key != 0).map(|s| (s.key, s.traffic())).collect();
         let order = |a: &(u128, Traffic), b: &(u128, Traffic)| {
             (b.1.packets, b.1.range_hits, b.1.near_misses)
                 .cmp(&(a.1.packets, a.1.range_hits, a.1.near_misses))
@@ -133,7 +169,7 @@ impl Sources {
         Folded {
             top: top.iter().map(|(k, t)| (address(*k), *t)).collect(),
             others: (rest.len(), others),
-            total: (self.by_source.len(), total),
+            total: (self.len, total),
         }
     }
 }
