@@ -170,6 +170,29 @@ pub enum Heard {
     FirstKnock,
 }
 
+/// Doors whose seed keys a [`Prepared`] packet carries (further ones are hashed when fed): one,
+/// as doors' knock ranges seldom overlap.
+const PREPARED_DOORS: usize = 1;
+
+/// What [`Matcher::prepare`] worked out about a packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    heard: Heard,
+    /// The seed keys (port's view, address's view) of the first doors that hear it.
+    doors: [Option<(usize, (SeedKey, SeedKey))>; PREPARED_DOORS],
+}
+
+impl Prepared {
+    /// How the doors hear the packet (see [`Matcher::heard`]).
+    pub fn heard(&self) -> Heard {
+        self.heard
+    }
+
+    fn keys_of(&self, door: usize) -> Option<(SeedKey, SeedKey)> {
+        self.doors.iter().flatten().find(|(d, _)| *d == door).map(|(_, k)| *k)
+    }
+}
+
 impl DoorRules {
     /// Whether the door listens to `packet`: its knock, destination and TCP flags.
     fn hears(&self, packet: &KnockPacket) -> bool {
@@ -450,27 +473,59 @@ impl Matcher {
         heard
     }
 
-    /// Where [`Matcher::on_packet`] reads first for `packet`: the seed sets of its source in
-    /// each door that hears it, pushed onto `sets` for [`Matcher::warm`].
-    pub fn seed_sets(&self, packet: &KnockPacket, sets: &mut Vec<usize>) {
+    /// Works out ahead what [`Matcher::on_prepared`] needs first for `packet`: how the doors
+    /// hear it and its seed keys in each door that does (hashed once). The state may change
+    /// between the two calls (the keys depend only on the packet and the table's hash key).
+    pub fn prepare(&self, packet: &KnockPacket) -> Prepared {
+        let mut p = Prepared { heard: Heard::Not, doors: [None; PREPARED_DOORS] };
+        let mut n = 0;
         for (door, d) in self.doors.iter().enumerate() {
             if d.rules.as_ref().is_some_and(|r| r.hears(packet)) {
-                let (port, address) = self.seeds.keys(packet.src, seed_door(door), packet.src_port);
-                sets.extend([self.seeds.set_index(&port), self.seeds.set_index(&address)]);
+                let starts = d.index.starts(packet.knock);
+                p.heard = p.heard.max(if starts.fresh + starts.used > 0 { Heard::FirstKnock } else { Heard::InRange });
+                if let Some(slot) = p.doors.get_mut(n) {
+                    *slot = Some((door, self.seeds.keys(packet.src, seed_door(door), packet.src_port)));
+                    n += 1;
+                }
             }
         }
+        p
     }
 
-    /// Reads, changing nothing, the seed sets [`Matcher::seed_sets`] named for a batch of
-    /// packets, one load after the other, so that their cache misses overlap before the caller
-    /// feeds the packets one by one (`knockd replay`). The value returned only keeps the reads
-    /// from being optimised away.
-    pub fn warm(&self, sets: &[usize]) -> u64 {
-        self.seeds.peek(sets)
+    /// Reads, changing nothing, the seed sets of a batch of prepared packets, one load after
+    /// the other, so that their cache misses overlap before the caller feeds the packets one by
+    /// one (`knockd replay`). The value returned only keeps the reads from being optimised away.
+    pub fn warm(&self, batch: &[Prepared]) -> u64 {
+        let mut acc = 0;
+        for (_, (port, address)) in batch.iter().flat_map(|p| p.doors.iter().flatten()) {
+            acc ^= self.seeds.peek(&[self.seeds.set_index(port), self.seeds.set_index(address)]);
+        }
+        acc
+    }
+
+    /// [`Matcher::on_packet`] for a packet [`Matcher::prepare`]d before.
+    pub fn on_prepared(
+        &mut self,
+        packet: &KnockPacket,
+        prepared: &Prepared,
+        now_ms: u64,
+        rest: &dyn RestOfSequence,
+    ) -> Vec<Event> {
+        self.feed(packet, Some(prepared), now_ms, rest)
     }
 
     /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
     pub fn on_packet(&mut self, packet: &KnockPacket, now_ms: u64, rest: &dyn RestOfSequence) -> Vec<Event> {
+        self.feed(packet, None, now_ms, rest)
+    }
+
+    fn feed(
+        &mut self,
+        packet: &KnockPacket,
+        prepared: Option<&Prepared>,
+        now_ms: u64,
+        rest: &dyn RestOfSequence,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let (source, knock) = (packet.src, packet.knock);
         for door in 0..self.doors.len() {
@@ -485,7 +540,9 @@ impl Matcher {
             // same attempt, not a replay.
             let mut done = Vec::new();
             let tracked = !self.tracks.is_empty() && self.tracks.contains_key(&source);
-            let (port_key, address_key) = self.seeds.keys(source, seed_door(door), packet.src_port);
+            let (port_key, address_key) = prepared
+                .and_then(|p| p.keys_of(door))
+                .unwrap_or_else(|| self.seeds.keys(source, seed_door(door), packet.src_port));
             for (slot, key) in port_slot.map(|s| (s, port_key)).into_iter().chain([(address_slot, address_key)]) {
                 if tracked {
                     self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);

@@ -318,7 +318,7 @@ impl SeedTable {
         found
     }
 
-    /// The set a key's seeds live in (see [`super::Matcher::seed_sets`]).
+    /// The set a key's seeds live in (see [`super::Matcher::warm`]).
     pub fn set_index(&self, key: &SeedKey) -> usize {
         self.set_of(key)
     }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use knock_core::config::Config;
-use knock_core::matcher::{BurnReason, CandidateId, Event, Heard, Limits, Matcher};
+use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher, Prepared};
 use knock_core::packet::{KnockPacket, LinkType};
 use knock_core::sequence::{Mode, Purpose};
 
@@ -170,13 +170,15 @@ pub fn run(config: &Config, args: &ReplayArgs) -> Result<Outcome, CliError> {
         }
         frames += batch.len() as u64;
         replay.warm(&batch);
+        let mut packets_in_batch = 0;
         for (ts_ns, packet) in &batch {
             replay.advance(*ts_ns);
             if let Some(p) = packet {
-                packets += 1;
-                replay.packet(p);
+                replay.packet(p, packets_in_batch);
+                packets_in_batch += 1;
             }
         }
+        packets += packets_in_batch as u64;
     }
     replay.finish();
     Ok(Outcome {
@@ -235,9 +237,13 @@ struct Replay {
     buckets: Vec<u64>,
     clock: Option<Clock>,
     next_tick_ms: u64,
-    /// Scratch for [`Replay::warm`].
+    /// Scratch for [`Replay::warm`]: where each packet of the batch is counted, and what the
+    /// matcher worked out about it.
     source_slots: Vec<usize>,
-    seed_sets: Vec<usize>,
+    prepared: Vec<Prepared>,
+    /// How often candidates were installed, and how often when the batch was prepared.
+    installs: u64,
+    prepared_at: u64,
 }
 
 impl Replay {
@@ -252,7 +258,9 @@ impl Replay {
             clock: None,
             next_tick_ms: TICK_MS,
             source_slots: Vec::with_capacity(BATCH),
-            seed_sets: Vec::with_capacity(4 * BATCH),
+            prepared: Vec::with_capacity(BATCH),
+            installs: 0,
+            prepared_at: 0,
         }
     }
 
@@ -265,18 +273,22 @@ impl Replay {
                 c.now_ns = c.now_ns.max(ts_ns);
                 *c
             }
-            None => {
-                let c = Clock { first_ns: ts_ns, now_ns: ts_ns };
-                self.clock = Some(c);
-                self.doors.install(&mut self.matcher, c.unix_secs());
-                self.buckets = self.doors.time_buckets(c.unix_secs());
-                c
-            }
+            None => self.start(ts_ns),
         };
         if clock.matcher_ms() >= self.next_tick_ms {
             self.tick(clock);
             self.next_tick_ms = clock.matcher_ms() + TICK_MS;
         }
+    }
+
+    /// The first frame's time starts the clock; the doors are installed for it.
+    fn start(&mut self, ts_ns: u64) -> Clock {
+        let c = Clock { first_ns: ts_ns, now_ns: ts_ns };
+        self.clock = Some(c);
+        self.doors.install(&mut self.matcher, c.unix_secs());
+        self.buckets = self.doors.time_buckets(c.unix_secs());
+        self.installs += 1;
+        c
     }
 
     /// The daemon's tick: doors whose time bucket changed are rebuilt, old attempts end.
@@ -286,6 +298,7 @@ impl Replay {
         for (i, (new, old)) in buckets.iter().zip(&self.buckets).enumerate() {
             if new != old {
                 self.doors.install_door(&mut self.matcher, i, now);
+                self.installs += 1;
             }
         }
         self.buckets = buckets;
@@ -293,29 +306,38 @@ impl Replay {
         self.handle(events, clock);
     }
 
-    /// Reads what the batch's packets will update: first where, then every place one load
-    /// after the other (see `Matcher::warm`).
+    /// Prepares the batch's packets and reads what they will update: first where, then every
+    /// place one load after the other (see `Matcher::warm`).
     fn warm(&mut self, batch: &[(u64, Option<KnockPacket>)]) {
+        if let (None, Some((ts_ns, _))) = (self.clock, batch.first()) {
+            self.start(*ts_ns);
+        }
+        self.prepared_at = self.installs;
         self.source_slots.clear();
-        self.seed_sets.clear();
+        self.prepared.clear();
         for p in batch.iter().filter_map(|(_, p)| p.as_ref()) {
             self.source_slots.push(self.sources.slot_of(p.src));
-            self.matcher.seed_sets(p, &mut self.seed_sets);
+            self.prepared.push(self.matcher.prepare(p));
         }
-        std::hint::black_box(self.sources.warm(&self.source_slots) ^ self.matcher.warm(&self.seed_sets));
+        std::hint::black_box(self.sources.warm(&self.source_slots) ^ self.matcher.warm(&self.prepared));
     }
 
-    /// One packet: counted for its source, and fed to the matcher when a door listens to it.
+    /// The `i`th packet of the batch: counted for its source, and fed to the matcher when a
+    /// door listens to it.
     #[inline]
-    fn packet(&mut self, p: &KnockPacket) {
-        let heard = self.matcher.heard(p);
-        self.sources.count(p.src, heard);
+    fn packet(&mut self, p: &KnockPacket, i: usize) {
+        if self.installs != self.prepared_at {
+            // Candidates were built again since the batch was prepared: how the doors hear the
+            // packet may have changed (its seed keys have not).
+            self.prepared[i] = self.matcher.prepare(p);
+        }
+        let prepared = &self.prepared[i];
+        self.sources.count(p.src, prepared.heard());
         let Some(clock) = self.clock else { return };
-        if heard != Heard::Not {
-            let events = self.matcher.on_packet(p, clock.matcher_ms(), &self.doors);
-            if !events.is_empty() {
-                self.handle(events, clock);
-            }
+        // Fed even when no door heard it as prepared: the matcher asks the doors again.
+        let events = self.matcher.on_prepared(p, prepared, clock.matcher_ms(), &self.doors);
+        if !events.is_empty() {
+            self.handle(events, clock);
         }
     }
 
@@ -383,6 +405,7 @@ impl Replay {
         }
         self.matcher.drop_candidate(*id);
         self.doors.install_client(&mut self.matcher, id.door, id.client, clock.unix_secs());
+        self.installs += 1;
     }
 
     fn record(&mut self, id: &CandidateId, source: IpAddr, clock: Clock, verdict: Verdict) {

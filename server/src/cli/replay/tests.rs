@@ -134,6 +134,11 @@ fn a_capture_shows_the_opening_its_replay_a_burn_and_the_guessing() {
         let port = if i < 200 { 40000 + (i * 37 % 1000) as u16 } else { 50000 };
         packets.push((i, v4(guesser, 33000 + i as u16, Knock::tcp(port))));
     }
+    // Another, five times on the first knock of the client's fresh sequence: near misses.
+    let near = Ipv4Addr::new(198, 19, 8, 8);
+    for i in 0..5u64 {
+        packets.push((500 + i, v4(near, 34000 + i as u16, first[0])));
+    }
     packets.extend(knocks(CLIENT, 41000, &first, 1_000));
     // The same knocks again, from the outsider (the client's capture, replayed).
     packets.extend(knocks(OUTSIDER, 42000, &first, 3_000));
@@ -170,7 +175,9 @@ fn a_capture_shows_the_opening_its_replay_a_burn_and_the_guessing() {
     assert_eq!(top, IpAddr::V4(guesser));
     assert_eq!((t.packets, t.range_hits), (250, 200));
     assert!(t.near_misses <= t.range_hits);
-    assert_eq!(o.sources.total.0, 3);
+    let near_traffic = o.sources.top.iter().find(|(s, _)| *s == IpAddr::V4(near)).map(|t| t.1);
+    assert_eq!(near_traffic, Some(Traffic { packets: 5, range_hits: 5, near_misses: 5 }));
+    assert_eq!(o.sources.total.0, 4);
     assert_eq!(o.sources.total.1.packets, packets.len() as u64);
     // Nothing was written: the ledger is byte for byte what it was, no audit log appeared.
     assert_eq!(std::fs::read(site.ledger_path()).unwrap(), ledger_before);
