@@ -320,19 +320,24 @@ impl Replay {
             self.prepared.push(self.matcher.prepare(p));
         }
         std::hint::black_box(self.sources.warm(&self.source_slots) ^ self.matcher.warm(&self.prepared));
+        // Counted now, while their slots are at hand (a packet whose doors change before it is
+        // fed is counted again, see `packet`).
+        for (p, prepared) in batch.iter().filter_map(|(_, p)| p.as_ref()).zip(&self.prepared) {
+            self.sources.count(p.src, prepared.heard());
+        }
     }
 
-    /// The `i`th packet of the batch: counted for its source, and fed to the matcher when a
-    /// door listens to it.
+    /// The `i`th packet of the batch, fed to the matcher.
     #[inline]
     fn packet(&mut self, p: &KnockPacket, i: usize) {
         if self.installs != self.prepared_at {
             // Candidates were built again since the batch was prepared: how the doors hear the
             // packet may have changed (its seed keys have not).
-            self.prepared[i] = self.matcher.prepare(p);
+            let (was, now) = (self.prepared[i].heard(), self.matcher.prepare(p));
+            self.sources.recount(p.src, was, now.heard());
+            self.prepared[i] = now;
         }
         let prepared = &self.prepared[i];
-        self.sources.count(p.src, prepared.heard());
         let Some(clock) = self.clock else { return };
         // Fed even when no door heard it as prepared: the matcher asks the doors again.
         let events = self.matcher.on_prepared(p, prepared, clock.matcher_ms(), &self.doors);

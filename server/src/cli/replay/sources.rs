@@ -133,6 +133,27 @@ impl Sources {
         slot.near_misses = slot.near_misses.saturating_add(u32::from(heard == Heard::FirstKnock));
     }
 
+    /// Moves a packet counted from `source` as heard `was` to heard `now`.
+    pub fn recount(&mut self, source: IpAddr, was: Heard, now: Heard) {
+        if was == now {
+            return;
+        }
+        let key = key(source);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        while self.slots[i].key != key {
+            if self.slots[i].key == 0 {
+                return; // never counted
+            }
+            i = (i + 1) & mask;
+        }
+        let slot = &mut self.slots[i];
+        let hit = |h: Heard| u32::from(h != Heard::Not);
+        let near = |h: Heard| u32::from(h == Heard::FirstKnock);
+        slot.range_hits = slot.range_hits.saturating_sub(hit(was)).saturating_add(hit(now));
+        slot.near_misses = slot.near_misses.saturating_sub(near(was)).saturating_add(near(now));
+    }
+
     /// Doubles the table.
     fn grow(&mut self) {
         let bigger = vec![Slot::default(); self.slots.len() * 2];
