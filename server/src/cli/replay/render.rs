@@ -25,8 +25,11 @@ fn link_name(link: LinkType) -> &'static str {
     }
 }
 
-/// The sections of findings, in the order they are printed, with what selects them.
-const SECTIONS: [(&str, &str, fn(&Verdict) -> bool); 5] = [
+/// One section of findings: its JSON key, its title in the text, and what it holds.
+type Section = (&'static str, &'static str, fn(&Verdict) -> bool);
+
+/// The sections of findings, in the order they are printed.
+const SECTIONS: [Section; 5] = [
     ("opened", "would have opened", |v| matches!(v, Verdict::Opened)),
     ("replays", "replays of a used sequence (nothing opens)", |v| {
         matches!(v, Verdict::ReplayOfLedger | Verdict::ReplayInCapture { .. })

@@ -118,7 +118,7 @@ fn knocks(src: Ipv4Addr, sport: u16, seq: &[Knock], at_ms: u64) -> Vec<(u64, Vec
     seq.iter().enumerate().map(|(i, k)| (at_ms + 20 * i as u64, v4(src, sport, *k))).collect()
 }
 
-fn of<'a>(o: &'a Outcome, pick: impl Fn(&Verdict) -> bool) -> Vec<&'a Finding> {
+fn of(o: &Outcome, pick: impl Fn(&Verdict) -> bool) -> Vec<&Finding> {
     o.findings.iter().filter(|f| pick(&f.verdict)).collect()
 }
 
