@@ -365,7 +365,7 @@ impl Replay {
                     if self.doors.is_used(&id) || self.spent.contains_key(&spent_key(&id)) {
                         continue;
                     }
-                    self.use_up(&id, source, clock);
+                    self.use_up(&id, source, clock, Use::Burn);
                     let reason = burn_reason(reason);
                     self.record(&id, source, clock, Verdict::Burned { progress, reason });
                 }
@@ -386,19 +386,21 @@ impl Replay {
             (None, true) => Verdict::ReplayOfLedger,
             (None, false) if self.doors.beyond_window(&id) => Verdict::Resync,
             (None, false) => {
-                self.use_up(&id, source, clock);
+                self.use_up(&id, source, clock, Use::Consume);
                 Verdict::Opened
             }
         };
         self.record(&id, source, clock, verdict);
     }
 
-    /// Marks a sequence used in memory only (the ledger is read-only): a hotp or file door's
-    /// every counter up to it, a totp step alone, as the daemon's consumption would; then the
-    /// client's candidates are built again, as the daemon does after a use.
-    fn use_up(&mut self, id: &CandidateId, source: IpAddr, clock: Clock) {
+    /// Marks a sequence used in memory only (the ledger is read-only): consumed, a hotp or
+    /// file door's every counter up to it, a totp step alone, as the daemon's consumption
+    /// would; burned, it alone. Then the client's candidates are built again, as the daemon
+    /// does after a use.
+    fn use_up(&mut self, id: &CandidateId, source: IpAddr, clock: Clock, how: Use) {
         self.spent.insert(spent_key(id), Spent { at_ms: clock.unix_ms(), source });
         let from = match self.doors.door(id).map(|d| (&d.kind, d.config.mode)) {
+            _ if how == Use::Burn => id.counter,
             Some((_, Mode::Totp)) => id.counter,
             Some((DoorKind::Keyed(c), _)) => c.get(id.client).map_or(id.counter, |c| c.store().next()),
             Some((DoorKind::File(f), _)) => f.get(id.client).map_or(id.counter, |f| f.store().next()),
@@ -426,6 +428,15 @@ impl Replay {
             verdict,
         });
     }
+}
+
+/// How a sequence is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Completed fresh: the door opened.
+    Consume,
+    /// An attempt ended incomplete.
+    Burn,
 }
 
 /// Sequences are used per (door, client, counter), whatever their purpose and day.
