@@ -60,6 +60,14 @@ impl Site {
         std::iter::once(c.first).chain(c.rest.expect("no bind_source").iter().copied()).collect()
     }
 
+    /// The first knocks of every candidate of the door at `unix_secs`.
+    fn first_knocks(&self, unix_secs: u64) -> Vec<Knock> {
+        let state = StateDir::new(&self.config.server.state_dir);
+        let stores = ledger_backend::configured(&self.config, &state.ledger_dir(), None).unwrap();
+        let doors = Doors::load(&self.config, state.server_id().unwrap(), stores.as_ref());
+        doors.candidates(0, 0, unix_secs).into_iter().map(|c| c.first).collect()
+    }
+
     fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.dir.join(name);
         std::fs::write(&path, bytes).unwrap();
@@ -128,11 +136,14 @@ fn a_capture_shows_the_opening_its_replay_a_burn_and_the_guessing() {
     let now = unix_now();
     let (first, second) = (site.sequence(0, now), site.sequence(1, now));
     let mut packets = Vec::new();
-    // A guesser: 200 SYNs to ports of the range (and 50 outside it), from one address.
+    // A guesser: 200 SYNs to ports of the range that start no candidate (so it never burns
+    // one by chance), and 50 outside it, from one address.
     let guesser = Ipv4Addr::new(198, 19, 7, 7);
+    let firsts = site.first_knocks(now);
+    let misses: Vec<Knock> = (40000..41000).map(Knock::tcp).filter(|k| !firsts.contains(k)).collect();
     for i in 0..250u64 {
-        let port = if i < 200 { 40000 + (i * 37 % 1000) as u16 } else { 50000 };
-        packets.push((i, v4(guesser, 33000 + i as u16, Knock::tcp(port))));
+        let knock = if i < 200 { misses[(i * 37) as usize % misses.len()] } else { Knock::tcp(50000) };
+        packets.push((i, v4(guesser, 33000 + i as u16, knock)));
     }
     // Another, five times on the first knock of the client's fresh sequence: near misses.
     let near = Ipv4Addr::new(198, 19, 8, 8);
@@ -166,19 +177,17 @@ fn a_capture_shows_the_opening_its_replay_a_burn_and_the_guessing() {
         Verdict::ReplayInCapture { first_ms: f.at_ms, first_source: IpAddr::V4(CLIENT) },
         "names the first use"
     );
-    // (The guesser may burn a candidate by chance: its ports hit two knocks of one.)
-    let burned: Vec<&Finding> = of(&o, |v| matches!(v, Verdict::Burned { .. }))
-        .into_iter()
-        .filter(|f| f.source == IpAddr::V4(CLIENT))
-        .collect();
+    // (Another candidate whose first two knocks happen to lie within these sequences is burned
+    // too, with an alert when the outsider's copy repeats them: left out here.)
+    let burned: Vec<&Finding> =
+        of(&o, |v| matches!(v, Verdict::Burned { .. })).into_iter().filter(|f| f.counter <= 1).collect();
     assert_eq!(burned.len(), 1, "{:#?}", o.findings);
     assert_eq!((burned[0].counter, burned[0].source), (1, IpAddr::V4(CLIENT)));
     assert_eq!(burned[0].verdict, Verdict::Burned { progress: 4, reason: "seq_timeout" });
     // The guesser tops the table; its hits are the 200 packets in the range.
     let (top, t) = o.sources.top[0];
     assert_eq!(top, IpAddr::V4(guesser));
-    assert_eq!((t.packets, t.range_hits), (250, 200));
-    assert!(t.near_misses <= t.range_hits);
+    assert_eq!((t.packets, t.range_hits, t.near_misses), (250, 200, 0));
     let near_traffic = o.sources.top.iter().find(|(s, _)| *s == IpAddr::V4(near)).map(|t| t.1);
     assert_eq!(near_traffic, Some(Traffic { packets: 5, range_hits: 5, near_misses: 5 }));
     assert_eq!(o.sources.total.0, 4);
@@ -195,7 +204,8 @@ fn a_capture_shows_the_opening_its_replay_a_burn_and_the_guessing() {
     let doc: serde_json::Value = serde_json::from_str(&render::json(&o, 5)).expect("one JSON document");
     assert_eq!(doc["opened"][0]["source"], "198.18.0.2");
     assert_eq!(doc["replays"][0]["used"], "capture");
-    assert_eq!(doc["burned"][0]["reason"], "seq_timeout");
+    let burn = doc["burned"].as_array().unwrap().iter().find(|b| b["counter"] == 1).expect("the burn in JSON");
+    assert_eq!(burn["reason"], "seq_timeout");
     assert_eq!(doc["sources"]["top"][0]["source"], "198.19.7.7");
     assert_eq!(doc["sources"]["total"]["traffic"]["packets"], packets.len() as u64);
 }
