@@ -11,18 +11,19 @@
 //! alerts; and per source the guessing traffic (`sources.rs`). `render.rs` prints it as text
 //! or as one JSON document (docs/OPERATIONS.md, "Forensics: replaying a capture").
 
+mod findings;
 mod render;
 mod sources;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use knock_core::config::Config;
 use knock_core::matcher::{BurnReason, CandidateId, Event, Limits, Matcher, Prepared};
-use knock_core::packet::{KnockPacket, LinkType};
-use knock_core::sequence::{Mode, Purpose};
+use knock_core::packet::KnockPacket;
+use knock_core::sequence::Mode;
 
 use super::error::CliError;
 use super::report::Report;
@@ -31,6 +32,7 @@ use crate::runtime::capture::pcapfile::PcapReader;
 use crate::runtime::doors::{DoorKind, Doors};
 use crate::state::ledger_backend;
 use crate::state::StateDir;
+pub use findings::{Finding, Outcome, Verdict};
 pub use sources::{Folded, Traffic};
 
 /// How often the daemon ticks (timeouts, time buckets), here in capture time.
@@ -52,87 +54,6 @@ pub struct ReplayArgs {
     /// the rest are summed up in one line. --json lists every finding and this many sources.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
-}
-
-/// What the daemon would have decided about one completed or ended attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// A fresh sequence: the door would have opened (or closed, for a closing sequence).
-    Opened,
-    /// A sequence beyond the client's window: the first half of a resync, which opens only
-    /// with the next consecutive sequence from the same source.
-    Resync,
-    /// A sequence the ledger records as used (consumed or burned) before the capture.
-    ReplayOfLedger,
-    /// A sequence used (or burned) earlier in this capture.
-    ReplayInCapture {
-        /// When it was used first (unix ms).
-        first_ms: u64,
-        /// From where.
-        first_source: IpAddr,
-    },
-    /// An attempt that ended incomplete: the sequence would have been burned.
-    Burned {
-        /// Knocks it had matched.
-        progress: usize,
-        /// Why it ended.
-        reason: &'static str,
-    },
-    /// The same prefix from a second source: burned for both.
-    Alert {
-        /// The second source.
-        second: IpAddr,
-    },
-}
-
-/// One decision, with who and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// When (unix ms, the capture's clock).
-    pub at_ms: u64,
-    /// The door.
-    pub door: String,
-    /// The client (`-` for file and static doors).
-    pub client: String,
-    /// The source that knocked (for an alert: the first of the two).
-    pub source: IpAddr,
-    /// The sequence as the admin counts it (`counter 5`, `line 12`).
-    pub sequence: String,
-    /// Its counter, time step or line index.
-    pub counter: u64,
-    /// Open or close.
-    pub purpose: Purpose,
-    /// What the daemon would have done.
-    pub verdict: Verdict,
-}
-
-/// Everything `knockd replay` found in a capture.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The capture file.
-    pub file: PathBuf,
-    /// Its link type.
-    pub link: LinkType,
-    /// Whether its timestamps count nanoseconds.
-    pub nanosecond: bool,
-    /// Frames in the file.
-    pub frames: u64,
-    /// Frames that held a TCP or UDP packet (the others carry no knock).
-    pub packets: u64,
-    /// The capture's first and last timestamp (unix ms), when it holds frames.
-    pub span_ms: Option<(u64, u64)>,
-    /// The doors replayed.
-    pub doors: Vec<String>,
-    /// Doors or clients that could not be loaded, with the reason.
-    pub refused: Vec<String>,
-    /// The state directory whose ledgers were read.
-    pub state_dir: PathBuf,
-    /// The decisions, in capture order.
-    pub findings: Vec<Finding>,
-    /// The guessing traffic, folded.
-    pub sources: Folded,
-    /// How long the replay took.
-    pub elapsed: Duration,
 }
 
 /// `knockd replay`: runs the capture through the matcher and reports what would have happened.

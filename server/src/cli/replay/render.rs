@@ -9,7 +9,8 @@ use knock_core::packet::LinkType;
 use knock_core::time::format_utc_ms;
 use serde_json::{json, Value};
 
-use super::{Finding, Outcome, Traffic, Verdict};
+use super::findings::{Finding, Outcome, Verdict};
+use super::sources::Traffic;
 
 /// Version of the JSON document: raised when a key changes meaning or goes away.
 const JSON_VERSION: u64 = 1;
