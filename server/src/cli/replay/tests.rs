@@ -14,7 +14,10 @@ use knock_core::{Knock, Proto};
 
 use super::*;
 use crate::cli::admin;
+use crate::cli::error::CliError;
 use crate::runtime::capture::testframes::{self as tf, Link};
+use crate::runtime::doors::Doors;
+use crate::state::{ledger_backend, StateDir};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
