@@ -158,6 +158,50 @@ impl KnockSet {
     }
 }
 
+/// How the doors hear a packet ([`Matcher::heard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Heard {
+    /// No door listens to it: outside every knock set, to another address, or TCP flags that
+    /// do not count.
+    Not,
+    /// Some door listens to it (it lies in a door's knock range), but it starts no candidate.
+    InRange,
+    /// It is the first knock of some candidate of a door that listens to it.
+    FirstKnock,
+}
+
+/// Doors whose seed keys a [`Prepared`] packet carries (further ones are hashed when fed): one,
+/// as doors' knock ranges seldom overlap.
+const PREPARED_DOORS: usize = 1;
+
+/// What [`Matcher::prepare`] worked out about a packet.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    heard: Heard,
+    /// The seed keys (port's view, address's view) of the first doors that hear it.
+    doors: [Option<(usize, (SeedKey, SeedKey))>; PREPARED_DOORS],
+}
+
+impl Prepared {
+    /// How the doors hear the packet (see [`Matcher::heard`]).
+    pub fn heard(&self) -> Heard {
+        self.heard
+    }
+
+    fn keys_of(&self, door: usize) -> Option<(SeedKey, SeedKey)> {
+        self.doors.iter().flatten().find(|(d, _)| *d == door).map(|(_, k)| *k)
+    }
+}
+
+impl DoorRules {
+    /// Whether the door listens to `packet`: its knock, destination and TCP flags.
+    fn hears(&self, packet: &KnockPacket) -> bool {
+        self.knocks.contains(packet.knock)
+            && (self.addresses.is_empty() || self.addresses.contains(&packet.dst))
+            && (packet.knock.proto != Proto::Tcp || self.tcp_flags.matches(packet.tcp_flags.unwrap_or(0)))
+    }
+}
+
 /// Per-door matching parameters.
 #[derive(Debug, Clone)]
 pub struct DoorRules {
@@ -412,16 +456,81 @@ impl Matcher {
         self.doors.get(door).map_or(0, |d| d.index.len())
     }
 
+    /// How the doors hear `packet`, without changing any state: whether some door listens to
+    /// it, and whether it is the first knock of one of that door's candidates (the only packet
+    /// from an unknown source that leaves anything behind).
+    pub fn heard(&self, packet: &KnockPacket) -> Heard {
+        let mut heard = Heard::Not;
+        for d in &self.doors {
+            if d.rules.as_ref().is_some_and(|r| r.hears(packet)) {
+                let starts = d.index.starts(packet.knock);
+                if starts.fresh + starts.used > 0 {
+                    return Heard::FirstKnock;
+                }
+                heard = Heard::InRange;
+            }
+        }
+        heard
+    }
+
+    /// Works out ahead what [`Matcher::on_prepared`] needs first for `packet`: how the doors
+    /// hear it and its seed keys in each door that does (hashed once). The state may change
+    /// between the two calls (the keys depend only on the packet and the table's hash key).
+    pub fn prepare(&self, packet: &KnockPacket) -> Prepared {
+        let mut p = Prepared { heard: Heard::Not, doors: [None; PREPARED_DOORS] };
+        let mut n = 0;
+        for (door, d) in self.doors.iter().enumerate() {
+            if d.rules.as_ref().is_some_and(|r| r.hears(packet)) {
+                let starts = d.index.starts(packet.knock);
+                p.heard = p.heard.max(if starts.fresh + starts.used > 0 { Heard::FirstKnock } else { Heard::InRange });
+                if let Some(slot) = p.doors.get_mut(n) {
+                    *slot = Some((door, self.seeds.keys(packet.src, seed_door(door), packet.src_port)));
+                    n += 1;
+                }
+            }
+        }
+        p
+    }
+
+    /// Reads, changing nothing, the seed sets of a batch of prepared packets, one load after
+    /// the other, so that their cache misses overlap before the caller feeds the packets one by
+    /// one (`knockd replay`). The value returned only keeps the reads from being optimised away.
+    pub fn warm(&self, batch: &[Prepared]) -> u64 {
+        let mut acc = 0;
+        for (_, (port, address)) in batch.iter().flat_map(|p| p.doors.iter().flatten()) {
+            acc ^= self.seeds.peek(&[self.seeds.set_index(port), self.seeds.set_index(address)]);
+        }
+        acc
+    }
+
+    /// [`Matcher::on_packet`] for a packet [`Matcher::prepare`]d before.
+    pub fn on_prepared(
+        &mut self,
+        packet: &KnockPacket,
+        prepared: &Prepared,
+        now_ms: u64,
+        rest: &dyn RestOfSequence,
+    ) -> Vec<Event> {
+        self.feed(packet, Some(prepared), now_ms, rest)
+    }
+
     /// Feeds one packet seen at `now_ms` (monotonic). Returns what was decided.
     pub fn on_packet(&mut self, packet: &KnockPacket, now_ms: u64, rest: &dyn RestOfSequence) -> Vec<Event> {
+        self.feed(packet, None, now_ms, rest)
+    }
+
+    fn feed(
+        &mut self,
+        packet: &KnockPacket,
+        prepared: Option<&Prepared>,
+        now_ms: u64,
+        rest: &dyn RestOfSequence,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         let (source, knock) = (packet.src, packet.knock);
         for door in 0..self.doors.len() {
             let Some(rules) = &self.doors[door].rules else { continue };
-            if !rules.knocks.contains(knock) || !(rules.addresses.is_empty() || rules.addresses.contains(&packet.dst)) {
-                continue;
-            }
-            if knock.proto == Proto::Tcp && !rules.tcp_flags.matches(packet.tcp_flags.unwrap_or(0)) {
+            if !rules.hears(packet) {
                 continue;
             }
             let pace = Pace { timeout_ms: rules.seq_timeout_ms, misses: rules.misses, strict: rules.strict_order };
@@ -431,7 +540,9 @@ impl Matcher {
             // same attempt, not a replay.
             let mut done = Vec::new();
             let tracked = !self.tracks.is_empty() && self.tracks.contains_key(&source);
-            let (port_key, address_key) = self.seeds.keys(source, seed_door(door), packet.src_port);
+            let (port_key, address_key) = prepared
+                .and_then(|p| p.keys_of(door))
+                .unwrap_or_else(|| self.seeds.keys(source, seed_door(door), packet.src_port));
             for (slot, key) in port_slot.map(|s| (s, port_key)).into_iter().chain([(address_slot, address_key)]) {
                 if tracked {
                     self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);

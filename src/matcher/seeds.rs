@@ -318,6 +318,23 @@ impl SeedTable {
         found
     }
 
+    /// The set a key's seeds live in (see [`super::Matcher::warm`]).
+    pub fn set_index(&self, key: &SeedKey) -> usize {
+        self.set_of(key)
+    }
+
+    /// Reads the sets at `sets` (a word of each way: a set may straddle three cache lines) and
+    /// changes nothing: see [`super::Matcher::warm`].
+    pub fn peek(&self, sets: &[usize]) -> u64 {
+        let mut acc = 0;
+        for &i in sets {
+            if let Some(set) = self.sets.get(i) {
+                acc ^= set.iter().fold(0, |a, way| a ^ way[2]);
+            }
+        }
+        acc
+    }
+
     /// Sets the misses of the seed at `at`.
     pub fn set_misses(&mut self, at: Slot, misses: u8) {
         let mut s = self.get(at.set, at.way);

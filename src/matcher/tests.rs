@@ -548,3 +548,54 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn prepared_packets_decide_as_packets_fed_directly_and_heard_tells_first_knocks() {
+    // Two matchers, one stream: a client's sequence inside a noisy stream from many sources
+    // (some on first knocks), a second source's prefix, packets outside the range. Fed directly
+    // to one, prepared in batches of 16 ahead of feeding to the other: the same events.
+    let (mut direct, keys) = setup((40000, 40999), 8, false, 10);
+    let (mut prepared, _) = setup((40000, 40999), 8, false, 10);
+    let firsts: Vec<Knock> = (0..10).map(|c| keys.candidate(c, false).first).collect();
+    let seq = keys.sequence(&cid(2), CLIENT);
+    let mut stream: Vec<KnockPacket> = Vec::new();
+    for i in 0..600u16 {
+        let src = format!("198.18.{}.{}", 10 + i % 7, 1 + i % 200);
+        let knock = match i % 5 {
+            0 => firsts[usize::from(i) % firsts.len()],
+            4 => Knock::tcp(41000 + i),
+            _ => Knock::tcp(40000 + (i * 37) % 1000),
+        };
+        stream.push(packet(&src, 40000 + i, knock, Some(0x02)));
+        if i % 70 == 0 {
+            let k = seq[usize::from(i / 70) % seq.len()];
+            stream.push(packet(CLIENT, PORT, k, Some(0x02)));
+        }
+    }
+    stream.extend(seq[..3].iter().map(|k| packet(OUTSIDER, PORT, *k, Some(0x02))));
+    stream.extend(seq.iter().map(|k| packet(CLIENT, PORT + 1, *k, Some(0x02))));
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    let mut heard = (0, 0);
+    for (b, batch) in stream.chunks(16).enumerate() {
+        let t = 10 * b as u64;
+        let ready: Vec<Prepared> = batch.iter().map(|p| prepared.prepare(p)).collect();
+        std::hint::black_box(prepared.warm(&ready));
+        for (p, r) in batch.iter().zip(&ready) {
+            assert_eq!(r.heard(), prepared.heard(p));
+            heard.0 += usize::from(r.heard() == Heard::FirstKnock);
+            heard.1 += usize::from(r.heard() == Heard::Not);
+            want.extend(direct.on_packet(p, t, &keys));
+            got.extend(prepared.on_prepared(p, r, t, &keys));
+        }
+    }
+    assert_eq!(got, want);
+    assert!(completed(&want).contains(&(cid(2), false)), "{want:?}");
+    assert!(heard.0 >= 120, "every fifth packet is a first knock: {heard:?}");
+    assert!(heard.1 >= 120, "every fifth packet is outside the range: {heard:?}");
+    let outside = packet(CLIENT, PORT, Knock::tcp(22), Some(0x02));
+    assert_eq!(direct.heard(&outside), Heard::Not);
+    let ack = packet(CLIENT, PORT, firsts[0], Some(0x10));
+    assert_eq!(direct.heard(&ack), Heard::Not, "an ACK is no knock");
+    assert_eq!(direct.heard(&packet(CLIENT, PORT, firsts[0], Some(0x02))), Heard::FirstKnock);
+}

@@ -90,10 +90,12 @@ fn man_pages_render_without_warnings_and_list_every_exit_status() {
         "ledger recover",
         "audit",
         "audit init-key",
+        "replay",
     ] {
         assert!(flat.contains(&format!("knockd {command} ")), "knockd(8) does not document `knockd {command}`");
     }
     assert!(flat.contains("--force Accept doors below 64 bits"), "a command's own option: {knockd}");
+    assert!(flat.contains("--pcap <FILE> The capture file"), "replay's own option: {knockd}");
     let flat = words(&knock);
     for command in ["profile import", "profile list", "profile show", "profile remove"] {
         assert!(flat.contains(&format!("knock {command} ")), "knock(1) does not document `knock {command}`");
@@ -178,6 +180,8 @@ fn bash_completes_profile_names_commands_and_options() {
     let knockd = sh.script("knockd", "bash", "knockd.bash");
     assert_eq!(bash_candidates(&sh, &knockd, "_knockd", &["knockd", "cl"]), ["client"]);
     assert_eq!(bash_candidates(&sh, &knockd, "_knockd", &["knockd", "client", "a"]), ["add"]);
+    assert_eq!(bash_candidates(&sh, &knockd, "_knockd", &["knockd", "rep"]), ["replay"]);
+    assert_eq!(bash_candidates(&sh, &knockd, "_knockd", &["knockd", "replay", "--pc"]), ["--pcap"]);
     // Gone from the store, gone from the completion.
     assert_eq!(run_split(&sh.dir, "knock", &["profile", "remove", "ssh-alice"]).code, 0);
     assert_eq!(bash_candidates(&sh, &knock, "_knock_profiles", &["knock", "--profile", ""]), ["paper-file"]);

@@ -1,7 +1,7 @@
 //! End-to-end tests: the real `knockd` and `knock` binaries, real packets through libpcap and
 //! a real nftables ruleset, in network namespaces each test makes for itself; the daemon's
 //! firewall backends and live capture against a real kernel (`backends`); knock-lab's own test
-//! (`lab_tool`); the command lines' words pinned in golden files (`cli`, `generate`).
+//! (`lab_tool`); `knockd replay` on a real capture (`replay`); the command lines' words pinned in golden files (`cli`, `generate`).
 //!
 //! The tests that need root (namespaces, nftables, iptables) are here, in this one binary:
 //! `cargo test --test e2e`, as root, after `cargo build --workspace` (the tests run the binaries
@@ -23,6 +23,7 @@ mod lockout;
 mod lossy;
 mod one_time;
 mod recovery;
+mod replay;
 mod service;
 
 /// Every test that makes namespaces starts here: without root it fails, saying why, instead of

@@ -110,6 +110,16 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Show the audit log.
     Audit(super::audit::AuditArgs),
+    /// Forensics: what a capture file would have opened, replayed and burned; writes nothing.
+    ///
+    /// Runs the capture through the doors' matcher with the packets' own timestamps as the
+    /// clock, and prints what would have opened, what was a replay of a used sequence (per the
+    /// ledger, or earlier in the file), what would have been burned, and the guessing traffic
+    /// per source. Ledgers are only read (--state-dir names a copy); no firewall, no audit record.
+    #[command(
+        after_help = "Examples:\n  knockd replay --pcap knocks.pcap\n  knockd replay --pcap knocks.pcap --state-dir /root/state-copy --json"
+    )]
+    Replay(super::replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]

@@ -10,6 +10,7 @@ use knock_core::keys::KeyError;
 use knock_core::ledger::LedgerError;
 use knock_core::seqfile::SeqFileError;
 
+use crate::runtime::capture::pcapfile::PcapError;
 use crate::runtime::firewall::FirewallError;
 use crate::state::audit::AuditError;
 use crate::state::door_files::SequenceFileError;
@@ -242,6 +243,9 @@ pub enum CliError {
     /// The firewall backend cannot be opened.
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    /// `replay`: the capture file cannot be read.
+    #[error(transparent)]
+    Pcap(#[from] PcapError),
 }
 
 impl CliError {

@@ -12,6 +12,7 @@ use super::daemon::RunError;
 use super::error::CliError;
 use super::generate::GenerateError;
 use crate::runtime::actions::SetupError;
+use crate::runtime::capture::pcapfile::PcapError;
 use crate::runtime::daemon::DaemonError;
 use crate::runtime::firewall::FirewallError;
 use crate::state::audit::AuditError;
@@ -114,6 +115,19 @@ fn cli(e: &CliError) -> u8 {
         SequenceFile(e) => sequence_file(e),
         OneTime(e) => one_time(e),
         Firewall(e) => firewall(e),
+        Pcap(e) => pcap(e),
+    }
+}
+
+fn pcap(e: &PcapError) -> u8 {
+    match e {
+        PcapError::Io { .. } => IO,
+        // A file that is no capture, or a damaged one: the data, not the machine.
+        PcapError::BadMagic { .. }
+        | PcapError::Pcapng { .. }
+        | PcapError::Truncated { .. }
+        | PcapError::BadRecord { .. }
+        | PcapError::LinkType { .. } => DATA,
     }
 }
 

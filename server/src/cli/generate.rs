@@ -96,6 +96,11 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("knockd check", "Validate the configuration and print each door's strength; exit 1 on a problem."),
     ("knockd", "Run the daemon."),
     ("knockd audit --replays", "List the sequences that were knocked again after their use."),
+    (
+        "knockd replay --pcap knocks.pcap --state-dir /root/state-copy",
+        "Forensics: what the capture would have opened, replayed and burned, judged by a copy of the state \
+         directory; writes nothing.",
+    ),
 ];
 
 const SEE_ALSO: &str = "knock(1), knockd.toml(5), nft(8), iptables(8), systemd.service(5); \

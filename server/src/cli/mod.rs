@@ -1,6 +1,6 @@
 //! The command line: `knockd`'s arguments ([`args`]), the subcommands and their output (admin
-//! commands in [`admin`], [`check`], [`status`], console recovery in [`console`], [`audit`], the
-//! daemon's process in [`daemon`]), their errors ([`error`]) and exit statuses ([`exit`]).
+//! commands in [`admin`], [`check`], [`status`], console recovery in [`console`], [`audit`], forensics on a
+//! capture in [`replay`], the daemon's process in [`daemon`]), their errors ([`error`]) and exit statuses ([`exit`]).
 //! [`run::run`] runs what the command line asks for. Uses the runtime and the state directory;
 //! nothing but `main` uses it.
 
@@ -15,6 +15,7 @@ pub mod error;
 pub mod exit;
 pub mod generate;
 pub mod journald;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod status;

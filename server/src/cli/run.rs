@@ -12,7 +12,7 @@ use super::console::RecoverFrom;
 use super::default_config;
 use super::exit::Failure;
 use super::report::Report;
-use super::{admin, audit, check, console, daemon, status, transfer};
+use super::{admin, audit, check, console, daemon, replay, status, transfer};
 use crate::state::handover::after_admin_command;
 use crate::state::StateDir;
 
@@ -70,7 +70,8 @@ pub fn run(mut cli: Cli) -> Result<Report, Failure> {
         admin::door(&config, door)?;
     }
     // Admin commands run as root hand what they create to the daemon's account when they end.
-    let _handover = (!matches!(command, Command::Run)).then(|| HandOver(config.clone()));
+    // (Not `replay`, which must leave the state directory exactly as it found it.)
+    let _handover = (!matches!(command, Command::Run | Command::Replay(_))).then(|| HandOver(config.clone()));
     let text = match command {
         Command::Run => {
             let load = || load_config(&cli);
@@ -80,6 +81,7 @@ pub fn run(mut cli: Cli) -> Result<Report, Failure> {
         Command::Init => admin::init(&config),
         Command::Check { force } => return Ok(check::check(&config, force)),
         Command::Status { warn_below } => return Ok(status::status(&config, warn_below)?),
+        Command::Replay(args) => return Ok(replay::replay(&config, &args)?),
         Command::Audit(args) => {
             return Ok(audit::command(&StateDir::new(&config.server.state_dir).audit_log(), &args)?);
         }

@@ -47,6 +47,50 @@ pub enum Command {
     #[command(after_help = "Example (in the server's namespace):\n  knock-lab grants --iface br0 --clients \
 198.18.0.2,2001:db8::2 --knock-filter 'dst portrange 40000-42047' --max-seconds 60")]
     Grants(GrantsArgs),
+    /// Write a capture file instead of sending: a random flood with valid sequences woven in
+    /// (for `knockd replay`'s tests and benchmark). Sends nothing.
+    #[command(after_help = "Example:\n  knock-lab pcap --out flood.pcap --packets 5000000 --ports 40000-42047 \
+--knocks 40001,40517,41003,40222,41999,40100,40777,41500")]
+    Pcap(PcapArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PcapArgs {
+    /// The file to write (classic pcap, Ethernet, microsecond timestamps).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Flood packets (max 50000000); the valid sequences come on top.
+    #[arg(long, value_name = "N")]
+    pub packets: u64,
+    /// Destination of every packet.
+    #[arg(long, value_name = "ADDR", default_value = "198.18.0.1")]
+    pub dst: IpAddr,
+    /// Flood destination ports: random in A-B (inclusive).
+    #[arg(long, value_name = "A-B", default_value = "40000-42047")]
+    pub ports: PortRange,
+    /// Protocol of the flood packets.
+    #[arg(long, value_name = "PROTO", default_value = "tcp")]
+    pub proto: Proto,
+    /// Prefix the flood's random source addresses are drawn from (inside 198.18.0.0/15 or
+    /// 2001:db8::/32).
+    #[arg(long, value_name = "PREFIX", default_value = "198.18.0.0/15")]
+    pub sources: Prefix,
+    /// A valid sequence to weave in (PORT[:tcp|:udp], comma- or space-separated, e.g. the
+    /// ports of `knock --dry-run`); repeat for more sequences, spread evenly over the file.
+    #[arg(long, value_name = "LIST")]
+    pub knocks: Vec<String>,
+    /// Source address of the valid sequences.
+    #[arg(long, value_name = "ADDR", default_value = "198.18.0.2")]
+    pub client: IpAddr,
+    /// Capture-time rate of the flood: timestamps advance 1/N s per packet.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub rate: u64,
+    /// Unix time of the first packet (default: now).
+    #[arg(long, value_name = "SECS")]
+    pub start: Option<u64>,
+    /// Seed for a reproducible file (default: random).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,7 @@
 //! knock-lab: the port knocker's lab tool. Replays captured knocks, sends
 //! crafted knock sequences and runs bounded spoofed-source floods, only ever
-//! between addresses of 198.18.0.0/15, 2001:db8::/32 or loopback.
+//! between addresses of 198.18.0.0/15, 2001:db8::/32 or loopback; writes
+//! generated captures for `knockd replay`.
 
 mod addr;
 mod cli;
@@ -9,6 +10,7 @@ mod frame;
 mod grants;
 mod inject;
 mod limits;
+mod pcapgen;
 mod replay;
 mod send;
 mod tcp;
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => tcp::serve(a),
         Command::Probe(a) => tcp::probe(a),
         Command::Grants(a) => grants::run(a),
+        Command::Pcap(a) => pcapgen::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

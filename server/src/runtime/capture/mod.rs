@@ -1,13 +1,16 @@
 //! Packet capture: live on interfaces (one thread each) or offline from a `.pcap` file,
 //! through the same path: BPF filter in the kernel, [`parse_frame`], keep only knocks.
+//! `knockd replay` reads capture files itself (`pcapfile.rs`) and parses their frames with the
+//! same [`frame_knock`].
 //!
 //! Live capture never blocks on its consumer: a full channel drops the knock and counts it.
 //! A capture that fails after start (link down, interface renamed) is logged and reopened
 //! with backoff until the capture is stopped.
 
 pub mod filter;
+pub mod pcapfile;
 #[cfg(test)]
-mod testframes;
+pub(crate) mod testframes;
 
 pub use filter::{bpf_filter, bpf_filter_rules};
 
@@ -209,11 +212,18 @@ fn timestamp(secs: Option<u64>, micros: Option<u64>) -> Duration {
 
 /// The knock in one frame, if it holds one.
 fn knock_of(link: LinkType, frame: &[u8], at: Instant, interface: &str) -> Option<CapturedKnock> {
+    // The BPF filter chose what reaches us; each door checks its own TCP flags rule.
+    frame_knock(link, frame, interface).map(|packet| CapturedKnock { packet, at, interface: interface.to_string() })
+}
+
+/// The packet one frame carries, parsed as every capture parses it (live, offline, replay);
+/// `None` (logged at trace level, naming `on`) when it carries none.
+#[inline]
+pub fn frame_knock(link: LinkType, frame: &[u8], on: &str) -> Option<KnockPacket> {
     match parse_frame(link, frame) {
-        // The BPF filter chose what reaches us; each door checks its own TCP flags rule.
-        Ok(packet) => Some(CapturedKnock { packet, at, interface: interface.to_string() }),
+        Ok(packet) => Some(packet),
         Err(e) => {
-            tracing::trace!(interface, "frame skipped: {e}");
+            tracing::trace!(interface = on, "frame skipped: {e}");
             None
         }
     }
