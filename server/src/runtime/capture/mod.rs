@@ -386,14 +386,12 @@ impl Worker {
     fn capture(&mut self, mut cap: Capture<Active>, link: LinkType) -> Ended {
         self.arm(&mut cap);
         while !self.stopping() {
-            let room = MAX_IN_FLIGHT.saturating_sub(self.in_flight.load(Ordering::Relaxed) + self.pending.len());
+            let in_flight = self.in_flight.load(Ordering::Relaxed);
             let (name, pending, drops) = (&self.name, &mut self.pending, &mut self.drops);
             let mut dropped = 0;
             let read = cap.dispatch(Some(MAX_BATCH), |packet| {
                 if let Some(knock) = knock_of(link, packet.data, Instant::now(), name) {
-                    if pending.len() < room {
-                        pending.push(knock);
-                    } else {
+                    if !admit(pending, in_flight, knock) {
                         dropped += 1;
                     }
                 }
@@ -509,6 +507,17 @@ impl Worker {
             }
             std::thread::sleep(left.min(step));
         }
+        false
+    }
+}
+
+/// Keeps `knock` for the next batch when fewer than [`MAX_IN_FLIGHT`] knocks of its interface
+/// are pending or in flight (handed on, not yet decided); false: no room, it is dropped.
+fn admit(pending: &mut Vec<CapturedKnock>, in_flight: usize, knock: CapturedKnock) -> bool {
+    if in_flight + pending.len() < MAX_IN_FLIGHT {
+        pending.push(knock);
+        true
+    } else {
         false
     }
 }
@@ -662,6 +671,22 @@ mod tests {
         drop(rx);
         w.pending.push(a_knock());
         assert!(!w.hand_on(), "a gone consumer ends the capture");
+    }
+
+    #[test]
+    fn knocks_in_flight_and_pending_are_bounded_together() {
+        let mut pending = Vec::new();
+        assert!(admit(&mut pending, MAX_IN_FLIGHT - 3, a_knock()));
+        assert!(admit(&mut pending, MAX_IN_FLIGHT - 3, a_knock()));
+        assert!(admit(&mut pending, MAX_IN_FLIGHT - 3, a_knock()));
+        assert!(!admit(&mut pending, MAX_IN_FLIGHT - 3, a_knock()), "full: dropped");
+        assert_eq!(pending.len(), 3);
+        // Nothing in flight: every pending knock up to the bound is kept.
+        let mut pending = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            assert!(admit(&mut pending, 0, a_knock()));
+        }
+        assert!(!admit(&mut pending, 0, a_knock()));
     }
 
     #[test]
