@@ -15,6 +15,12 @@
 #
 #   sudo bench/flood.sh          # env: FLOOD_COUNT, FLOOD_SECONDS, MID_RATE; NO_BUILD=1 uses the
 #                                # binaries already built; KEEP=1 keeps the work dir (daemon.log)
+#   CASES="none r100k r250k" bench/flood.sh   # cases to run (default: none mid max); rNNNk: a
+#                                # flood paced to NNN thousand pps, split over ceil(NNN/100)
+#                                # knock-lab senders (SENDERS=n overrides), for FLOOD_SECONDS
+#   FLOOD_SOURCES=2001:db8::/32  # spoofed sources (default 198.18.0.0/15); IPv6 ones flood
+#                                # 2001:db8::1 (about one distinct source per packet)
+#   KNOCKD_BIN=path              # another knockd binary (a before/after comparison)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -26,7 +32,9 @@ FLOOD_SECONDS=${FLOOD_SECONDS:-10}     # time limit of every flood
 MID_RATE=${MID_RATE:-50000}            # target of the paced flood, packets per second
 BURST=10000                            # packets per burst of the paced flood (knock-lab starts in ~50 ms)
 WARMUP=0.5                             # seconds of flood before the client knocks
-SOURCES=198.18.0.0/15
+SOURCES=${FLOOD_SOURCES:-198.18.0.0/15}
+CASES=${CASES:-none mid max}
+case $SOURCES in *:*) FLOOD_DST=2001:db8::1 ;; *) FLOOD_DST=198.18.0.1 ;; esac
 PORTS=40000-42047
 RESULTS=$REPO/bench/RESULTS.md
 
@@ -36,6 +44,7 @@ if [ -z "${NO_BUILD:-}" ]; then
 fi
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 for b in knockd knock knock-lab; do [ -x "$BIN/$b" ] || { echo "missing $BIN/$b" >&2; exit 1; }; done
+KNOCKD_BIN=${KNOCKD_BIN:-$BIN/knockd}
 
 # shellcheck source=demo/lab.sh
 source "$REPO/demo/lab.sh"
@@ -84,14 +93,17 @@ EOF
 in_ns "$CLIENT_NS" "$BIN/knock" profile import alice.knock >&2
 PROFILE=ssh-alice
 
-ip netns exec "$SERVER_NS" "$BIN/knockd" -c knockd.toml 2> daemon.log > /dev/null &
+ip netns exec "$SERVER_NS" "$KNOCKD_BIN" -c knockd.toml 2> daemon.log > /dev/null &
 KNOCKD=$!
 PIDS+=("$KNOCKD")
 ip netns exec "$SERVER_NS" "$BIN/knock-lab" serve --port 22 --max-seconds 600 > /dev/null 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 100); do grep -q "knockd started" daemon.log && break; sleep 0.1; done
 grep -q "knockd started" daemon.log || { cat daemon.log >&2; echo "knockd did not start" >&2; exit 1; }
-sleep 0.3
+sleep 1
+mib() { awk -v k="$(sed -n "s/^$1:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$KNOCKD/status")" 'BEGIN { printf "%.1f", k / 1024 }'; }
+IDLE_RSS=$(mib VmRSS)
+echo "== idle RSS $IDLE_RSS MiB" >&2
 
 SRC_MAC=$(ip netns exec "$OUTSIDER_NS" cat /sys/class/net/eth0/address)
 DST_MAC=$(ip netns exec "$SERVER_NS" cat /sys/class/net/br0/address)
@@ -101,9 +113,19 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$KNOCKD/stat"; }
 now_ns() { date +%s%N; }
 plain_log() { sed 's/\x1b\[[0-9;]*m//g' daemon.log; }
 flood() { # COUNT SECONDS -> "sent N packets in T s (R pps)"
-  ip netns exec "$OUTSIDER_NS" "$BIN/knock-lab" flood --iface eth0 --dst 198.18.0.1 --dst-mac "$DST_MAC" \
-    --src-mac "$SRC_MAC" --ports "$PORTS" --count "$1" --max-seconds "$2" --sources "$SOURCES"
+  ip netns exec "$OUTSIDER_NS" "$BIN/knock-lab" flood --iface eth0 --dst "$FLOOD_DST" --dst-mac "$DST_MAC" \
+    --src-mac "$SRC_MAC" --ports "$PORTS" --count "$1" --max-seconds "$2" --sources "$SOURCES" "${@:3}"
 }
+# Paced flood of RATE pps over n senders for $FLOOD_SECONDS (each bounded by count and time).
+rate_flood() {
+  local rate=$1 out=$2 n=${SENDERS:-$(( ($1 + 99999) / 100000 ))} pids=()
+  for _ in $(seq "$n"); do
+    flood $(( rate / n * FLOOD_SECONDS )) $(( FLOOD_SECONDS + 2 )) --pps $(( rate / n )) >> "$out" 2>&1 & pids+=("$!")
+  done
+  for p in "${pids[@]}"; do wait "$p" || true; done
+}
+kernel_drops() { sed 's/\x1b\[[0-9;]*m//g' <<< "$1" | sed -n 's/.*dropped by the kernel.* total=\([0-9]*\).*/\1/p' \
+  | awk '$1 > m { m = $1 } END { print m + 0 }'; }
 drop_total() { sed 's/\x1b\[[0-9;]*m//g' <<< "$1" | sed -n 's/.*knocks dropped.* total=\([0-9]*\).*/\1/p; s/.* total=\([0-9]*\).*knocks dropped.*/\1/p' \
   | awk '$1 > m { m = $1 } END { print m + 0 }'; }
 sum_sent() { awk '/^sent/ { n += $2 } END { print n + 0 }' "$1"; }
@@ -139,6 +161,8 @@ run_case() { # NAME
     none) ;;
     mid) paced_flood "$fout" & PACER=$!; fpid=$PACER ;;
     max) flood "$FLOOD_COUNT" "$FLOOD_SECONDS" > "$fout" 2>&1 & fpid=$!; PIDS+=("$fpid") ;;
+    r*k) rate_flood $(( ${name//[rk]/} * 1000 )) "$fout" & fpid=$!; PIDS+=("$fpid") ;;
+    *) echo "unknown case $name (none, mid, max, rNNNk)" >&2; exit 2 ;;
   esac
   [ -n "$fpid" ] && sleep "$WARMUP"
   local kout kt0 kt1 ok=no answered="-" tries
@@ -168,22 +192,27 @@ run_case() { # NAME
   sent=$(sum_sent "$fout")
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
   fsecs=$(awk '/^sent/ { s += $5 } END { printf "%.2f", s }' "$fout")
-  if [ "$name" = mid ]; then fsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'); fi
+  if [ "$name" != max ] && [ "$name" != none ]; then fsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'); fi
+  local kdrops spoofed hwm load
+  kdrops=$(( $(kernel_drops "$(cat daemon.log)") - $(kernel_drops "$(head -n "$lines0" daemon.log)") ))
+  spoofed=$(echo "$new" | grep "door opened" | grep -vc "source=198.18.0.2 " || true)
+  hwm=$(mib VmHWM)
+  load=$(cut -d' ' -f1 /proc/loadavg)
   pps=$(awk -v n="$sent" -v s="$fsecs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')
   cpu=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v w="$wall" 'BEGIN { printf "%.0f", 100 * c / hz / w }')
-  ROWS+=("$(printf '| %-4s | %9s | %7s | %8s | %6s | %15s | %7s | %10s | %5s | %10s | %11s | %7s | %6s | %6s | %6s |' \
+  ROWS+=("$(printf '| %-4s | %9s | %7s | %8s | %6s | %15s | %7s | %10s | %5s | %10s | %11s | %7s | %6s | %6s | %6s | %6s | %6s | %7s | %4s |' \
     "$name" "$sent" "$fsecs" "$pps" "$during" "$answered" "$ktotal" "${decided:--}" "$tries" "$cpu%" "$wall" \
-    "$drops" "$burns" "$alerts" "$ok")")
+    "$drops" "$burns" "$alerts" "$ok" "$kdrops" "$spoofed" "$hwm" "$load")")
   grep -i "error\|refused" <<< "$new" | head -5 >&2 || true
 }
 
-for c in none mid max; do
+for c in $CASES; do
   echo "== case $c" >&2
   run_case "$c"
 done
 
-HEADER='| rate | sent pkts | flood s | sent pps | during | knock-to-open s | knock s | decided_us | tries | knockd CPU | case wall s | dropped | burned | alerts | got in |'
-SEP='|------|----------:|--------:|---------:|--------|----------------:|--------:|-----------:|------:|-----------:|------------:|--------:|-------:|-------:|--------|'
+HEADER='| rate | sent pkts | flood s | sent pps | during | knock-to-open s | knock s | decided_us | tries | knockd CPU | case wall s | dropped | burned | alerts | got in | kernel drops | spoofed grants | HWM MiB | load |'
+SEP='|------|----------:|--------:|---------:|--------|----------------:|--------:|-----------:|------:|-----------:|------------:|--------:|-------:|-------:|--------|-------------:|---------------:|--------:|-----:|'
 TABLE=$(printf '%s\n%s\n' "$HEADER" "$SEP"; printf '%s\n' "${ROWS[@]}")
 echo
 echo "$TABLE"
@@ -229,7 +258,8 @@ fi
   echo "Build: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') plus the working tree at the time."
   echo "Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r)." \
     "Door: hotp, length 8, window 10, misses 2, seq_timeout 10 s, open_for 5 s, 1 client." \
-    "Max flood: --count $FLOOD_COUNT --max-seconds $FLOOD_SECONDS; paced: $BURST-packet bursts to ~$MID_RATE pps for $FLOOD_SECONDS s."
+    "Max flood: --count $FLOOD_COUNT --max-seconds $FLOOD_SECONDS; paced: $BURST-packet bursts to ~$MID_RATE pps for $FLOOD_SECONDS s;" \
+    "rNNNk: knock-lab --pps over ceil(NNN/100) senders. Sources $SOURCES. Daemon $KNOCKD_BIN, idle RSS $IDLE_RSS MiB."
   echo
   echo "$TABLE"
 } >> "$RESULTS"

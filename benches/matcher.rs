@@ -230,6 +230,9 @@ enum Ports {
 struct Outcome {
     packets: u64,
     secs: f64,
+    /// Time the benchmark's thread was on a CPU (what other work on a shared machine does not
+    /// inflate, unlike `secs`).
+    cpu_secs: f64,
     hits: u64,
     max_tracks: usize,
     end_tracks: usize,
@@ -309,6 +312,7 @@ fn flood(door: &Door, ports: Ports, budget: Budget, who: Client) -> Outcome {
     let mut next_tick = TICK_MS;
     let mut now_ms = 0u64;
     let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
     let mut i = 0u64;
     loop {
         if i.is_multiple_of(64) {
@@ -371,6 +375,7 @@ fn flood(door: &Door, ports: Ports, budget: Budget, who: Client) -> Outcome {
         i += 1;
     }
     out.secs = start.elapsed().as_secs_f64();
+    out.cpu_secs = thread_cpu_ns().saturating_sub(cpu_start) as f64 / 1e9;
     out.packets = i;
     out.end_tracks = m.track_count();
     if client && out.client.is_none() {
@@ -378,6 +383,15 @@ fn flood(door: &Door, ports: Ports, budget: Budget, who: Client) -> Outcome {
     }
     black_box(&m);
     out
+}
+
+/// Nanoseconds this thread has spent on a CPU (the first field of /proc/thread-self/schedstat;
+/// 0 where the kernel does not keep it).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn ns_per(secs: f64, n: u64) -> f64 {
@@ -392,7 +406,7 @@ fn flood_table(title: &str, doors: &[(usize, Door)], ports: Ports, budget: Budge
     let cap = Limits::default().max_tracks;
     println!("\n{title}");
     println!(
-        "{:>7} {:>6} {:>7} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9} {:>7} {:>6}",
+        "{:>7} {:>6} {:>7} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>9} {:>7} {:>6} {:>8} {:>6}",
         "clients",
         "table",
         "ports%",
@@ -405,7 +419,9 @@ fn flood_table(title: &str, doors: &[(usize, Door)], ports: Ports, budget: Budge
         "trk max",
         "trk end",
         "burned",
-        "alerts"
+        "alerts",
+        "cpu ns",
+        "x1 cpu"
     );
     // Rounds over every door size in turn, so that a busy moment of a shared machine hits all
     // sizes alike; each row shows its median round.
@@ -421,12 +437,22 @@ fn flood_table(title: &str, doors: &[(usize, Door)], ports: Ports, budget: Budge
         runs.sort_by(|a, b| ns_per(a.secs, a.packets).total_cmp(&ns_per(b.secs, b.packets)));
         runs.swap_remove(runs.len() / 2)
     };
+    // On-CPU time per packet, each size's median round by that measure.
+    let cpu: Vec<f64> = rounds
+        .iter()
+        .map(|runs| {
+            let mut v: Vec<f64> = runs.iter().map(|o| ns_per(o.cpu_secs, o.packets)).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
     let medians: Vec<Outcome> = rounds.iter_mut().map(median).collect();
     let base = medians.first().map_or(1.0, |o| ns_per(o.secs, o.packets));
-    for ((n, door), o) in doors.iter().zip(&medians) {
+    let cpu_base = cpu.first().copied().unwrap_or(1.0);
+    for (((n, door), o), cpu) in doors.iter().zip(&medians).zip(&cpu) {
         let (m, firsts) = door.matcher();
         println!(
-            "{:>7} {:>6} {:>6.1}% {:>9} {:>6.2} {:>9.0} {:>6.2} {:>9.0} {:>5.1}% {:>9} {:>9} {:>7} {:>6}",
+            "{:>7} {:>6} {:>6.1}% {:>9} {:>6.2} {:>9.0} {:>6.2} {:>9.0} {:>5.1}% {:>9} {:>9} {:>7} {:>6} {:>8.0} {:>6.2}",
             n,
             m.table_len(0),
             100.0 * firsts.len() as f64 / f64::from(LAST_PORT - FIRST_PORT + 1),
@@ -439,11 +465,14 @@ fn flood_table(title: &str, doors: &[(usize, Door)], ports: Ports, budget: Budge
             o.max_tracks,
             o.end_tracks,
             o.burned,
-            o.alerts
+            o.alerts,
+            cpu,
+            cpu / cpu_base
         );
     }
     println!(
-        "(median of {} rounds; x1: ns/pkt over the first row's; state cap: {cap} attempts, 'trk max' never exceeds it)",
+        "(median of {} rounds; x1: ns/pkt over the first row's; cpu ns: on-CPU time per packet (schedstat), median \
+         round; x1 cpu: over the first row's; state cap: {cap} attempts, 'trk max' never exceeds it)",
         budget.rounds
     );
 }

@@ -91,11 +91,13 @@ fn capture_child() {
     let deadline = Instant::now() + WAIT;
     while done.len() < interfaces.len() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(k) = rx.recv_timeout(left) else { break };
-        let p = k.packet;
-        println!("{REPORT} {} {} {}", k.interface, p.src, p.knock);
-        if p.knock.port == sentinel.port() && p.dst == sentinel.ip() {
-            done.insert(k.interface);
+        let Ok(batch) = rx.recv_timeout(left) else { break };
+        for k in &batch {
+            let p = &k.packet;
+            println!("{REPORT} {} {} {}", k.interface, p.src, p.knock);
+            if p.knock.port == sentinel.port() && p.dst == sentinel.ip() {
+                done.insert(k.interface.to_string());
+            }
         }
     }
     let t = Instant::now();

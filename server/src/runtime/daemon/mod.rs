@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
 use crate::runtime::actions::{Actions, SetupError};
-use crate::runtime::capture::{self, CaptureError, CaptureHandle, CapturedKnock};
+use crate::runtime::capture::{self, CaptureError, CaptureHandle, CapturedKnock, KnockBatch};
 use crate::runtime::doors::error::Refusal;
 use crate::runtime::doors::Doors;
 use crate::runtime::notify::Notifier;
@@ -195,7 +195,7 @@ impl Daemon {
     }
 
     /// Starts the capture threads for the current doors and interfaces.
-    fn start_capture(&self, tx: &SyncSender<CapturedKnock>) -> Result<CaptureHandle, CaptureError> {
+    fn start_capture(&self, tx: &SyncSender<KnockBatch>) -> Result<CaptureHandle, CaptureError> {
         let filter = capture::bpf_filter_rules(&self.doors.filter_rules(unix_now()));
         capture::spawn_live(&self.config.server.interfaces, &filter, tx.clone())
     }
@@ -208,7 +208,8 @@ impl Daemon {
         reload: Arc<AtomicBool>,
         load: &dyn Fn() -> Result<Config, ConfigError>,
     ) -> Result<(), DaemonError> {
-        let (tx, rx) = sync_channel::<CapturedKnock>(65_536);
+        // In batches (one per capture wake-up); the knocks they hold are bounded per interface.
+        let (tx, rx) = sync_channel::<KnockBatch>(1024);
         let mut handle = self.start_capture(&tx)?;
         let names: Vec<&str> = self.doors.doors.iter().map(|d| d.config.name.as_str()).collect();
         info!(
@@ -224,7 +225,7 @@ impl Daemon {
         let mut last_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match rx.recv_timeout(TICK) {
-                Ok(k) => self.on_knock(&k),
+                Ok(batch) => batch.iter().for_each(|k| self.on_knock(k)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     error!("every capture thread ended; stopping");
