@@ -21,24 +21,8 @@ OPEN_FOR=3 # seconds a grant lasts (the door's open_for)
 VIP=198.18.0.100
 ETCD_IPS=(198.18.0.11 198.18.0.12 198.18.0.13)
 
-# ----------------------------------------------------------------------------- presentation
-if [ -t 1 ]; then
-  BOLD=$'\e[1m' DIM=$'\e[2m' GREEN=$'\e[32m' RED=$'\e[31m' RESET=$'\e[0m'
-else
-  BOLD='' DIM='' GREEN='' RED='' RESET=''
-fi
-STEP=0
-say() { printf '%s\n' "$*"; }
-title() { printf '\n%s== %s ==%s\n' "$BOLD" "$*" "$RESET"; }
-step() { # step TITLE WHY
-  STEP=$((STEP + 1))
-  printf '\n%s%d. %s%s\n' "$BOLD" "$STEP" "$1" "$RESET"
-  printf '   %swhy: %s%s\n' "$DIM" "$2" "$RESET"
-}
-note() { printf '   %s\n' "$*"; }
-ok() { printf '   %sok: %s%s\n' "$GREEN" "$*" "$RESET"; }
-die() { printf '\n%sFAILED: %s%s\n' "$RED" "$*" "$RESET" >&2; exit 1; }
-indent() { local l; while IFS= read -r l || [ -n "$l" ]; do printf '      %s\n' "$l"; done; }
+# shellcheck source=demo/story.sh
+. "$SCRIPT_DIR/story.sh"
 
 # ----------------------------------------------------------------------------- cleanup
 BG_PIDS=() # every background process this script started, ended by its PID on exit
@@ -91,20 +75,6 @@ bg() {
   ip netns exec "$(ns "$host")" "$@" >>"$log" 2>&1 &
   BG_PID=$!
   BG_PIDS+=("$BG_PID")
-}
-forget_pid() {
-  local keep=() p
-  for p in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do [ "$p" = "$1" ] || keep+=("$p"); done
-  BG_PIDS=(${keep[@]+"${keep[@]}"})
-}
-# wait_for SECONDS CMD...: retries CMD every 0.1 s until it succeeds or SECONDS pass.
-wait_for() {
-  local tries=$(($1 * 10)); shift
-  while ! "$@"; do
-    tries=$((tries - 1))
-    [ "$tries" -gt 0 ] || return 1
-    sleep 0.1
-  done
 }
 
 # ----------------------------------------------------------------------------- preflight
