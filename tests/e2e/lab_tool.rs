@@ -360,4 +360,35 @@ fn flood_puts_exactly_count_packets_on_the_wire_from_its_prefix() {
     let (inside, all) = ingress_counters(&lab);
     assert_eq!(inside, total, "flood packets on the wire with the expected sources");
     assert_eq!(all, total, "TCP/UDP packets on the wire in all");
+
+    // A pace far below a batch a second still stops at the time limit, not a batch later.
+    let started = Instant::now();
+    let args = [
+        "flood",
+        "--iface",
+        &lab.veth_a,
+        "--dst",
+        B_IP,
+        "--src-mac",
+        &lab.mac_a,
+        "--dst-mac",
+        &lab.mac_b,
+        "--ports",
+        "41000-41009",
+        "--count",
+        "1000",
+        "--max-seconds",
+        "1",
+        "--sources",
+        "198.19.64.0/18",
+        "--pps",
+        "1",
+    ];
+    let (ok, out, err) = lab.lab_a(&args, "flood-slow");
+    assert!(ok, "a slow flood did not stop by its time limit: {out}{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let sent: u64 = out.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{out}"));
+    assert!((1..1000).contains(&sent), "{out}");
+    let (inside, _) = ingress_counters(&lab);
+    assert_eq!(inside, total + sent, "{out}");
 }

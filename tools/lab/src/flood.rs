@@ -65,10 +65,14 @@ pub fn run(args: &FloodArgs) -> Result<(), String> {
             break;
         }
         if let Some(pps) = args.pps {
-            // Ahead of the pace: sleep until the clock catches up with the packets sent.
+            // Ahead of the pace: sleep until the clock catches up with the packets sent, but
+            // never past the time limit (a slow pace would otherwise oversleep it).
             let due = Duration::from_secs_f64(i as f64 / pps as f64);
             if let Some(ahead) = due.checked_sub(deadline.elapsed()) {
-                std::thread::sleep(ahead);
+                std::thread::sleep(ahead.min(deadline.remaining()));
+                if deadline.expired() {
+                    break;
+                }
             }
         }
         let batch_end = (i + BATCH as u64).min(args.count);
