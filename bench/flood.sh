@@ -227,8 +227,9 @@ automatically). Numbers are from the machine named in each section; compare like
 ## Columns of `bench/flood.sh`
 
 - **rate**: `none` (no flood), `mid` (knock-lab flood in bursts paced to ~50k pps), `max`
-  (one knock-lab flood at its top speed; knock-lab is single-threaded, so this is the
-  sender's limit, not the daemon's). Flood: TCP SYNs from random spoofed sources in
+  (one knock-lab flood at its top speed; on a veth the receiving side's kernel path, bridge,
+  conntrack and capture ring, runs inside the sender's send call, so this is the limit of one
+  core doing both, not the daemon's). Flood: TCP SYNs from random spoofed sources in
   198.18.0.0/15 to random ports of the door's whole knock range 40000-42047, sent from the
   outsider namespace; the daemon's BPF filter passes all of them.
 - **sent pkts / flood s / sent pps**: what knock-lab reported sending (not what the daemon saw).

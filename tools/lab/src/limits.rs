@@ -48,6 +48,11 @@ impl Deadline {
         Instant::now() >= self.end
     }
 
+    /// Time left until the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.end.saturating_duration_since(Instant::now())
+    }
+
     /// Time since the deadline was set.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
@@ -87,7 +92,9 @@ mod tests {
         assert!(!d.sleep_ms(5_000));
         assert!(t.elapsed() < Duration::from_secs(1));
         assert!(d.expired());
+        assert_eq!(d.remaining(), Duration::ZERO);
         let d = Deadline::after_seconds(10);
+        assert!(d.remaining() > Duration::from_secs(9));
         assert!(d.sleep_ms(1));
         assert!(!d.expired());
     }

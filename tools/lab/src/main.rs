@@ -4,6 +4,7 @@
 //! generated captures for `knockd replay`.
 
 mod addr;
+mod batch;
 mod cli;
 mod flood;
 mod frame;
@@ -14,6 +15,7 @@ mod pcapgen;
 mod replay;
 mod send;
 mod tcp;
+mod template;
 
 use std::process::ExitCode;
 
