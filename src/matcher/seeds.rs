@@ -44,15 +44,25 @@ pub(super) struct SeedKey {
     pub door: u16,
     pub view: View,
     hash: u64,
+    /// The keyed hash of (source, door) alone, the same in both views (see
+    /// [`SeedKey::address_hash`]).
+    address_hash: u64,
 }
 
 impl SeedKey {
     fn with_base(source: IpAddr, door: u16, view: View, base: u64) -> SeedKey {
+        let address_hash = mix(base);
         let hash = match view {
-            View::Address => mix(base),
+            View::Address => address_hash,
             View::Port(p) => mix(base ^ (u64::from(p) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         };
-        SeedKey { source, door, view, hash }
+        SeedKey { source, door, view, hash, address_hash }
+    }
+
+    /// The table's keyed hash of the source and door, whatever the view: what the tracks'
+    /// filter (src/matcher/filter.rs) is indexed by, so a packet is hashed once.
+    pub fn address_hash(&self) -> u64 {
+        self.address_hash
     }
 }
 
@@ -212,13 +222,20 @@ impl Found {
     }
 }
 
-/// One set: [`WAYS`] seeds of four words each.
-type Set = [[u64; 4]; WAYS];
+/// Words per seed and per set.
+const SEED_WORDS: usize = 4;
+const SET_WORDS: usize = SEED_WORDS * WAYS;
+/// Sets start on this boundary in memory (bytes): a set of 128 bytes is then two cache lines,
+/// where a set placed as the allocator happens to place it mostly straddles three.
+const SET_ALIGN: usize = SET_WORDS * 8;
 
 /// The seeds of every door.
 #[derive(Debug)]
 pub(super) struct SeedTable {
-    sets: Vec<Set>,
+    /// The sets, [`SET_WORDS`] words each, from `first` on (see [`SET_ALIGN`]).
+    words: Vec<u64>,
+    first: usize,
+    sets: usize,
     hasher: RandomState,
     live: usize,
     /// Candidates already taken from a seed (rare: only pairs that matched).
@@ -229,19 +246,17 @@ pub(super) struct SeedTable {
 impl SeedTable {
     /// A table of at most `capacity` seeds (rounded down to whole sets, one set at least).
     pub fn new(capacity: usize) -> SeedTable {
-        SeedTable {
-            // Zeroed words: allocated by the kernel as they are first written.
-            sets: vec![[[0; 4]; WAYS]; (capacity / WAYS).max(1)],
-            hasher: RandomState::new(),
-            live: 0,
-            done: Vec::new(),
-            free_done: Vec::new(),
-        }
+        let sets = (capacity / WAYS).max(1);
+        // Zeroed words: allocated by the kernel as they are first written.
+        let words = vec![0u64; sets * SET_WORDS + SET_WORDS];
+        let misalign = words.as_ptr() as usize % SET_ALIGN;
+        let first = (SET_ALIGN - misalign) % SET_ALIGN / 8;
+        SeedTable { words, first, sets, hasher: RandomState::new(), live: 0, done: Vec::new(), free_done: Vec::new() }
     }
 
     /// The most seeds it holds.
     pub fn capacity(&self) -> usize {
-        self.sets.len() * WAYS
+        self.sets * WAYS
     }
 
     /// Seeds held now.
@@ -267,15 +282,31 @@ impl SeedTable {
     }
 
     fn set_of(&self, key: &SeedKey) -> usize {
-        ((u128::from(key.hash) * self.sets.len() as u128) >> 64) as usize
+        ((u128::from(key.hash) * self.sets as u128) >> 64) as usize
+    }
+
+    fn at(set: usize, way: usize) -> usize {
+        set * SET_WORDS + way * SEED_WORDS
+    }
+
+    fn words_of(&self, set: usize, way: usize) -> &[u64] {
+        let i = self.first + Self::at(set, way);
+        &self.words[i..i + SEED_WORDS]
     }
 
     fn get(&self, set: usize, way: usize) -> Seed {
-        Seed::unpack(&self.sets[set][way])
+        let w = self.words_of(set, way);
+        Seed::unpack(&[w[0], w[1], w[2], w[3]])
     }
 
     fn put(&mut self, set: usize, way: usize, seed: &Seed) {
-        self.sets[set][way] = seed.pack();
+        let i = self.first + Self::at(set, way);
+        self.words[i..i + SEED_WORDS].copy_from_slice(&seed.pack());
+    }
+
+    /// The flags of the seed at (set, way) (see [`Seed::flags`]), read alone.
+    fn flags(&self, set: usize, way: usize) -> u8 {
+        (self.words_of(set, way)[2] >> 56) as u8
     }
 
     fn kill(&mut self, set: usize, way: usize) {
@@ -323,14 +354,12 @@ impl SeedTable {
         self.set_of(key)
     }
 
-    /// Reads the sets at `sets` (a word of each way: a set may straddle three cache lines) and
+    /// Reads the sets at `sets` (a word of each way: both cache lines of the set) and
     /// changes nothing: see [`super::Matcher::warm`].
     pub fn peek(&self, sets: &[usize]) -> u64 {
         let mut acc = 0;
-        for &i in sets {
-            if let Some(set) = self.sets.get(i) {
-                acc ^= set.iter().fold(0, |a, way| a ^ way[2]);
-            }
+        for &set in sets.iter().filter(|s| **s < self.sets) {
+            acc ^= (0..WAYS).fold(0, |a, way| a ^ self.words_of(set, way)[2]);
         }
         acc
     }
@@ -424,9 +453,9 @@ impl SeedTable {
         if self.live == 0 {
             return;
         }
-        for set in 0..self.sets.len() {
+        for set in 0..self.sets {
             for way in 0..WAYS {
-                if (self.sets[set][way][2] >> 56) as u8 & LIVE == 0 {
+                if self.flags(set, way) & LIVE == 0 {
                     continue;
                 }
                 let s = self.get(set, way);
@@ -439,7 +468,7 @@ impl SeedTable {
 
     /// Drops every seed of a door.
     pub fn clear_door(&mut self, door: u16) {
-        for set in 0..self.sets.len() {
+        for set in 0..self.sets {
             for way in 0..WAYS {
                 let s = self.get(set, way);
                 if s.live() && s.door == door {
@@ -453,6 +482,15 @@ impl SeedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sets_start_on_their_alignment() {
+        for capacity in [1, 4, 64, 1000] {
+            let t = SeedTable::new(capacity);
+            assert_eq!((t.words.as_ptr() as usize + t.first * 8) % SET_ALIGN, 0);
+            assert!(t.first + t.sets * SET_WORDS <= t.words.len());
+        }
+    }
 
     #[test]
     fn a_seed_packs_into_four_words_and_back() {
