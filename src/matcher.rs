@@ -980,7 +980,8 @@ impl Matcher {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         let timeouts = &self.timeouts;
-        self.seeds.sweep(now_ms, |d| timeouts.get(usize::from(d)).copied().unwrap_or(0));
+        let least = self.doors.iter().zip(timeouts).filter(|(d, _)| d.rules.is_some()).map(|(_, t)| *t).min();
+        self.seeds.sweep(now_ms, least.unwrap_or(0), |d| timeouts.get(usize::from(d)).copied().unwrap_or(0));
         let expired: Vec<(IpAddr, Slot, CandidateId)> = self
             .tracks
             .iter()
