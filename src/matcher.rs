@@ -22,6 +22,7 @@
 //! one track per address. Seeds are bounded by their table (half of [`Limits::max_tracks`]);
 //! tracks in total, per attempt, per address and per IPv6 /64.
 
+mod filter;
 mod index;
 mod seeds;
 
@@ -33,6 +34,7 @@ use crate::config::TcpFlagRule;
 use crate::knock::{Knock, Proto};
 use crate::packet::KnockPacket;
 use crate::sequence::{Alphabet, Purpose};
+use filter::TrackFilter;
 use index::DoorIndex;
 use seeds::{Seed, SeedKey, SeedTable, View};
 
@@ -356,6 +358,8 @@ pub struct Matcher {
     seeds: SeedTable,
     /// Tracks: attempts past their first knock.
     tracks: HashMap<IpAddr, AddressTracks>,
+    /// Which (address, door) may hold tracks: most packets skip the `tracks` lookup.
+    filter: TrackFilter,
     /// Addresses holding a track at or past the door's burn threshold, per fresh candidate.
     prefixes: HashMap<CandidateId, Vec<IpAddr>>,
     per_64: HashMap<u64, usize>,
@@ -420,6 +424,7 @@ impl Matcher {
             timeouts: Vec::new(),
             seeds,
             tracks: HashMap::new(),
+            filter: TrackFilter::default(),
             prefixes: HashMap::new(),
             per_64: HashMap::new(),
             track_count: 0,
@@ -539,10 +544,10 @@ impl Matcher {
             // Candidates this packet completed: a sibling completing on the same packet is the
             // same attempt, not a replay.
             let mut done = Vec::new();
-            let tracked = !self.tracks.is_empty() && self.tracks.contains_key(&source);
             let (port_key, address_key) = prepared
                 .and_then(|p| p.keys_of(door))
                 .unwrap_or_else(|| self.seeds.keys(source, seed_door(door), packet.src_port));
+            let tracked = self.filter.may_hold(address_key.address_hash()) && self.tracks.contains_key(&source);
             for (slot, key) in port_slot.map(|s| (s, port_key)).into_iter().chain([(address_slot, address_key)]) {
                 if tracked {
                     self.advance_tracks(source, slot, knock, now_ms, pace, &mut done, &mut events);
@@ -697,6 +702,7 @@ impl Matcher {
             at.slots.entry(slot).push(track);
             at.count += 1;
             self.track_count += 1;
+            self.filter.insert(key.address_hash());
             if let Some(n) = ipv6_64(source) {
                 *self.per_64.entry(n).or_default() += 1;
             }
@@ -938,6 +944,7 @@ impl Matcher {
     /// Drops the bookkeeping of a track that has left its slot.
     fn forget(&mut self, source: IpAddr, t: &Track) {
         self.track_count = self.track_count.saturating_sub(1);
+        self.filter.ended();
         if let Some(at) = self.tracks.get_mut(&source) {
             at.count = at.count.saturating_sub(1);
             if at.count == 0 && at.slots.is_empty() {
@@ -973,7 +980,8 @@ impl Matcher {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         let timeouts = &self.timeouts;
-        self.seeds.sweep(now_ms, |d| timeouts.get(usize::from(d)).copied().unwrap_or(0));
+        let least = self.doors.iter().zip(timeouts).filter(|(d, _)| d.rules.is_some()).map(|(_, t)| *t).min();
+        self.seeds.sweep(now_ms, least.unwrap_or(0), |d| timeouts.get(usize::from(d)).copied().unwrap_or(0));
         let expired: Vec<(IpAddr, Slot, CandidateId)> = self
             .tracks
             .iter()
@@ -988,7 +996,21 @@ impl Matcher {
                 self.end(s, t, BurnReason::Timeout, &mut events);
             }
         }
+        if self.filter.wants_rebuild(self.track_count) {
+            self.rebuild_filter();
+        }
         events
+    }
+
+    /// Sets the filter's bits again from the live tracks only (see [`TrackFilter`]).
+    fn rebuild_filter(&mut self) {
+        self.filter.clear();
+        for (source, a) in &self.tracks {
+            for (slot, _) in a.slots.iter() {
+                let key = self.seeds.key(*source, seed_door(slot.door), View::Address);
+                self.filter.insert(key.address_hash());
+            }
+        }
     }
 
     /// Forgets a door entirely: its rules, its first-knock table and its live tracks, quietly

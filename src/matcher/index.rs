@@ -6,7 +6,7 @@
 //! whatever the number of clients behind the door.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::Candidate;
 use crate::knock::Knock;
@@ -64,11 +64,65 @@ enum Place {
     Single(Knock),
 }
 
+/// A bitmap of the pairs filed, in front of the `pairs` map: under a flood most pairs a
+/// packet makes with a remembered first knock start no candidate, and one bit (a cache line at
+/// most) says so where the map's probe reads two. Bits are not cleared one by one; the map is
+/// read again when it doubles or when as many pairs left as are filed.
+#[derive(Debug, Default)]
+struct PairBits {
+    words: Vec<u64>,
+    /// Pairs removed since the bits were last set from the map.
+    stale: usize,
+}
+
+/// Bits per pair filed: about one pair in sixteen that is not filed passes the filter when the
+/// map is at its largest since the last rebuild.
+const BITS_PER_PAIR: usize = 16;
+
+impl PairBits {
+    fn bit(&self, pair: &(Knock, Knock)) -> Option<(usize, u64)> {
+        let bits = self.words.len() * 64;
+        if bits == 0 {
+            return None;
+        }
+        let mut h = KnockHasher::default();
+        pair.hash(&mut h);
+        // The multiplier leaves the low bits weak: take the high ones.
+        let b = ((u128::from(h.finish()) * bits as u128) >> 64) as usize;
+        Some((b / 64, 1 << (b % 64)))
+    }
+
+    fn insert(&mut self, pair: &(Knock, Knock)) {
+        if let Some((w, m)) = self.bit(pair) {
+            self.words[w] |= m;
+        }
+    }
+
+    fn may_hold(&self, pair: &(Knock, Knock)) -> bool {
+        self.bit(pair).is_some_and(|(w, m)| self.words[w] & m != 0)
+    }
+
+    /// Whether the bits must be set again from `filed` pairs (too few bits, or too many stale).
+    fn outgrown(&self, filed: usize) -> bool {
+        self.words.len() * 64 < filed * BITS_PER_PAIR / 2 || (self.stale > 64 && self.stale >= filed)
+    }
+
+    fn rebuild<'a>(&mut self, filed: usize, pairs: impl Iterator<Item = &'a (Knock, Knock)>) {
+        let bits = (filed * BITS_PER_PAIR).next_power_of_two().max(512);
+        self.words = vec![0; bits / 64];
+        self.stale = 0;
+        for p in pairs {
+            self.insert(p);
+        }
+    }
+}
+
 /// One door's candidates, by client.
 #[derive(Debug, Default)]
 pub(super) struct DoorIndex {
     starts: KnockMap<Knock, Starts>,
     pairs: KnockMap<(Knock, Knock), Vec<Candidate>>,
+    pair_bits: PairBits,
     unbound: KnockMap<Knock, Vec<Candidate>>,
     singles: KnockMap<Knock, Vec<Candidate>>,
     by_client: HashMap<usize, Vec<(Place, bool)>>,
@@ -105,6 +159,7 @@ impl DoorIndex {
                         list.retain(|c| c.id.client != client);
                         if list.is_empty() {
                             self.pairs.remove(&(a, b));
+                            self.pair_bits.stale += 1;
                         }
                     }
                     Some(a)
@@ -134,7 +189,10 @@ impl DoorIndex {
         for c in candidates {
             let place = place_of(c);
             match place {
-                Place::Pair(a, b) => self.pairs.entry((a, b)).or_default().push(c.clone()),
+                Place::Pair(a, b) => {
+                    self.pairs.entry((a, b)).or_default().push(c.clone());
+                    self.pair_bits.insert(&(a, b));
+                }
                 Place::Unbound(a) => self.unbound.entry(a).or_default().push(c.clone()),
                 Place::Single(a) => self.singles.entry(a).or_default().push(c.clone()),
             }
@@ -152,6 +210,9 @@ impl DoorIndex {
         if !filed.is_empty() {
             self.by_client.insert(client, filed);
         }
+        if self.pair_bits.outgrown(self.pairs.len()) {
+            self.pair_bits.rebuild(self.pairs.len(), self.pairs.keys());
+        }
     }
 
     /// Number of candidates.
@@ -167,6 +228,9 @@ impl DoorIndex {
     /// Whether any candidate's first two knocks are `first`, `second` (or whose rest must be
     /// derived: `unbound` then says so).
     pub fn pair(&self, first: Knock, second: Knock) -> &[Candidate] {
+        if !self.pair_bits.may_hold(&(first, second)) {
+            return &[];
+        }
         self.pairs.get(&(first, second)).map_or(&[], Vec::as_slice)
     }
 
@@ -183,5 +247,57 @@ impl DoorIndex {
     /// Whether the door has any one-knock candidate (most have none: no lookup then).
     pub fn has_singles(&self) -> bool {
         !self.singles.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::CandidateId;
+    use crate::sequence::Purpose;
+    use std::sync::Arc;
+
+    fn candidate(client: usize, counter: u64, first: u16, second: u16) -> Candidate {
+        Candidate {
+            id: CandidateId { door: 0, client, purpose: Purpose::Open, counter, epoch: 0 },
+            first: Knock::tcp(first),
+            used: false,
+            rest: Some(Arc::from([Knock::tcp(second), Knock::tcp(7)])),
+        }
+    }
+
+    /// Client `c`'s candidates in round `round`: pairs spread over a small range so that
+    /// clients share some.
+    fn candidates(c: usize, round: u16) -> Vec<Candidate> {
+        (0..30u16)
+            .map(|i| {
+                let n = (c as u16).wrapping_mul(31).wrapping_add(i).wrapping_add(round.wrapping_mul(977));
+                candidate(c, u64::from(i), 40000 + n % 300, 40000 + (n / 3) % 300)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_pair_filed_is_found_through_its_bits_as_clients_come_and_go() {
+        let mut index = DoorIndex::default();
+        for round in 0..3u16 {
+            // Clients replaced one by one, as a reload or a new time step does.
+            for c in 0..400 {
+                index.set_client(c, &candidates(c, round));
+            }
+            for c in 0..400 {
+                for cand in candidates(c, round) {
+                    let second = cand.rest.as_ref().unwrap()[0];
+                    assert!(index.pair(cand.first, second).iter().any(|x| x.id == cand.id), "{round} {c}");
+                }
+            }
+        }
+        for c in 0..400 {
+            index.set_client(c, &[]);
+        }
+        assert_eq!(index.len(), 0);
+        assert!(index.pair(Knock::tcp(40000), Knock::tcp(40000)).is_empty());
+        // With nothing filed, the bits were set again from nothing.
+        assert!(index.pair_bits.words.iter().all(|w| *w == 0));
     }
 }

@@ -44,15 +44,52 @@ pub(super) struct SeedKey {
     pub door: u16,
     pub view: View,
     hash: u64,
+    /// The keyed hash of (source, door) alone, the same in both views (see
+    /// [`SeedKey::address_hash`]).
+    address_hash: u64,
+    /// Its seeds' words as [`SeedKey::owns`] compares them: the address, and in the third
+    /// word the bits under `mask` (door, flags, and the port in the port's view).
+    addr_words: [u64; 2],
+    mask: u64,
+    expect: u64,
 }
 
 impl SeedKey {
     fn with_base(source: IpAddr, door: u16, view: View, base: u64) -> SeedKey {
+        let address_hash = mix(base);
         let hash = match view {
-            View::Address => mix(base),
+            View::Address => address_hash,
             View::Port(p) => mix(base ^ (u64::from(p) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         };
-        SeedKey { source, door, view, hash }
+        let (addr, family) = addr_bytes(source);
+        let addr = u128::from_be_bytes(addr);
+        let (view_bits, port_mask, port_bits) = match view {
+            View::Address => (0, 0, 0),
+            View::Port(p) => (PORT_VIEW, 0xFFFF << 16, u64::from(p) << 16),
+        };
+        let flags_mask = u64::from(LIVE | V4 | PORT_VIEW) << 56;
+        SeedKey {
+            source,
+            door,
+            view,
+            hash,
+            address_hash,
+            addr_words: [(addr >> 64) as u64, addr as u64],
+            mask: 0xFFFF | port_mask | flags_mask,
+            expect: u64::from(door) | port_bits | u64::from(LIVE | family | view_bits) << 56,
+        }
+    }
+
+    /// Whether the packed seed `w` is a live seed of this key: [`Seed::is`] on the words,
+    /// without unpacking them.
+    fn owns(&self, w: &[u64]) -> bool {
+        w[2] & self.mask == self.expect && w[0] == self.addr_words[0] && w[1] == self.addr_words[1]
+    }
+
+    /// The table's keyed hash of the source and door, whatever the view: what the tracks'
+    /// filter (src/matcher/filter.rs) is indexed by, so a packet is hashed once.
+    pub fn address_hash(&self) -> u64 {
+        self.address_hash
     }
 }
 
@@ -212,13 +249,27 @@ impl Found {
     }
 }
 
-/// One set: [`WAYS`] seeds of four words each.
-type Set = [[u64; 4]; WAYS];
+/// Words per seed and per set.
+const SEED_WORDS: usize = 4;
+const SET_WORDS: usize = SEED_WORDS * WAYS;
+/// Sets start on this boundary in memory (bytes): a set of 128 bytes is then two cache lines,
+/// where a set placed as the allocator happens to place it mostly straddles three.
+const SET_ALIGN: usize = SET_WORDS * 8;
 
 /// The seeds of every door.
 #[derive(Debug)]
 pub(super) struct SeedTable {
-    sets: Vec<Set>,
+    /// The sets, [`SET_WORDS`] words each, from `first` on (see [`SET_ALIGN`]).
+    words: Vec<u64>,
+    first: usize,
+    sets: usize,
+    /// Per set, when its oldest live seed may have been planted at the earliest (`now_ms` as
+    /// `u32`): no live seed of the set is older. Planting never has to lower it (a new seed is
+    /// the youngest); a sweep that reads the set sets it exactly (see [`SeedTable::sweep`]).
+    /// Unused (zeroed) until the first sweep, which reads every set.
+    oldest: Vec<u32>,
+    /// No sweep has read every set yet.
+    unswept: bool,
     hasher: RandomState,
     live: usize,
     /// Candidates already taken from a seed (rare: only pairs that matched).
@@ -229,9 +280,17 @@ pub(super) struct SeedTable {
 impl SeedTable {
     /// A table of at most `capacity` seeds (rounded down to whole sets, one set at least).
     pub fn new(capacity: usize) -> SeedTable {
+        let sets = (capacity / WAYS).max(1);
+        // Zeroed words: allocated by the kernel as they are first written.
+        let words = vec![0u64; sets * SET_WORDS + SET_WORDS];
+        let misalign = words.as_ptr() as usize % SET_ALIGN;
+        let first = (SET_ALIGN - misalign) % SET_ALIGN / 8;
         SeedTable {
-            // Zeroed words: allocated by the kernel as they are first written.
-            sets: vec![[[0; 4]; WAYS]; (capacity / WAYS).max(1)],
+            words,
+            first,
+            sets,
+            oldest: vec![0; sets],
+            unswept: true,
             hasher: RandomState::new(),
             live: 0,
             done: Vec::new(),
@@ -241,7 +300,7 @@ impl SeedTable {
 
     /// The most seeds it holds.
     pub fn capacity(&self) -> usize {
-        self.sets.len() * WAYS
+        self.sets * WAYS
     }
 
     /// Seeds held now.
@@ -267,15 +326,31 @@ impl SeedTable {
     }
 
     fn set_of(&self, key: &SeedKey) -> usize {
-        ((u128::from(key.hash) * self.sets.len() as u128) >> 64) as usize
+        ((u128::from(key.hash) * self.sets as u128) >> 64) as usize
+    }
+
+    fn at(set: usize, way: usize) -> usize {
+        set * SET_WORDS + way * SEED_WORDS
+    }
+
+    fn words_of(&self, set: usize, way: usize) -> &[u64] {
+        let i = self.first + Self::at(set, way);
+        &self.words[i..i + SEED_WORDS]
     }
 
     fn get(&self, set: usize, way: usize) -> Seed {
-        Seed::unpack(&self.sets[set][way])
+        let w = self.words_of(set, way);
+        Seed::unpack(&[w[0], w[1], w[2], w[3]])
     }
 
     fn put(&mut self, set: usize, way: usize, seed: &Seed) {
-        self.sets[set][way] = seed.pack();
+        let i = self.first + Self::at(set, way);
+        self.words[i..i + SEED_WORDS].copy_from_slice(&seed.pack());
+    }
+
+    /// The flags of the seed at (set, way) (see [`Seed::flags`]), read alone.
+    fn flags(&self, set: usize, way: usize) -> u8 {
+        (self.words_of(set, way)[2] >> 56) as u8
     }
 
     fn kill(&mut self, set: usize, way: usize) {
@@ -303,10 +378,10 @@ impl SeedTable {
         let mut found = Found { seeds: [(Slot::default(), Seed::EMPTY); WAYS], len: 0 };
         let set = self.set_of(key);
         for way in 0..WAYS {
-            let s = self.get(set, way);
-            if !s.is(key) {
+            if !key.owns(self.words_of(set, way)) {
                 continue;
             }
+            let s = self.get(set, way);
             if s.age(now_ms) > timeout_ms.min(MAX_AGE_MS) {
                 self.kill(set, way);
                 continue;
@@ -323,14 +398,12 @@ impl SeedTable {
         self.set_of(key)
     }
 
-    /// Reads the sets at `sets` (a word of each way: a set may straddle three cache lines) and
+    /// Reads the sets at `sets` (a word of each way: both cache lines of the set) and
     /// changes nothing: see [`super::Matcher::warm`].
     pub fn peek(&self, sets: &[usize]) -> u64 {
         let mut acc = 0;
-        for &i in sets {
-            if let Some(set) = self.sets.get(i) {
-                acc ^= set.iter().fold(0, |a, way| a ^ way[2]);
-            }
+        for &set in sets.iter().filter(|s| **s < self.sets) {
+            acc ^= (0..WAYS).fold(0, |a, way| a ^ self.words_of(set, way)[2]);
         }
         acc
     }
@@ -353,8 +426,9 @@ impl SeedTable {
     pub fn holds(&self, key: &SeedKey, knock: Knock, now_ms: u64, timeout_ms: u64) -> bool {
         let set = self.set_of(key);
         (0..WAYS)
+            .filter(|w| key.owns(self.words_of(set, *w)))
             .map(|w| self.get(set, w))
-            .any(|s| s.is(key) && s.knock() == knock && s.age(now_ms) <= timeout_ms.min(MAX_AGE_MS))
+            .any(|s| s.knock() == knock && s.age(now_ms) <= timeout_ms.min(MAX_AGE_MS))
     }
 
     /// Plants a seed of `knock` for `key`, giving up the oldest seed of its set when it is full.
@@ -419,27 +493,40 @@ impl SeedTable {
         }
     }
 
-    /// Drops every seed older than its door's timeout.
-    pub fn sweep(&mut self, now_ms: u64, timeout_of: impl Fn(u16) -> u64) {
+    /// Drops every seed older than its door's timeout. Only the sets whose oldest live seed
+    /// (as `oldest` bounds it) is older than `least_timeout`, the least timeout of any door,
+    /// are read: under a steady flood a set's oldest seed expires about once per timeout, so a
+    /// sweep every 100 ms reads a small share of the table.
+    pub fn sweep(&mut self, now_ms: u64, least_timeout: u64, timeout_of: impl Fn(u16) -> u64) {
         if self.live == 0 {
             return;
         }
-        for set in 0..self.sets.len() {
+        let now = now_ms as u32;
+        let least = least_timeout.min(MAX_AGE_MS);
+        let all = std::mem::take(&mut self.unswept);
+        for set in 0..self.sets {
+            if !all && u64::from(now.wrapping_sub(self.oldest[set])) <= least {
+                continue;
+            }
+            let mut oldest = now;
             for way in 0..WAYS {
-                if (self.sets[set][way][2] >> 56) as u8 & LIVE == 0 {
+                if self.flags(set, way) & LIVE == 0 {
                     continue;
                 }
                 let s = self.get(set, way);
                 if s.age(now_ms) > timeout_of(s.door).min(MAX_AGE_MS) {
                     self.kill(set, way);
+                } else if s.age(now_ms) > u64::from(now.wrapping_sub(oldest)) {
+                    oldest = s.started;
                 }
             }
+            self.oldest[set] = oldest;
         }
     }
 
     /// Drops every seed of a door.
     pub fn clear_door(&mut self, door: u16) {
-        for set in 0..self.sets.len() {
+        for set in 0..self.sets {
             for way in 0..WAYS {
                 let s = self.get(set, way);
                 if s.live() && s.door == door {
@@ -455,6 +542,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sets_start_on_their_alignment() {
+        for capacity in [1, 4, 64, 1000] {
+            let t = SeedTable::new(capacity);
+            assert_eq!((t.words.as_ptr() as usize + t.first * 8) % SET_ALIGN, 0);
+            assert!(t.first + t.sets * SET_WORDS <= t.words.len());
+        }
+    }
+
+    #[test]
     fn a_seed_packs_into_four_words_and_back() {
         let t = SeedTable::new(64);
         for (source, view) in [("198.18.7.9", View::Port(65535)), ("2001:db8::1:2", View::Address)] {
@@ -463,7 +559,7 @@ mod tests {
             s.misses = 16;
             s.done = 7;
             let back = Seed::unpack(&s.pack());
-            assert!(back.is(&k) && back.knock() == Knock::udp(40001));
+            assert!(back.is(&k) && k.owns(&s.pack()) && back.knock() == Knock::udp(40001));
             assert_eq!((back.origin_port, back.misses, back.done, back.started), (65535, 16, 7, 0x2345_6789));
             assert_eq!(back.owner(), (k.source, 513, view));
         }
@@ -489,6 +585,12 @@ mod tests {
             key(&t, "c612:2::", 0, View::Port(5000)),
         ] {
             assert!(t.find(&other, 20, 1000).iter().next().is_none(), "{other:?}");
+            // Whatever set they land in, the words tell them apart.
+            let planted = Seed::new(&port, k, 5000, 10).pack();
+            assert!(!other.owns(&planted) && port.owns(&planted), "{other:?}");
+            let mut dead = Seed::new(&port, k, 5000, 10);
+            dead.flags &= !LIVE;
+            assert!(!port.owns(&dead.pack()));
         }
         let found: Vec<Knock> = t.find(&port, 20, 1000).iter().map(|(_, s)| s.knock()).collect();
         assert_eq!(found, vec![k]);
@@ -508,6 +610,31 @@ mod tests {
         assert_eq!(t.capacity(), 256);
         // The newest are there.
         assert!(t.holds(&key(&t, "198.18.134.159", 0, View::Address), Knock::udp(7), 99_999, u64::MAX));
+    }
+
+    #[test]
+    fn a_sweep_drops_what_expired_and_reads_only_sets_that_may_hold_it() {
+        // One set: every seed shares it.
+        let mut t = SeedTable::new(WAYS);
+        let (a, b) = (key(&t, "198.18.0.2", 0, View::Address), key(&t, "198.18.0.3", 0, View::Address));
+        let long = key(&t, "198.18.0.4", 1, View::Address);
+        let timeout_of = |d: u16| if d == 0 { 100 } else { 1000 };
+        t.plant(&a, Knock::tcp(1), 9, 0, timeout_of);
+        t.plant(&long, Knock::tcp(1), 9, 0, timeout_of);
+        t.plant(&b, Knock::tcp(1), 9, 50, timeout_of);
+        t.sweep(100, 100, timeout_of);
+        assert_eq!(t.live(), 3, "nothing older than its timeout yet");
+        t.sweep(101, 100, timeout_of);
+        assert_eq!(t.live(), 2, "a went");
+        t.sweep(150, 100, timeout_of);
+        assert_eq!(t.live(), 2);
+        // The set's oldest live seed is `long` (planted at 0): the set is read, b goes.
+        t.sweep(151, 100, timeout_of);
+        assert_eq!(t.live(), 1, "b went");
+        t.sweep(1000, 100, timeout_of);
+        assert_eq!(t.live(), 1);
+        t.sweep(1001, 100, timeout_of);
+        assert_eq!(t.live(), 0, "long went");
     }
 
     #[test]

@@ -599,3 +599,23 @@ fn prepared_packets_decide_as_packets_fed_directly_and_heard_tells_first_knocks(
     assert_eq!(direct.heard(&ack), Heard::Not, "an ACK is no knock");
     assert_eq!(direct.heard(&packet(CLIENT, PORT, firsts[0], Some(0x02))), Heard::FirstKnock);
 }
+
+/// The filter in front of the tracks (src/matcher/filter.rs) is rebuilt from the live tracks
+/// once thousands have ended: the client's attempt, made before, is still followed after it.
+#[test]
+fn an_attempt_in_progress_survives_the_track_filter_rebuild() {
+    let (mut m, keys) = setup((40000, 42047), 8, false, 10);
+    let a = keys.sequence(&cid(0), CLIENT);
+    let b = keys.sequence(&cid(1), CLIENT);
+    send(&mut m, &keys, CLIENT, &a[..3], 0);
+    for i in 0..1500u32 {
+        send(&mut m, &keys, &format!("198.18.{}.{}", 4 + i / 256, i % 256), &b[..2], 1);
+    }
+    m.drop_candidate(cid(1));
+    assert_eq!(m.track_count() - m.seeds.live(), 2, "the client's two attempts are left");
+    assert!(m.filter.wants_rebuild(2), "thousands of tracks ended");
+    assert!(m.tick(2).is_empty());
+    assert!(!m.filter.wants_rebuild(2), "rebuilt");
+    let ev = send(&mut m, &keys, CLIENT, &a[3..], 3);
+    assert_eq!(completed(&ev), vec![(cid(0), false)], "{ev:?}");
+}
