@@ -90,30 +90,39 @@ fn main() {
     for round in 1..=rounds {
         println!("\nround {round}: µs\n\n| case | p50 | p95 | max |\n|---|--:|--:|--:|");
         let mut f = appending(&a);
-        row("append + fdatasync, one file", time(|_| {
-            f.write_all(&rec).unwrap();
-            f.sync_data().unwrap();
-        }));
+        row(
+            "append + fdatasync, one file",
+            time(|_| {
+                f.write_all(&rec).unwrap();
+                f.sync_data().unwrap();
+            }),
+        );
         let (mut fa, mut fb) = (appending(&a), appending(&b));
-        row("two appends + fdatasync, in turn", time(|_| {
-            fa.write_all(&rec).unwrap();
-            fa.sync_data().unwrap();
-            fb.write_all(&small).unwrap();
-            fb.sync_data().unwrap();
-        }));
+        row(
+            "two appends + fdatasync, in turn",
+            time(|_| {
+                fa.write_all(&rec).unwrap();
+                fa.sync_data().unwrap();
+                fb.write_all(&small).unwrap();
+                fb.sync_data().unwrap();
+            }),
+        );
         let (fa, fb) = (appending(&a), appending(&b));
         let s = small.clone();
         let r = rec.clone();
-        row("two appends + fdatasync, two threads", concurrently(
-            move |_| {
-                (&fa).write_all(&r).unwrap();
-                fa.sync_data().unwrap();
-            },
-            move |_| {
-                (&fb).write_all(&s).unwrap();
-                fb.sync_data().unwrap();
-            },
-        ));
+        row(
+            "two appends + fdatasync, two threads",
+            concurrently(
+                move |_| {
+                    (&fa).write_all(&r).unwrap();
+                    fa.sync_data().unwrap();
+                },
+                move |_| {
+                    (&fb).write_all(&s).unwrap();
+                    fb.sync_data().unwrap();
+                },
+            ),
+        );
         let (fa, fb) = (appending(&a), appending(&b));
         let fb_sync = fb.try_clone().unwrap();
         let r = rec.clone();
@@ -141,28 +150,37 @@ fn main() {
         };
         row("both appended, then the two syncs at once", t);
         let f = presized(&a, N * REC + 4096);
-        row("in place within a pre-sized file (zeros)", time(|i| {
-            f.write_all_at(&rec, (i * REC) as u64).unwrap();
-            f.sync_data().unwrap();
-        }));
+        row(
+            "in place within a pre-sized file (zeros)",
+            time(|i| {
+                f.write_all_at(&rec, (i * REC) as u64).unwrap();
+                f.sync_data().unwrap();
+            }),
+        );
         let (fa, fb) = (presized(&a, N * REC + 4096), presized(&b, N * LEDGER_REC + 4096));
         let r = rec.clone();
         let s = small.clone();
-        row("in place, two pre-sized files, two threads", concurrently(
-            move |i| {
-                fa.write_all_at(&r, (i * REC) as u64).unwrap();
-                fa.sync_data().unwrap();
-            },
-            move |i| {
-                fb.write_all_at(&s, (i * LEDGER_REC) as u64).unwrap();
-                fb.sync_data().unwrap();
-            },
-        ));
+        row(
+            "in place, two pre-sized files, two threads",
+            concurrently(
+                move |i| {
+                    fa.write_all_at(&r, (i * REC) as u64).unwrap();
+                    fa.sync_data().unwrap();
+                },
+                move |i| {
+                    fb.write_all_at(&s, (i * LEDGER_REC) as u64).unwrap();
+                    fb.sync_data().unwrap();
+                },
+            ),
+        );
         let f = fallocated(&a, N * REC + 4096);
-        row("in place within a fallocated file", time(|i| {
-            f.write_all_at(&rec, (i * REC) as u64).unwrap();
-            f.sync_data().unwrap();
-        }));
+        row(
+            "in place within a fallocated file",
+            time(|i| {
+                f.write_all_at(&rec, (i * REC) as u64).unwrap();
+                f.sync_data().unwrap();
+            }),
+        );
     }
     let _ = std::fs::remove_file(&a);
     let _ = std::fs::remove_file(&b);
