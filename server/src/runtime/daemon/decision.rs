@@ -5,8 +5,8 @@
 //! 2. the state directory must have room, or nothing can be made durable: refused;
 //! 3. the candidate is used up through its door's store ([`Doors::consume`], the ledger seam:
 //!    docs/ARCHITECTURE.md): a replay if it was used, refused if that cannot be made durable;
-//! 4. the `grant` (or `close`) audit record is appended, then synced while the ledger's record
-//!    of the use is synced on another thread; nothing opens unless both are durable;
+//! 4. the `grant` (or `close`) audit record is written durably while the ledger's record of
+//!    the use is synced on another thread; nothing opens unless both are durable;
 //! 5. the door's action runs ([`Actions::run`]: firewall grant or knockd command);
 //! 6. one log line says what happened;
 //! 7. only then, off the knock's path: a completed rotation of a file door's sequence file
@@ -29,6 +29,7 @@ use knock_core::sequence::Purpose;
 use knock_core::time::unix_now;
 use tracing::{error, info, warn};
 
+use super::ledger_sync::Syncing;
 use super::Daemon;
 use crate::runtime::doors::Knocked;
 use crate::state::audit::Record;
@@ -85,11 +86,14 @@ impl Daemon {
             Ok((Consumed::AlreadyUsed, _)) => return self.replay(id, source, "already used"),
             Err(why) => return self.refused(&who, source, &why, now_ms),
         };
-        let mut pending = pending;
+        // The ledger's record is made durable on the syncer's thread while this one writes the
+        // audit record; nothing opens before both are (docs/ARCHITECTURE.md, "Two durable writes
+        // at once").
+        let mut syncing = self.ledger_sync.begin(pending);
         if resync {
             // Only once the counters are consumed durably: the record of a consumption that
             // failed would make the next start refuse the client's ledger as rolled back.
-            if let Err(e) = self.ledger_sync.begin(pending.take()).wait() {
+            if let Err(e) = std::mem::replace(&mut syncing, Syncing::Nothing).wait() {
                 return self.refused(&who, source, &e.to_string(), now_ms);
             }
             let mut rec = record("resync", &who, source);
@@ -100,10 +104,7 @@ impl Daemon {
             info!(door, client, %source, counter = id.counter, "client resynchronised by two consecutive sequences");
         }
         // 4. The audit record of the grant goes before the grant.
-        let Some(d) = self.doors.door(&id) else {
-            let _ = self.ledger_sync.begin(pending).wait();
-            return self.after_use(&id, &door);
-        };
+        let Some(d) = self.doors.door(&id) else { return self.after_use(&id, &door) };
         let door_config = d.config.clone();
         let ports: Vec<String> = door_config.open.iter().map(|o| o.to_string()).collect();
         let event = if id.purpose == Purpose::Close { "close" } else { "grant" };
@@ -121,16 +122,9 @@ impl Daemon {
             // The shared ledger's revision of this consumption (etcd).
             rec = rec.with("store_revision", revision);
         }
-        // Both appends are written before either is synced, so one journal commit can carry
-        // both; the ledger's record is synced on the syncer's thread while this one syncs the
-        // audit record, and nothing opens before both are durable (docs/ARCHITECTURE.md, "Two
-        // durable writes at once").
-        let appended = self.audit.write_unsynced(rec);
-        let syncing = self.ledger_sync.begin(pending);
-        let written = appended.and_then(|()| self.audit.sync_written());
+        let written = self.audit_write(rec, true);
         let synced = syncing.wait();
-        if let Err(e) = written {
-            error!("audit log {}: {e}", self.audit.path().display());
+        if !written {
             error!(door, client, %source, "knock refused: its audit record could not be written");
             return self.after_use(&id, &door);
         }

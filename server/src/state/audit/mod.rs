@@ -13,8 +13,7 @@
 //! - `audit.key.exported`: when `knockd audit init-key` handed the first key to the auditor.
 //! - `audit.lock`: held while a process writes the log (one writer per chain).
 //!
-//! Durability: a `durable` record (grants) is fdatasync'd before [`AuditLog::write`] returns
-//! (or appended by [`AuditLog::write_unsynced`] and synced by [`AuditLog::sync_written`]).
+//! Durability: a `durable` record (grants) is fdatasync'd before [`AuditLog::write`] returns.
 //! Replays, burns and alerts are written at once and synced on the next tick. Identical ones
 //! within a second are folded into one record with a `count`, and past a budget of individual
 //! records the rest are only counted, so a flood cannot fill the disk (`aggregate.rs` states
@@ -337,24 +336,6 @@ impl AuditLog {
             self.sync_log()?;
         }
         Ok(written)
-    }
-
-    /// Appends a record that must be durable, without syncing it yet (any replays still being
-    /// counted are written first, as for a durable [`AuditLog::write`]); [`AuditLog::sync_written`]
-    /// makes it durable. The daemon writes a grant's record this way, so that the ledger's and
-    /// the audit log's appends are both written before either is synced: on ext4 one journal
-    /// commit then carries both files' new sizes (docs/ARCHITECTURE.md, "Two durable writes at
-    /// once").
-    pub fn write_unsynced(&mut self, record: Record) -> std::io::Result<()> {
-        let _held = self.hold()?;
-        self.flush_locked(u64::MAX)?;
-        self.append(record)
-    }
-
-    /// Makes every record this writer appended durable (`fdatasync`), without saving the chain
-    /// state (the tick does that, see [`AuditLog::sync`]).
-    pub fn sync_written(&mut self) -> std::io::Result<()> {
-        self.sync_log()
     }
 
     /// The summaries of folded records written since the last call (for one log line each).

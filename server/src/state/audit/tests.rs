@@ -284,37 +284,6 @@ fn replay_floods_are_folded_but_grants_never_are() {
 }
 
 #[test]
-fn a_grant_appended_unsynced_comes_after_the_folded_counts_and_is_never_folded() {
-    // The daemon appends a grant's record, syncs the ledger and the audit log at once, then
-    // syncs the audit record (`write_unsynced`, `sync_written`).
-    let (_d, log) = scratch("unsynced");
-    let mut a = AuditLog::open_with(&log, opts()).unwrap();
-    let k0 = first_key(&log);
-    let t0 = 1_795_564_800_000u64;
-    let replay = |t: u64| Record::new("replay").with("door", "ssh").with("source", "198.18.0.9").with("ts_ms", t);
-    for i in 0..10 {
-        a.write(replay(t0 + i), false).unwrap();
-    }
-    // Within the replays' second: a durable record still writes their count first.
-    a.write_unsynced(rec("grant", 1).with("ts_ms", t0 + 20)).unwrap();
-    a.write_unsynced(replay(t0 + 30)).unwrap();
-    a.write_unsynced(replay(t0 + 31)).unwrap();
-    a.sync_written().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let kinds: Vec<(String, u64)> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|e| (e["event"].as_str().unwrap().to_string(), e.get("count").and_then(|c| c.as_u64()).unwrap_or(1)))
-        .collect();
-    let want: Vec<(String, u64)> = [("replay", 1), ("replay", 9), ("grant", 1), ("replay", 1), ("replay", 1)]
-        .map(|(e, n)| (e.to_string(), n))
-        .into();
-    assert_eq!(kinds, want, "the count before the grant; records written this way are never folded");
-    drop(a);
-    assert!(check(&log, Some(&k0)).ok());
-}
-
-#[test]
 fn the_chain_head_is_anchored_every_n_records_or_t_seconds() {
     let (_d, log) = scratch("anchor");
     let mut a = AuditLog::open_with(&log, opts()).unwrap();
