@@ -13,6 +13,7 @@
 //!   the line: it adds the netlink delivery and a wake-up, tens of microseconds).
 //!
 //! Between two knocks the grant is flushed from the set, so every grant is a new element.
+//! `HA_BENCH_LEDGERS=file` (or `etcd`) measures one backend only.
 //! Prints p50/p95/max and appends a section to bench/RESULTS.md.
 //!
 //! ```text
@@ -223,8 +224,12 @@ fn main() {
     knock_test_support::require_root();
     let knocks: usize = std::env::var("HA_BENCH_KNOCKS").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
     assert!((1..=2000).contains(&knocks), "HA_BENCH_KNOCKS: 1 to 2000");
+    // `HA_BENCH_LEDGERS=file` (or `etcd`) runs one backend only (quick before/after pairs).
+    let only = std::env::var("HA_BENCH_LEDGERS").unwrap_or_default().to_lowercase();
+    assert!(["", "file", "etcd"].contains(&only.as_str()), "HA_BENCH_LEDGERS: file or etcd");
     let runs: Vec<Run> = [Backend::File, Backend::Etcd]
         .into_iter()
+        .filter(|b| only.is_empty() || format!("{b:?}").to_lowercase() == only)
         .map(|backend| {
             eprintln!("== {backend:?} ledger: {knocks} knocks");
             run(backend, knocks)
