@@ -1,20 +1,19 @@
 //! The floor under a grant's durable writes (issue 12, target 1): what one append + fdatasync
 //! costs on a directory's filesystem, two at once on two files, and writes in place within a
-//! file's size (pre-sized with zeros, or fallocated), whose fdatasync needs no journal commit.
-//! Standalone, no dependencies:
+//! file's size (pre-sized with zeros), whose fdatasync needs no journal commit. (A fallocated
+//! file measured the same as a pre-sized one: bench/RESULTS.md, 2026-12-01.)
 //!
 //! ```text
-//! rustc -O bench/fsync_floor.rs -o /tmp/fsync_floor && /tmp/fsync_floor DIR [ROUNDS]
+//! FSYNC_FLOOR_DIR=/var/lib/knockd FSYNC_FLOOR_ROUNDS=3 cargo bench -p knock-e2e --bench fsync_floor
 //! ```
 //!
-//! DIR: a directory on the state directory's filesystem (two scratch files `floor-a`, `floor-b`
+//! FSYNC_FLOOR_DIR (default: the temporary directory): a directory on the state directory's filesystem (two scratch files `floor-a`, `floor-b`
 //! are made there and removed at the end). Each case: 400 writes of a 300-byte record (the
 //! size of a grant's audit record; the second file gets 64 bytes, a ledger record).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::sync::mpsc::channel;
 use std::time::Instant;
 
@@ -22,32 +21,20 @@ const N: usize = 400;
 const REC: usize = 300;
 const LEDGER_REC: usize = 64;
 
-extern "C" {
-    fn fallocate(fd: i32, mode: i32, offset: i64, len: i64) -> i32;
-}
-
 fn row(what: &str, mut v: Vec<u64>) {
     v.sort_unstable();
     println!("| {what:<46} | {:>5} | {:>5} | {:>6} |", v[v.len() / 2], v[v.len() * 95 / 100], v[v.len() - 1]);
 }
 
-fn appending(path: &str) -> File {
+fn appending(path: &std::path::Path) -> File {
     let _ = std::fs::remove_file(path);
     OpenOptions::new().create(true).append(true).open(path).expect("scratch file")
 }
 
-fn presized(path: &str, len: usize) -> File {
+fn presized(path: &std::path::Path, len: usize) -> File {
     let _ = std::fs::remove_file(path);
-    let mut f = OpenOptions::new().create(true).read(true).write(true).open(path).expect("scratch file");
+    let mut f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).expect("scratch file");
     f.write_all(&vec![0u8; len]).expect("zeros");
-    f.sync_all().expect("sync");
-    f
-}
-
-fn fallocated(path: &str, len: usize) -> File {
-    let _ = std::fs::remove_file(path);
-    let f = OpenOptions::new().create(true).read(true).write(true).open(path).expect("scratch file");
-    assert_eq!(unsafe { fallocate(f.as_raw_fd(), 0, 0, len as i64) }, 0, "fallocate");
     f.sync_all().expect("sync");
     f
 }
@@ -83,9 +70,10 @@ fn concurrently(first: impl Fn(usize), second: impl Fn(usize) + Send + 'static) 
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: fsync_floor DIR [ROUNDS]");
-    let rounds: usize = std::env::args().nth(2).and_then(|r| r.parse().ok()).unwrap_or(1);
-    let (a, b) = (format!("{dir}/floor-a"), format!("{dir}/floor-b"));
+    let dir = std::env::var_os("FSYNC_FLOOR_DIR").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+    let rounds: usize = std::env::var("FSYNC_FLOOR_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    println!("fsync floor in {}", dir.display());
+    let (a, b) = (dir.join("floor-a"), dir.join("floor-b"));
     let (rec, small) = (vec![b'x'; REC], vec![b'y'; LEDGER_REC]);
     for round in 1..=rounds {
         println!("\nround {round}: µs\n\n| case | p50 | p95 | max |\n|---|--:|--:|--:|");
@@ -172,14 +160,6 @@ fn main() {
                     fb.sync_data().unwrap();
                 },
             ),
-        );
-        let f = fallocated(&a, N * REC + 4096);
-        row(
-            "in place within a fallocated file",
-            time(|i| {
-                f.write_all_at(&rec, (i * REC) as u64).unwrap();
-                f.sync_data().unwrap();
-            }),
         );
     }
     let _ = std::fs::remove_file(&a);
