@@ -33,22 +33,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
-  local pid waited
-  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
-    waited=0
-    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 30 ]; do sleep 0.1; waited=$((waited + 1)); done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-  done
+  stop_background 10 # an etcd member left without quorum takes seconds to shut down
   for ns in ${NAMESPACES[@]+"${NAMESPACES[@]}"}; do ip netns del "$ns" 2>/dev/null; done
-  cd /
-  [ -n "$WORK" ] && rm -rf -- "$WORK"
-  if [ "$rc" -ne 0 ] && [ -n "$WORK" ]; then
-    printf '\n%sThe demonstration stopped early (exit status %s); everything it set up was removed.%s\n' \
-      "$RED" "$rc" "$RESET" >&2
-  fi
-  exit "$rc"
+  end_story "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -52,24 +52,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
-  local pid waited=0
-  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
-    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 30 ]; do sleep 0.1; waited=$((waited + 1)); done
-    if kill -0 "$pid" 2>/dev/null; then
-      printf 'cleanup: process %s did not stop on SIGTERM within 3 s; killing it\n' "$pid" >&2
-      kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-  done
+  stop_background
   [ "$LAB_STARTED" = 1 ] && lab_down
-  cd /
-  [ -n "$WORK" ] && rm -rf -- "$WORK"
-  if [ "$rc" -ne 0 ] && [ -n "$WORK" ]; then
-    printf '\n%sThe demonstration stopped early (exit status %s); everything it set up was removed.%s\n' \
-      "$RED" "$rc" "$RESET" >&2
-  fi
-  exit "$rc"
+  end_story "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -1,5 +1,5 @@
 # How the demonstrations tell their story (sourced by demo/run.sh and demo/ha.sh): headings,
-# numbered steps with their reason, ok/FAILED lines, and two helpers for background processes.
+# numbered steps with their reason, ok/FAILED lines, background processes and the end.
 # The sourcing script keeps BG_PIDS, the PIDs it started, and ends them on exit.
 
 if [ -t 1 ]; then
@@ -40,4 +40,32 @@ wait_for() {
     [ "$tries" -gt 0 ] || return 1
     sleep 0.1
   done
+}
+
+# stop_background [SECONDS]: ends every process in BG_PIDS by its PID: SIGTERM, then SIGKILL
+# (said) for one still running SECONDS (default 3) later.
+stop_background() {
+  local pid waited limit=$((${1:-3} * 10))
+  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
+    waited=0
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do sleep 0.1; waited=$((waited + 1)); done
+    if kill -0 "$pid" 2>/dev/null; then
+      printf 'cleanup: process %s did not stop on SIGTERM within %s s; killing it\n' "$pid" "${1:-3}" >&2
+      kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
+}
+
+# end_story STATUS: removes the work directory WORK, says so if the story stopped early, exits.
+end_story() {
+  local rc=$1
+  cd /
+  [ -n "$WORK" ] && rm -rf -- "$WORK"
+  if [ "$rc" -ne 0 ] && [ -n "$WORK" ]; then
+    printf '\n%sThe demonstration stopped early (exit status %s); everything it set up was removed.%s\n' \
+      "$RED" "$rc" "$RESET" >&2
+  fi
+  exit "$rc"
 }
