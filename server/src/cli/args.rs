@@ -179,7 +179,7 @@ pub enum LedgerCommand {
         #[arg(long, default_value_t = 1000)]
         skip: u64,
     },
-    /// Print every ledger of the configured backend ([ledger]) as JSON lines, or write them to
+    /// Print every ledger of the configured backend as JSON lines, or write them to
     /// a file (mode 0600): to move the ledgers into etcd or back without enrolling any client.
     Export {
         /// Write here instead of standard output.

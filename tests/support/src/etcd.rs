@@ -32,7 +32,7 @@ pub struct Cluster {
     members: Vec<Option<Child>>,
 }
 
-/// Debian's etcd, unpacked by scripts/setup.sh into <target>/peers/etcd (not installed, so no
+/// Debian's etcd, unpacked by scripts/setup.sh into `target/peers/etcd` (not installed, so no
 /// etcd service runs on the machine).
 pub fn etcd_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
