@@ -7,13 +7,13 @@
 //! Every wait is bounded.
 
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use knock_test_support::netns::{unique_tag, Netns};
+use knock_test_support::netns::{just_outside_the_test_ranges, unique_tag, Netns};
 use knock_test_support::require_root;
 use knock_test_support::run::{wait_bounded, Reaped};
 
@@ -232,19 +232,21 @@ fn send_replay_and_flood_between_namespaces() {
     let mut bytes = fs::read(&sent_file).unwrap();
     assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "expected a little-endian pcap");
     let src_at = 24 + 16 + 14 + 12; // file header, record header, Ethernet, IPv4 src
-    bytes[src_at..src_at + 4].copy_from_slice(&[10, 0, 0, 1]);
+    let [below_v4, above_v4, ..] = just_outside_the_test_ranges();
+    let IpAddr::V4(forbidden) = below_v4 else { unreachable!("the first is IPv4") };
+    bytes[src_at..src_at + 4].copy_from_slice(&forbidden.octets());
     let bad_file = lab.dir.join("forbidden.pcap");
     fs::write(&bad_file, bytes).unwrap();
     let (ok, out, err) =
         lab.lab_a(&["replay", "--pcap", bad_file.to_str().unwrap(), "--iface", &lab.veth_a], "replay-bad");
-    assert!(!ok && err.contains("refusing source address 10.0.0.1"), "{out}{err}");
+    assert!(!ok && err.contains(&format!("refusing source address {forbidden}")), "{out}{err}");
     assert!(!out.contains("sent"), "{out}");
 
     // 5. A forbidden spoofed source for send is refused too.
-    let args = send_args("192.168.1.1");
+    let args = send_args(&above_v4.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, _, err) = lab.lab_a(&args, "send-bad");
-    assert!(!ok && err.contains("refusing source address 192.168.1.1"), "{err}");
+    assert!(!ok && err.contains(&format!("refusing source address {above_v4}")), "{err}");
 
     // 6. A small seeded flood stays in its prefix and port range.
     let flood_file = lab.dir.join("flood.pcap");

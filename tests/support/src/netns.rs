@@ -7,7 +7,7 @@
 //! ends it (by its pid, [`crate::run::Reaped`]) before the namespace is dropped.
 
 use std::ffi::OsStr;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -103,17 +103,35 @@ pub fn test_address(cidr: &str) -> IpAddr {
     address
 }
 
+/// The addresses just outside each test range, on either side: what the guards that keep tests
+/// inside the ranges ([`test_address`], knock-lab's) are tested with. They are computed from the
+/// ranges, handed to a guard and refused; nothing is ever configured with them or sent to them.
+pub fn just_outside_the_test_ranges() -> [IpAddr; 4] {
+    let v4_first = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    let v4_last = v4_first + ((1 << 17) - 1);
+    let v6_first = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+    let v6_last = v6_first + ((1 << 96) - 1);
+    [
+        Ipv4Addr::from(v4_first - 1).into(),
+        Ipv4Addr::from(v4_last + 1).into(),
+        Ipv6Addr::from(v6_first - 1).into(),
+        Ipv6Addr::from(v6_last + 1).into(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_the_test_ranges_are_accepted() {
-        for ok in ["198.18.0.1/24", "198.19.255.254/24", "2001:db8::1/64", "2001:db8:ffff::2/64"] {
+        for ok in ["198.18.0.0/24", "198.19.255.255/24", "2001:db8::/64", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/64"] {
             test_address(ok);
         }
-        for bad in ["198.17.255.1/24", "198.20.0.1/24", "10.0.0.1/8", "2001:db9::1/64", "fe80::1/64"] {
-            assert!(std::panic::catch_unwind(|| test_address(bad)).is_err(), "{bad} was accepted");
+        for bad in just_outside_the_test_ranges() {
+            let prefix = if bad.is_ipv4() { 24 } else { 64 };
+            let bad = format!("{bad}/{prefix}");
+            assert!(std::panic::catch_unwind(|| test_address(&bad)).is_err(), "{bad} was accepted");
         }
     }
 
