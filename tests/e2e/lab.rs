@@ -15,6 +15,23 @@ use std::time::{Duration, Instant};
 use knock_test_support::netns::{unique_tag, Netns};
 use knock_test_support::run::{ok, output as run};
 
+/// A command to run in `netns`, in the work directory `dir`, with the client store of the host
+/// named `host` (its `XDG_CONFIG_HOME` and `XDG_STATE_HOME` under `dir/<host, lowercase>/`), so
+/// that each host of a fixture keeps its own profiles.
+pub fn host_command(
+    netns: &Netns,
+    dir: &Path,
+    host: &str,
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> Command {
+    let mut cmd = netns.command(program);
+    cmd.args(args).current_dir(dir);
+    let home = dir.join(host.to_lowercase());
+    cmd.env("XDG_CONFIG_HOME", home.join("config")).env("XDG_STATE_HOME", home.join("state"));
+    cmd
+}
+
 pub const SERVER: &str = "198.18.0.1";
 pub const CLIENT: &str = "198.18.0.2";
 pub const OUTSIDER: &str = "198.18.0.3";
@@ -230,11 +247,7 @@ impl Lab {
 
     /// A command to run inside `host`'s namespace, with that host's own client store.
     pub fn spawn(&self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
-        let mut cmd = self.netns(host).command(program);
-        cmd.args(args).current_dir(&self.dir);
-        let home = self.dir.join(format!("{host:?}").to_lowercase());
-        cmd.env("XDG_CONFIG_HOME", home.join("config")).env("XDG_STATE_HOME", home.join("state"));
-        cmd
+        host_command(self.netns(host), &self.dir, &format!("{host:?}"), program, args)
     }
 
     /// Runs in a namespace and returns the output, success or not.

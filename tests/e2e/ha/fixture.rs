@@ -267,11 +267,7 @@ impl HaLab {
     /// A command to run in `host`'s namespace, in the work directory, with that host's own
     /// client store.
     pub fn spawn(&self, host: Host, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Command {
-        let mut cmd = self.netns(host).command(program);
-        cmd.args(args).current_dir(&self.dir);
-        let home = self.dir.join(format!("{host:?}").to_lowercase());
-        cmd.env("XDG_CONFIG_HOME", home.join("config")).env("XDG_STATE_HOME", home.join("state"));
-        cmd
+        crate::lab::host_command(self.netns(host), &self.dir, &format!("{host:?}"), program, args)
     }
 
     /// Runs in a namespace and returns the output, success or not.
