@@ -1,7 +1,7 @@
-//! Packet capture: live on interfaces (one thread each) or offline from a `.pcap` file,
-//! through the same path: BPF filter in the kernel, [`parse_frame`], keep only knocks.
-//! `knockd replay` reads capture files itself (`pcapfile.rs`) and parses their frames with the
-//! same [`frame_knock`].
+//! Packet capture, live on interfaces (one thread each): BPF filter in the kernel,
+//! [`parse_frame`], keep only knocks. `knockd replay` reads capture files itself
+//! (`pcapfile.rs`) and parses their frames with the same [`frame_knock`]; the tests read files
+//! through libpcap with the live filter (`read_offline`) to check that filter on real frames.
 //!
 //! A live capture reads what the kernel's ring holds at each wake-up (`pcap_dispatch`) and hands
 //! it on as one [`KnockBatch`]; under a flood it naps briefly between reads, so a wake-up
@@ -17,7 +17,7 @@ pub(crate) mod testframes;
 
 pub use filter::{bpf_filter, bpf_filter_rules};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -232,9 +232,10 @@ pub fn spawn_live(
     Ok(handle)
 }
 
-/// Reads the knocks that pass `filter` from a capture file. Their `at` keeps the spacing of
-/// the file's timestamps, starting now.
-pub fn read_offline(path: &Path, filter: &str) -> Result<Vec<CapturedKnock>, CaptureError> {
+/// Reads the knocks that pass `filter` from a capture file through libpcap, as a live capture
+/// would see them. Their `at` keeps the spacing of the file's timestamps, starting now.
+#[cfg(test)]
+pub fn read_offline(path: &std::path::Path, filter: &str) -> Result<Vec<CapturedKnock>, CaptureError> {
     let file_error = |source| CaptureError::File { path: path.to_path_buf(), source };
     let mut cap = Capture::from_file(path).map_err(file_error)?;
     let on = path.display().to_string();
@@ -261,6 +262,7 @@ pub fn read_offline(path: &Path, filter: &str) -> Result<Vec<CapturedKnock>, Cap
 }
 
 /// A pcap timestamp as time since the epoch (negative, malformed fields count as zero).
+#[cfg(test)]
 fn timestamp(secs: Option<u64>, micros: Option<u64>) -> Duration {
     let secs = Duration::from_secs(secs.unwrap_or(0));
     secs.saturating_add(Duration::from_micros(micros.unwrap_or(0)))
@@ -561,6 +563,7 @@ impl DropLog {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
+    use std::path::Path;
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc::sync_channel;
 
